@@ -1,0 +1,421 @@
+//! `version.info`, the index: which version of which app each group runs, and which versions exist.
+//!
+//! The file stays human-readable and keeps its comments and layout across edits (toml_edit). Every
+//! edit goes through [`crate::store::Store::edit_index`], a compare-and-swap on the object's ETag.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use toml_edit::{DocumentMut, Item, Table, value};
+
+use crate::names::{AppName, GroupName, Version};
+
+/// The schema this build reads and writes. A newer one is refused rather than misread.
+pub const SCHEMA: i64 = 1;
+
+const HEADER: &str = "\
+# MilkyWhite index: which version of which app each server group runs.
+# Written by `cargo milky`; every edit is a compare-and-swap on this object's ETag.
+# Comments you add here survive edits.
+";
+
+#[derive(Debug, thiserror::Error)]
+pub enum IndexError {
+    #[error("version.info is empty; it should at least hold `schema = {SCHEMA}`")]
+    Empty,
+    #[error("version.info is broken: {0}")]
+    Malformed(String),
+    #[error(
+        "version.info has schema {found}, this build understands schema {SCHEMA}; upgrade cargo-milky / milky-agent"
+    )]
+    UnknownSchema { found: i64 },
+    #[error("app {app} has no uploaded version {version} (uploaded: {known})")]
+    UnknownVersion {
+        app: AppName,
+        version: Version,
+        known: String,
+    },
+    #[error("group {group} does not run app {app}")]
+    NotInGroup { group: GroupName, app: AppName },
+    #[error(
+        "{app} {version} was already uploaded with other bytes (sha256 {existing}, now {new}); versions are immutable, pick a new version"
+    )]
+    VersionConflict {
+        app: AppName,
+        version: Version,
+        existing: String,
+        new: String,
+    },
+}
+
+/// What the store holds of one uploaded package.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PackageEntry {
+    /// sha256 of the `.tar.bz2` file, hex.
+    pub sha256: String,
+    /// Size of the `.tar.bz2` file in bytes.
+    pub size: u64,
+    /// When it was uploaded (RFC 3339).
+    pub uploaded: String,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct IndexData {
+    schema: Option<i64>,
+    #[serde(default)]
+    groups: BTreeMap<GroupName, BTreeMap<AppName, Version>>,
+    #[serde(default)]
+    apps: BTreeMap<AppName, AppData>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AppData {
+    #[serde(default)]
+    versions: BTreeMap<Version, PackageEntry>,
+}
+
+/// The parsed index, with its original text kept for lossless edits.
+#[derive(Debug, Clone)]
+pub struct Index {
+    doc: DocumentMut,
+}
+
+/// The outcome of recording an upload.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Added {
+    New,
+    /// The same bytes were uploaded before: nothing to do.
+    AlreadyThere,
+}
+
+impl Default for Index {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Index {
+    /// A fresh index, as written the first time anything is uploaded.
+    pub fn new() -> Self {
+        let mut doc = DocumentMut::new();
+        doc["schema"] = value(SCHEMA);
+        doc.decor_mut().set_prefix(format!("{HEADER}\n"));
+        doc["groups"] = implicit_table();
+        doc["apps"] = implicit_table();
+        Self { doc }
+    }
+
+    /// Parses and fully validates an index: TOML syntax, schema version, and every name in it.
+    pub fn parse(text: &str) -> Result<Self, IndexError> {
+        if text.trim().is_empty() {
+            return Err(IndexError::Empty);
+        }
+        let doc: DocumentMut = text
+            .parse()
+            .map_err(|e: toml_edit::TomlError| IndexError::Malformed(e.to_string()))?;
+        let index = Self { doc };
+        index.data()?;
+        Ok(index)
+    }
+
+    fn data(&self) -> Result<IndexData, IndexError> {
+        let data: IndexData = toml::from_str(&self.doc.to_string())
+            .map_err(|e| IndexError::Malformed(e.to_string()))?;
+        match data.schema {
+            Some(SCHEMA) => Ok(data),
+            Some(found) => Err(IndexError::UnknownSchema { found }),
+            None => Err(IndexError::Malformed(
+                "the `schema = 1` line is missing".into(),
+            )),
+        }
+    }
+
+    fn data_unchecked(&self) -> IndexData {
+        // Every constructor and edit keeps the document valid, so this cannot fail.
+        self.data().expect("index stays valid between edits")
+    }
+
+    /// Every group with the app → version it runs.
+    pub fn groups(&self) -> BTreeMap<GroupName, BTreeMap<AppName, Version>> {
+        self.data_unchecked().groups
+    }
+
+    /// The apps and versions one group runs (empty if the group is unknown).
+    pub fn group(&self, group: &GroupName) -> BTreeMap<AppName, Version> {
+        self.groups().remove(group).unwrap_or_default()
+    }
+
+    /// Every app with its uploaded versions.
+    pub fn apps(&self) -> BTreeMap<AppName, BTreeMap<Version, PackageEntry>> {
+        self.data_unchecked()
+            .apps
+            .into_iter()
+            .map(|(app, data)| (app, data.versions))
+            .collect()
+    }
+
+    pub fn package(&self, app: &AppName, version: &Version) -> Option<PackageEntry> {
+        self.apps().remove(app)?.remove(version)
+    }
+
+    /// Records an uploaded package. The same bytes again are [`Added::AlreadyThere`]; other bytes
+    /// under a known version are refused, because a version never changes once uploaded.
+    pub fn add_package(
+        &mut self,
+        app: &AppName,
+        version: &Version,
+        entry: &PackageEntry,
+    ) -> Result<Added, IndexError> {
+        if let Some(existing) = self.package(app, version) {
+            return if existing.sha256 == entry.sha256 {
+                Ok(Added::AlreadyThere)
+            } else {
+                Err(IndexError::VersionConflict {
+                    app: app.clone(),
+                    version: version.clone(),
+                    existing: existing.sha256,
+                    new: entry.sha256.clone(),
+                })
+            };
+        }
+        let versions = table_at(&mut self.doc, &["apps", app.as_str(), "versions"]);
+        let mut row = Table::new();
+        row["sha256"] = value(&entry.sha256);
+        row["size"] = value(i64::try_from(entry.size).unwrap_or(i64::MAX));
+        row["uploaded"] = value(&entry.uploaded);
+        versions.insert(version.as_str(), Item::Table(row));
+        Ok(Added::New)
+    }
+
+    /// Makes `group` run `version` of `app`, which must have been uploaded. Returns the version the
+    /// group ran before, if any.
+    pub fn set_version(
+        &mut self,
+        group: &GroupName,
+        app: &AppName,
+        version: &Version,
+    ) -> Result<Option<Version>, IndexError> {
+        if self.package(app, version).is_none() {
+            let known = self
+                .apps()
+                .remove(app)
+                .map(|versions| {
+                    versions
+                        .keys()
+                        .map(Version::to_string)
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                })
+                .filter(|list| !list.is_empty())
+                .unwrap_or_else(|| "none".into());
+            return Err(IndexError::UnknownVersion {
+                app: app.clone(),
+                version: version.clone(),
+                known,
+            });
+        }
+        let previous = self.group(group).remove(app);
+        let apps = table_at(&mut self.doc, &["groups", group.as_str()]);
+        apps.insert(app.as_str(), value(version.as_str()));
+        Ok(previous)
+    }
+
+    /// Takes `app` out of `group`. Its packages stay listed and stored. Returns the version it ran.
+    pub fn remove_app(&mut self, group: &GroupName, app: &AppName) -> Result<Version, IndexError> {
+        let Some(version) = self.group(group).remove(app) else {
+            return Err(IndexError::NotInGroup {
+                group: group.clone(),
+                app: app.clone(),
+            });
+        };
+        table_at(&mut self.doc, &["groups", group.as_str()]).remove(app.as_str());
+        Ok(version)
+    }
+}
+
+impl std::fmt::Display for Index {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.doc)
+    }
+}
+
+fn implicit_table() -> Item {
+    let mut table = Table::new();
+    table.set_implicit(true);
+    Item::Table(table)
+}
+
+/// The table at a dotted path, created (as implicit parents) where missing.
+fn table_at<'d>(doc: &'d mut DocumentMut, path: &[&str]) -> &'d mut Table {
+    let mut table = doc.as_table_mut();
+    for key in path {
+        // Implicit tables print no header of their own while they hold only tables, so the
+        // file shows `[apps.myapp.versions.v1]` rather than three headers.
+        let item = table.entry(key).or_insert_with(implicit_table);
+        table = item
+            .as_table_mut()
+            .expect("validated index has tables at these paths");
+    }
+    table
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn app(s: &str) -> AppName {
+        AppName::new(s).unwrap()
+    }
+    fn group(s: &str) -> GroupName {
+        GroupName::new(s).unwrap()
+    }
+    fn version(s: &str) -> Version {
+        Version::new(s).unwrap()
+    }
+    fn entry(sha: char) -> PackageEntry {
+        PackageEntry {
+            sha256: sha.to_string().repeat(64),
+            size: 1234,
+            uploaded: "2026-11-25T04:25:00Z".into(),
+        }
+    }
+
+    #[test]
+    fn new_index_round_trips_and_edits_render_readably() {
+        let mut index = Index::new();
+        index
+            .add_package(&app("myapp"), &version("1.4.0"), &entry('a'))
+            .unwrap();
+        index
+            .set_version(&group("stable"), &app("myapp"), &version("1.4.0"))
+            .unwrap();
+        insta::assert_snapshot!(index.to_string());
+        let reparsed = Index::parse(&index.to_string()).unwrap();
+        assert_eq!(
+            reparsed.group(&group("stable"))[&app("myapp")],
+            version("1.4.0")
+        );
+    }
+
+    #[test]
+    fn comments_and_layout_survive_edits() {
+        let text = "# ops: stable is the customer-facing fleet\nschema = 1\n\n[groups.stable]\nmyapp = \"v1\" # pinned for the audit\n\n[apps.myapp.versions.v1]\nsha256 = \"aaaa\"\nsize = 1\nuploaded = \"x\"\n";
+        let mut index = Index::parse(text).unwrap();
+        index
+            .add_package(&app("myapp"), &version("v2"), &entry('b'))
+            .unwrap();
+        index
+            .set_version(&group("unstable"), &app("myapp"), &version("v2"))
+            .unwrap();
+        let out = index.to_string();
+        assert!(
+            out.starts_with("# ops: stable is the customer-facing fleet\n"),
+            "{out}"
+        );
+        assert!(
+            out.contains("myapp = \"v1\" # pinned for the audit"),
+            "{out}"
+        );
+        assert!(out.contains("[groups.unstable]"), "{out}");
+    }
+
+    #[test]
+    fn set_version_needs_an_uploaded_version_and_reports_the_previous_one() {
+        let mut index = Index::new();
+        let err = index
+            .set_version(&group("stable"), &app("myapp"), &version("v9"))
+            .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "app myapp has no uploaded version v9 (uploaded: none)"
+        );
+        index
+            .add_package(&app("myapp"), &version("v1"), &entry('a'))
+            .unwrap();
+        index
+            .add_package(&app("myapp"), &version("v2"), &entry('b'))
+            .unwrap();
+        assert_eq!(
+            index
+                .set_version(&group("stable"), &app("myapp"), &version("v1"))
+                .unwrap(),
+            None
+        );
+        assert_eq!(
+            index
+                .set_version(&group("stable"), &app("myapp"), &version("v2"))
+                .unwrap(),
+            Some(version("v1"))
+        );
+        let err = index
+            .set_version(&group("stable"), &app("myapp"), &version("v3"))
+            .unwrap_err();
+        assert!(err.to_string().ends_with("(uploaded: v1, v2)"), "{err}");
+    }
+
+    #[test]
+    fn same_bytes_again_are_a_no_op_other_bytes_are_refused() {
+        let mut index = Index::new();
+        assert_eq!(
+            index
+                .add_package(&app("a"), &version("v1"), &entry('a'))
+                .unwrap(),
+            Added::New
+        );
+        assert_eq!(
+            index
+                .add_package(&app("a"), &version("v1"), &entry('a'))
+                .unwrap(),
+            Added::AlreadyThere
+        );
+        let err = index
+            .add_package(&app("a"), &version("v1"), &entry('b'))
+            .unwrap_err();
+        assert!(matches!(err, IndexError::VersionConflict { .. }), "{err}");
+    }
+
+    #[test]
+    fn remove_keeps_the_packages() {
+        let mut index = Index::new();
+        index
+            .add_package(&app("a"), &version("v1"), &entry('a'))
+            .unwrap();
+        index
+            .set_version(&group("g"), &app("a"), &version("v1"))
+            .unwrap();
+        assert_eq!(
+            index.remove_app(&group("g"), &app("a")).unwrap(),
+            version("v1")
+        );
+        assert!(index.group(&group("g")).is_empty());
+        assert!(index.package(&app("a"), &version("v1")).is_some());
+        let err = index.remove_app(&group("g"), &app("a")).unwrap_err();
+        assert_eq!(err.to_string(), "group g does not run app a");
+    }
+
+    #[test]
+    fn broken_indexes_are_refused_with_where_and_why() {
+        assert!(matches!(Index::parse(""), Err(IndexError::Empty)));
+        let err = Index::parse("schema = 1\n[groups.stable\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("line 2"), "{err}");
+        let err = Index::parse("schema = 7\n").unwrap_err();
+        assert!(
+            matches!(err, IndexError::UnknownSchema { found: 7 }),
+            "{err}"
+        );
+        let err = Index::parse("schema = 1\n[groups.stable]\n\"my app\" = \"v1\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("invalid app name \"my app\""), "{err}");
+        let err = Index::parse("groups = 3\n").unwrap_err().to_string();
+        assert!(err.contains("broken"), "{err}");
+        let err = Index::parse("schema = 1\nsurprise = true\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("surprise"), "{err}");
+    }
+}

@@ -1,0 +1,16 @@
+//! The domain of MilkyWhite, shared by the controller (`cargo milky`) and the agent
+//! (`milky-agent`): names, the index `version.info`, the package format, the store (S3 or a local
+//! directory) and where things live in it. No CLI code and no printing here.
+
+pub mod index;
+pub mod layout;
+pub mod names;
+pub mod package;
+pub mod project;
+pub mod store;
+
+pub use index::{Index, IndexError, PackageEntry};
+pub use names::{AppName, GroupName, HostName, NameError, Version};
+pub use package::Manifest;
+pub use project::ProjectConfig;
+pub use store::{Condition, Store, StoreError, StoreUrl};

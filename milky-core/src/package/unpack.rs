@@ -1,0 +1,242 @@
+//! Unpacking a package on a server: the agent's security boundary.
+//!
+//! The archive comes from the store, which others can write to, so nothing in it is trusted:
+//! every entry's path must stay inside the target, only directories, regular files and symlinks
+//! that stay inside are accepted, nothing is ever written through a symlink, sizes and counts are
+//! capped against decompression bombs, and modes are normalised (no setuid, world-readable).
+//! Any refusal leaves a half-filled target that the caller discards: unpack into a staging dir.
+
+use std::collections::HashSet;
+use std::io::{self, Read};
+use std::path::{Component, Path, PathBuf};
+
+use super::Manifest;
+use crate::project::FILE_NAME;
+
+/// Caps against decompression bombs.
+#[derive(Debug, Clone, Copy)]
+pub struct UnpackLimits {
+    pub max_bytes: u64,
+    pub max_entries: u64,
+}
+
+impl Default for UnpackLimits {
+    fn default() -> Self {
+        Self {
+            max_bytes: 4 << 30,
+            max_entries: 200_000,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum UnpackError {
+    #[error("package entry {entry:?} refused: {why}")]
+    Refused { entry: String, why: String },
+    #[error(
+        "package unpacks to more than {limit} bytes; refused as a possible decompression bomb (raise the limit if it is real)"
+    )]
+    TooLarge { limit: u64 },
+    #[error(
+        "package has more than {limit} entries; refused as a possible decompression bomb (raise the limit if it is real)"
+    )]
+    TooManyEntries { limit: u64 },
+    #[error("package is corrupt or truncated: {0}")]
+    Corrupt(io::Error),
+    #[error("package has no milky.toml manifest at its root")]
+    NoManifest,
+    #[error("package manifest is invalid: {0}")]
+    BadManifest(String),
+    #[error("{path}: {source}")]
+    Io { path: PathBuf, source: io::Error },
+}
+
+/// Unpacks a `.tar.bz2` read from `archive` into the existing, empty directory `target` and
+/// returns its manifest.
+pub fn unpack(
+    archive: impl Read,
+    target: &Path,
+    limits: UnpackLimits,
+) -> Result<Manifest, UnpackError> {
+    let decoder = bzip2::read::MultiBzDecoder::new(archive);
+    let mut tar = tar::Archive::new(decoder);
+    let mut symlinks: HashSet<PathBuf> = HashSet::new();
+    let mut total = 0u64;
+    let mut count = 0u64;
+    for entry in tar.entries().map_err(UnpackError::Corrupt)? {
+        let mut entry = entry.map_err(UnpackError::Corrupt)?;
+        count += 1;
+        if count > limits.max_entries {
+            return Err(UnpackError::TooManyEntries {
+                limit: limits.max_entries,
+            });
+        }
+        let raw_name = String::from_utf8_lossy(&entry.path_bytes()).into_owned();
+        let refuse = |why: &str| UnpackError::Refused {
+            entry: raw_name.clone(),
+            why: why.to_owned(),
+        };
+        let rel = safe_relative_path(&raw_name).map_err(|why| refuse(why))?;
+        if rel.as_os_str().is_empty() {
+            continue; // "./" itself
+        }
+        if rel
+            .ancestors()
+            .skip(1)
+            .any(|parent| symlinks.contains(parent))
+        {
+            return Err(refuse(
+                "it would be written through a symlink of the same package",
+            ));
+        }
+        let dest = target.join(&rel);
+        let io_err = |source| UnpackError::Io {
+            path: dest.clone(),
+            source,
+        };
+        let kind = entry.header().entry_type();
+        match kind {
+            tar::EntryType::Directory => {
+                std::fs::create_dir_all(&dest).map_err(io_err)?;
+                set_mode(&dest, 0o755)?;
+            }
+            tar::EntryType::Regular | tar::EntryType::Continuous => {
+                let size = entry.header().size().map_err(UnpackError::Corrupt)?;
+                total = total.saturating_add(size);
+                if total > limits.max_bytes {
+                    return Err(UnpackError::TooLarge {
+                        limit: limits.max_bytes,
+                    });
+                }
+                if let Some(parent) = dest.parent() {
+                    std::fs::create_dir_all(parent).map_err(|source| UnpackError::Io {
+                        path: parent.to_owned(),
+                        source,
+                    })?;
+                }
+                let executable = entry.header().mode().map_err(UnpackError::Corrupt)? & 0o111 != 0;
+                // create_new: never replace (or follow) something already there.
+                let mut file = std::fs::OpenOptions::new()
+                    .write(true)
+                    .create_new(true)
+                    .open(&dest)
+                    .map_err(|e| {
+                        if e.kind() == io::ErrorKind::AlreadyExists {
+                            refuse("the same path appears twice")
+                        } else {
+                            UnpackError::Io {
+                                path: dest.clone(),
+                                source: e,
+                            }
+                        }
+                    })?;
+                let copied = io::copy(&mut (&mut entry).take(size), &mut file)
+                    .map_err(UnpackError::Corrupt)?;
+                if copied != size {
+                    return Err(UnpackError::Corrupt(io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        format!("{raw_name} is truncated"),
+                    )));
+                }
+                set_mode(&dest, if executable { 0o755 } else { 0o644 })?;
+            }
+            tar::EntryType::Symlink => {
+                let target_path = entry
+                    .link_name()
+                    .map_err(UnpackError::Corrupt)?
+                    .ok_or_else(|| refuse("symlink without a target"))?;
+                if !symlink_stays_inside(&rel, &target_path) {
+                    return Err(refuse(&format!(
+                        "symlink to {} points outside the release",
+                        target_path.display()
+                    )));
+                }
+                if let Some(parent) = dest.parent() {
+                    std::fs::create_dir_all(parent).map_err(|source| UnpackError::Io {
+                        path: parent.to_owned(),
+                        source,
+                    })?;
+                }
+                std::os::unix::fs::symlink(&target_path, &dest).map_err(io_err)?;
+                symlinks.insert(rel);
+            }
+            tar::EntryType::Link => return Err(refuse("hard links are not allowed in packages")),
+            tar::EntryType::Char | tar::EntryType::Block => {
+                return Err(refuse("device files are not allowed in packages"));
+            }
+            tar::EntryType::Fifo => return Err(refuse("fifos are not allowed in packages")),
+            tar::EntryType::XGlobalHeader
+            | tar::EntryType::XHeader
+            | tar::EntryType::GNULongName
+            | tar::EntryType::GNULongLink => {}
+            other => {
+                return Err(refuse(&format!(
+                    "entry type {other:?} is not allowed in packages"
+                )));
+            }
+        }
+    }
+    let manifest_path = target.join(FILE_NAME);
+    if symlinks.contains(Path::new(FILE_NAME)) {
+        return Err(UnpackError::BadManifest("milky.toml is a symlink".into()));
+    }
+    let text = match std::fs::read_to_string(&manifest_path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(UnpackError::NoManifest),
+        Err(source) => {
+            return Err(UnpackError::Io {
+                path: manifest_path,
+                source,
+            });
+        }
+    };
+    Manifest::parse(&text).map_err(UnpackError::BadManifest)
+}
+
+fn set_mode(path: &Path, mode: u32) -> Result<(), UnpackError> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).map_err(|source| {
+        UnpackError::Io {
+            path: path.to_owned(),
+            source,
+        }
+    })
+}
+
+/// The entry's path as plain relative components, or why it is refused.
+fn safe_relative_path(name: &str) -> Result<PathBuf, &'static str> {
+    if name.contains('\0') {
+        return Err("its path holds a NUL byte");
+    }
+    let mut rel = PathBuf::new();
+    for component in Path::new(name).components() {
+        match component {
+            Component::Normal(part) => rel.push(part),
+            Component::CurDir => {}
+            Component::ParentDir => return Err("its path climbs out with '..'"),
+            Component::RootDir | Component::Prefix(_) => return Err("its path is absolute"),
+        }
+    }
+    Ok(rel)
+}
+
+/// Whether a symlink at `link` (relative to the release root) with `target` resolves, lexically,
+/// to somewhere inside the release.
+fn symlink_stays_inside(link: &Path, target: &Path) -> bool {
+    if target.is_absolute() {
+        return false;
+    }
+    let mut depth = link.components().count() as i64 - 1;
+    for component in target.components() {
+        match component {
+            Component::ParentDir => depth -= 1,
+            Component::Normal(_) => depth += 1,
+            Component::CurDir => {}
+            _ => return false,
+        }
+        if depth < 0 {
+            return false;
+        }
+    }
+    true
+}

@@ -1,0 +1,382 @@
+//! The store: the only thing servers share. An S3 bucket (or any S3-compatible store) or, for one
+//! machine and for trying things out, a local directory with the same semantics.
+//!
+//! Both kinds give the guarantees the rest of MilkyWhite is built on: a conditional create
+//! (`If-None-Match: *`) so a package is written once, and a compare-and-swap replace (`If-Match`)
+//! so two controllers editing the index at once never lose an update.
+
+mod local;
+mod s3;
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+pub use local::LocalStore;
+pub use s3::{S3Options, S3Store};
+
+use crate::index::{Index, IndexError};
+use crate::layout;
+
+/// A store named by one URL: `s3://BUCKET/PREFIX` or `file:///PATH`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreUrl {
+    S3 { bucket: String, prefix: String },
+    Local { root: PathBuf },
+}
+
+impl std::str::FromStr for StoreUrl {
+    type Err = StoreError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let bad = |why: &str| StoreError::BadUrl {
+            url: s.to_owned(),
+            why: why.to_owned(),
+        };
+        if let Some(rest) = s.strip_prefix("s3://") {
+            let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+            if bucket.is_empty() {
+                return Err(bad("the bucket name is missing"));
+            }
+            let prefix = prefix.trim_matches('/');
+            if prefix.split('/').any(|part| part == ".." || part == ".") {
+                return Err(bad("the prefix may not contain '.' or '..' parts"));
+            }
+            Ok(StoreUrl::S3 {
+                bucket: bucket.to_owned(),
+                prefix: prefix.to_owned(),
+            })
+        } else if let Some(path) = s.strip_prefix("file://") {
+            if !path.starts_with('/') {
+                return Err(bad(
+                    "a file:// store needs an absolute path, as in file:///srv/milky-store",
+                ));
+            }
+            Ok(StoreUrl::Local {
+                root: PathBuf::from(path),
+            })
+        } else {
+            Err(bad("expected s3://BUCKET/PREFIX or file:///PATH"))
+        }
+    }
+}
+
+impl fmt::Display for StoreUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            StoreUrl::S3 { bucket, prefix } if prefix.is_empty() => write!(f, "s3://{bucket}"),
+            StoreUrl::S3 { bucket, prefix } => write!(f, "s3://{bucket}/{prefix}"),
+            StoreUrl::Local { root } => write!(f, "file://{}", root.display()),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("bad store URL {url:?}: {why}")]
+    BadUrl { url: String, why: String },
+    #[error("{key} does not exist in {store}")]
+    NotFound { store: String, key: String },
+    #[error("{key} in {store} changed or appeared since it was read (precondition failed)")]
+    PreconditionFailed { store: String, key: String },
+    #[error("access denied to {key} in {store}: {detail}")]
+    AccessDenied {
+        store: String,
+        key: String,
+        detail: String,
+    },
+    #[error("cannot reach the store {store}: {detail}")]
+    Unreachable { store: String, detail: String },
+    #[error("{op} {key} in {store} failed: {detail}")]
+    Other {
+        store: String,
+        op: &'static str,
+        key: String,
+        detail: String,
+    },
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error(
+        "gave up editing {key} in {store} after {attempts} attempts: other writers kept changing it"
+    )]
+    TooManyRaces {
+        store: String,
+        key: String,
+        attempts: u32,
+    },
+}
+
+impl StoreError {
+    pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        StoreError::Io {
+            path: path.into(),
+            source,
+        }
+    }
+}
+
+/// An object's bytes and the tag that names this exact content.
+#[derive(Debug, Clone)]
+pub struct Object {
+    pub bytes: Vec<u8>,
+    pub etag: String,
+}
+
+/// What a conditional read found.
+#[derive(Debug)]
+pub enum Fetched {
+    Changed(Object),
+    NotModified,
+    Missing,
+}
+
+/// What a write requires of the object it replaces.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Condition {
+    /// Write whatever is there.
+    None,
+    /// Create only: fail if the key exists (`If-None-Match: *`).
+    IfAbsent,
+    /// Replace only this exact content (`If-Match: ETAG`).
+    IfMatch(String),
+}
+
+/// Size, tag and recorded sha256 of a stored object, without its bytes.
+#[derive(Debug, Clone)]
+pub struct ObjectInfo {
+    pub size: u64,
+    pub etag: String,
+    /// The sha256 recorded when the object was written by [`Store::put_file`], if any.
+    pub sha256: Option<String>,
+}
+
+/// Called with the number of bytes moved so far.
+pub type Progress<'a> = &'a (dyn Fn(u64) + Send + Sync);
+
+/// An open store.
+#[derive(Debug, Clone)]
+pub enum Store {
+    S3(S3Store),
+    Local(LocalStore),
+}
+
+/// How many times an index edit re-reads and re-applies after losing a race.
+const EDIT_ATTEMPTS: u32 = 40;
+
+/// The error of an index edit: the store's, the index's, or the caller's own.
+#[derive(Debug, thiserror::Error)]
+pub enum EditError<E> {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("{INDEX_KEY} in {store}: {source}")]
+    Index { store: String, source: IndexError },
+    #[error(transparent)]
+    Edit(E),
+}
+
+const INDEX_KEY: &str = layout::INDEX;
+
+impl Store {
+    /// Opens the store a URL names. S3 settings come from the standard AWS chain (environment,
+    /// profiles, instance roles) plus `options`.
+    pub async fn open(url: &StoreUrl, options: &S3Options) -> Result<Self, StoreError> {
+        Ok(match url {
+            StoreUrl::S3 { bucket, prefix } => {
+                Store::S3(S3Store::new(bucket.clone(), prefix.clone(), options).await)
+            }
+            StoreUrl::Local { root } => Store::Local(LocalStore::open(root)?),
+        })
+    }
+
+    /// The URL, for messages.
+    pub fn url(&self) -> String {
+        match self {
+            Store::S3(s) => s.url(),
+            Store::Local(l) => l.url(),
+        }
+    }
+
+    pub async fn get(&self, key: &str) -> Result<Option<Object>, StoreError> {
+        match self {
+            Store::S3(s) => s.get(key).await,
+            Store::Local(l) => l.get(key),
+        }
+    }
+
+    /// Reads `key` unless it still has `etag`: an unchanged object costs one small request.
+    pub async fn get_if_changed(
+        &self,
+        key: &str,
+        etag: Option<&str>,
+    ) -> Result<Fetched, StoreError> {
+        match self {
+            Store::S3(s) => s.get_if_changed(key, etag).await,
+            Store::Local(l) => l.get_if_changed(key, etag),
+        }
+    }
+
+    pub async fn head(&self, key: &str) -> Result<Option<ObjectInfo>, StoreError> {
+        match self {
+            Store::S3(s) => s.head(key).await,
+            Store::Local(l) => l.head(key),
+        }
+    }
+
+    /// Writes a small object under a condition; returns its new ETag.
+    pub async fn put(
+        &self,
+        key: &str,
+        bytes: Vec<u8>,
+        condition: Condition,
+    ) -> Result<String, StoreError> {
+        match self {
+            Store::S3(s) => s.put(key, bytes, &condition).await,
+            Store::Local(l) => l.put(key, &bytes, &condition),
+        }
+    }
+
+    /// Uploads a file (multipart when large) under a condition, recording its sha256 with it.
+    pub async fn put_file(
+        &self,
+        key: &str,
+        path: &Path,
+        sha256: &str,
+        condition: Condition,
+        progress: Progress<'_>,
+    ) -> Result<String, StoreError> {
+        match self {
+            Store::S3(s) => s.put_file(key, path, sha256, &condition, progress).await,
+            Store::Local(l) => l.put_file(key, path, &condition, progress),
+        }
+    }
+
+    /// Streams an object into a file; returns the number of bytes written.
+    pub async fn download(
+        &self,
+        key: &str,
+        dest: &Path,
+        progress: Progress<'_>,
+    ) -> Result<u64, StoreError> {
+        match self {
+            Store::S3(s) => s.download(key, dest, progress).await,
+            Store::Local(l) => l.download(key, dest, progress),
+        }
+    }
+
+    pub async fn delete(&self, key: &str) -> Result<(), StoreError> {
+        match self {
+            Store::S3(s) => s.delete(key).await,
+            Store::Local(l) => l.delete(key),
+        }
+    }
+
+    /// Every key under a prefix, relative to the store's own prefix, sorted.
+    pub async fn list(&self, prefix: &str) -> Result<Vec<String>, StoreError> {
+        match self {
+            Store::S3(s) => s.list(prefix).await,
+            Store::Local(l) => l.list(prefix),
+        }
+    }
+
+    /// Reads the index; `None` when nothing was ever uploaded to this store.
+    pub async fn read_index(
+        &self,
+    ) -> Result<Option<(Index, String)>, EditError<std::convert::Infallible>> {
+        let Some(object) = self.get(layout::INDEX).await? else {
+            return Ok(None);
+        };
+        Ok(Some((self.parse_index(&object.bytes)?, object.etag)))
+    }
+
+    fn parse_index<E>(&self, bytes: &[u8]) -> Result<Index, EditError<E>> {
+        let text = String::from_utf8_lossy(bytes);
+        Index::parse(&text).map_err(|source| EditError::Index {
+            store: self.url(),
+            source,
+        })
+    }
+
+    /// Read-modify-write of the index, guarded by its ETag. `edit` may run several times: when
+    /// another writer got in between, the index is read again and the edit re-applied to it, so no
+    /// update is ever lost. An index that does not parse is never overwritten. Returns what the
+    /// last run of `edit` returned and the index as written.
+    pub async fn edit_index<T, E>(
+        &self,
+        mut edit: impl FnMut(&mut Index) -> Result<T, E>,
+    ) -> Result<(T, Index), EditError<E>> {
+        for attempt in 1..=EDIT_ATTEMPTS {
+            let (mut index, condition, before) = match self.get(layout::INDEX).await? {
+                Some(object) => {
+                    let index = self.parse_index(&object.bytes)?;
+                    let before = index.to_string();
+                    (index, Condition::IfMatch(object.etag), Some(before))
+                }
+                None => (Index::new(), Condition::IfAbsent, None),
+            };
+            let outcome = edit(&mut index).map_err(EditError::Edit)?;
+            let after = index.to_string();
+            if before.as_deref() == Some(after.as_str()) {
+                return Ok((outcome, index));
+            }
+            match self.put(layout::INDEX, after.into_bytes(), condition).await {
+                Ok(_) => return Ok((outcome, index)),
+                Err(StoreError::PreconditionFailed { .. }) => {
+                    tracing::debug!(attempt, "lost a race on the index; reading it again");
+                    tokio::time::sleep(backoff(attempt)).await;
+                }
+                Err(other) => return Err(other.into()),
+            }
+        }
+        Err(StoreError::TooManyRaces {
+            store: self.url(),
+            key: layout::INDEX.into(),
+            attempts: EDIT_ATTEMPTS,
+        }
+        .into())
+    }
+}
+
+/// Jittered exponential backoff, capped at half a second, so racing writers spread out.
+fn backoff(attempt: u32) -> Duration {
+    let cap_ms = (10u64 << attempt.min(6)).min(500);
+    Duration::from_millis(rand::random_range(1..=cap_ms))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn store_urls_parse_and_print() {
+        let url: StoreUrl = "s3://bucket/some/prefix/".parse().unwrap();
+        assert_eq!(
+            url,
+            StoreUrl::S3 {
+                bucket: "bucket".into(),
+                prefix: "some/prefix".into()
+            }
+        );
+        assert_eq!(url.to_string(), "s3://bucket/some/prefix");
+        assert_eq!("s3://b".parse::<StoreUrl>().unwrap().to_string(), "s3://b");
+        let local: StoreUrl = "file:///srv/store".parse().unwrap();
+        assert_eq!(
+            local,
+            StoreUrl::Local {
+                root: "/srv/store".into()
+            }
+        );
+        for bad in [
+            "s3://",
+            "file://relative",
+            "http://x",
+            "s3://b/../x",
+            "/srv/store",
+        ] {
+            let err = bad.parse::<StoreUrl>().unwrap_err().to_string();
+            assert!(err.starts_with("bad store URL"), "{bad}: {err}");
+        }
+    }
+}

@@ -1,0 +1,506 @@
+//! The store on S3 or any S3-compatible server, through aws-sdk-s3.
+
+use std::path::Path;
+use std::time::Duration;
+
+use aws_sdk_s3::Client;
+use aws_sdk_s3::config::http::HttpResponse;
+use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use aws_sdk_s3::primitives::ByteStream;
+use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
+use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
+
+use super::{Condition, Fetched, Object, ObjectInfo, Progress, StoreError};
+
+/// Files above this size go up in parts of this size.
+const PART_SIZE: u64 = 16 * 1024 * 1024;
+/// Parts in flight at once.
+const PART_CONCURRENCY: usize = 4;
+const SHA256_METADATA: &str = "sha256";
+
+/// Settings on top of the standard AWS chain (environment, profiles, instance roles).
+#[derive(Debug, Clone, Default)]
+pub struct S3Options {
+    /// An S3-compatible endpoint, e.g. `http://127.0.0.1:9000`; `AWS_ENDPOINT_URL` works too.
+    /// Set, it also switches to path-style addressing.
+    pub endpoint_url: Option<String>,
+    /// The region when the chain names none.
+    pub region: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct S3Store {
+    client: Client,
+    bucket: String,
+    prefix: String,
+}
+
+impl S3Store {
+    pub async fn new(bucket: String, prefix: String, options: &S3Options) -> Self {
+        let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest())
+            .timeout_config(
+                aws_config::timeout::TimeoutConfig::builder()
+                    .connect_timeout(Duration::from_secs(5))
+                    .read_timeout(Duration::from_secs(60))
+                    .build(),
+            )
+            .retry_config(aws_config::retry::RetryConfig::standard().with_max_attempts(4));
+        if let Some(endpoint) = &options.endpoint_url {
+            loader = loader.endpoint_url(endpoint);
+        }
+        let shared = loader.load().await;
+        let custom_endpoint = options.endpoint_url.is_some() || shared.endpoint_url().is_some();
+        let mut config =
+            aws_sdk_s3::config::Builder::from(&shared).force_path_style(custom_endpoint);
+        if shared.region().is_none() {
+            let region = options.region.clone().unwrap_or_else(|| "us-east-1".into());
+            config = config.region(aws_sdk_s3::config::Region::new(region));
+        }
+        Self {
+            client: Client::from_conf(config.build()),
+            bucket,
+            prefix,
+        }
+    }
+
+    pub fn url(&self) -> String {
+        if self.prefix.is_empty() {
+            format!("s3://{}", self.bucket)
+        } else {
+            format!("s3://{}/{}", self.bucket, self.prefix)
+        }
+    }
+
+    fn key(&self, key: &str) -> String {
+        if self.prefix.is_empty() {
+            key.to_owned()
+        } else {
+            format!("{}/{key}", self.prefix)
+        }
+    }
+
+    /// Turns an SDK error into one that says what failed and whether it is worth retrying.
+    fn error<E>(&self, op: &'static str, key: &str, err: SdkError<E, HttpResponse>) -> StoreError
+    where
+        E: ProvideErrorMetadata + std::error::Error + 'static,
+    {
+        let status = err.raw_response().map(|r| r.status().as_u16());
+        let code = err
+            .as_service_error()
+            .and_then(|e| e.code())
+            .map(str::to_owned);
+        let detail = DisplayErrorContext(&err).to_string();
+        let (store, key) = (self.url(), key.to_owned());
+        match (status, code.as_deref()) {
+            (Some(404), _) | (_, Some("NoSuchKey" | "NotFound")) => {
+                StoreError::NotFound { store, key }
+            }
+            (Some(412), _) | (_, Some("PreconditionFailed")) => {
+                StoreError::PreconditionFailed { store, key }
+            }
+            (Some(403), _) | (_, Some("AccessDenied")) => {
+                StoreError::AccessDenied { store, key, detail }
+            }
+            (Some(409), _) if op == "complete upload" => {
+                StoreError::PreconditionFailed { store, key }
+            }
+            (_, Some("NoSuchBucket")) => StoreError::Other {
+                store,
+                op,
+                key,
+                detail: format!("the bucket {} does not exist", self.bucket),
+            },
+            (None, _)
+                if matches!(
+                    err,
+                    SdkError::DispatchFailure(_) | SdkError::TimeoutError(_)
+                ) =>
+            {
+                StoreError::Unreachable { store, detail }
+            }
+            _ => StoreError::Other {
+                store,
+                op,
+                key,
+                detail,
+            },
+        }
+    }
+
+    pub async fn get(&self, key: &str) -> Result<Option<Object>, StoreError> {
+        match self.get_if_changed(key, None).await? {
+            Fetched::Changed(object) => Ok(Some(object)),
+            Fetched::Missing => Ok(None),
+            Fetched::NotModified => unreachable!("an unconditional GET is never 304"),
+        }
+    }
+
+    pub async fn get_if_changed(
+        &self,
+        key: &str,
+        etag: Option<&str>,
+    ) -> Result<Fetched, StoreError> {
+        let result = self
+            .client
+            .get_object()
+            .bucket(&self.bucket)
+            .key(self.key(key))
+            .set_if_none_match(etag.map(str::to_owned))
+            .send()
+            .await;
+        let output = match result {
+            Ok(output) => output,
+            Err(err)
+                if err
+                    .raw_response()
+                    .is_some_and(|r| r.status().as_u16() == 304) =>
+            {
+                return Ok(Fetched::NotModified);
+            }
+            Err(err) => {
+                return match self.error("get", key, err) {
+                    StoreError::NotFound { .. } => Ok(Fetched::Missing),
+                    other => Err(other),
+                };
+            }
+        };
+        let new_etag = output.e_tag().unwrap_or_default().to_owned();
+        // Servers that ignore If-None-Match answer 200 with the same ETag: treat it as unchanged.
+        if etag.is_some_and(|old| old == new_etag) {
+            return Ok(Fetched::NotModified);
+        }
+        let bytes = output
+            .body
+            .collect()
+            .await
+            .map_err(|e| StoreError::Other {
+                store: self.url(),
+                op: "read",
+                key: key.into(),
+                detail: e.to_string(),
+            })?
+            .into_bytes()
+            .to_vec();
+        Ok(Fetched::Changed(Object {
+            bytes,
+            etag: new_etag,
+        }))
+    }
+
+    pub async fn head(&self, key: &str) -> Result<Option<ObjectInfo>, StoreError> {
+        match self
+            .client
+            .head_object()
+            .bucket(&self.bucket)
+            .key(self.key(key))
+            .send()
+            .await
+        {
+            Ok(output) => Ok(Some(ObjectInfo {
+                size: output
+                    .content_length()
+                    .unwrap_or_default()
+                    .try_into()
+                    .unwrap_or_default(),
+                etag: output.e_tag().unwrap_or_default().to_owned(),
+                sha256: output
+                    .metadata()
+                    .and_then(|m| m.get(SHA256_METADATA))
+                    .cloned(),
+            })),
+            Err(err) => match self.error("head", key, err) {
+                StoreError::NotFound { .. } => Ok(None),
+                other => Err(other),
+            },
+        }
+    }
+
+    pub async fn put(
+        &self,
+        key: &str,
+        bytes: Vec<u8>,
+        condition: &Condition,
+    ) -> Result<String, StoreError> {
+        let (if_match, if_none_match) = condition_headers(condition);
+        let output = self
+            .client
+            .put_object()
+            .bucket(&self.bucket)
+            .key(self.key(key))
+            .body(ByteStream::from(bytes))
+            .set_if_match(if_match)
+            .set_if_none_match(if_none_match)
+            .send()
+            .await
+            .map_err(|err| self.error("put", key, err))?;
+        Ok(output.e_tag().unwrap_or_default().to_owned())
+    }
+
+    pub async fn put_file(
+        &self,
+        key: &str,
+        path: &Path,
+        sha256: &str,
+        condition: &Condition,
+        progress: Progress<'_>,
+    ) -> Result<String, StoreError> {
+        let size = tokio::fs::metadata(path)
+            .await
+            .map_err(|e| StoreError::io(path, e))?
+            .len();
+        if size <= PART_SIZE {
+            let body = ByteStream::from_path(path)
+                .await
+                .map_err(|e| StoreError::Other {
+                    store: self.url(),
+                    op: "read",
+                    key: key.into(),
+                    detail: format!("{}: {e}", path.display()),
+                })?;
+            let (if_match, if_none_match) = condition_headers(condition);
+            let output = self
+                .client
+                .put_object()
+                .bucket(&self.bucket)
+                .key(self.key(key))
+                .metadata(SHA256_METADATA, sha256)
+                .body(body)
+                .set_if_match(if_match)
+                .set_if_none_match(if_none_match)
+                .send()
+                .await
+                .map_err(|err| self.error("put", key, err))?;
+            progress(size);
+            return Ok(output.e_tag().unwrap_or_default().to_owned());
+        }
+        self.put_multipart(key, path, size, sha256, condition, progress)
+            .await
+    }
+
+    async fn put_multipart(
+        &self,
+        key: &str,
+        path: &Path,
+        size: u64,
+        sha256: &str,
+        condition: &Condition,
+        progress: Progress<'_>,
+    ) -> Result<String, StoreError> {
+        let upload = self
+            .client
+            .create_multipart_upload()
+            .bucket(&self.bucket)
+            .key(self.key(key))
+            .metadata(SHA256_METADATA, sha256)
+            .send()
+            .await
+            .map_err(|err| self.error("start upload", key, err))?;
+        let upload_id = upload.upload_id().unwrap_or_default().to_owned();
+        let result = self
+            .upload_parts(key, path, size, &upload_id, condition, progress)
+            .await;
+        if result.is_err() {
+            // Leave no half upload behind to be billed for; the original error is what matters.
+            let _ = self
+                .client
+                .abort_multipart_upload()
+                .bucket(&self.bucket)
+                .key(self.key(key))
+                .upload_id(&upload_id)
+                .send()
+                .await;
+        }
+        result
+    }
+
+    async fn upload_parts(
+        &self,
+        key: &str,
+        path: &Path,
+        size: u64,
+        upload_id: &str,
+        condition: &Condition,
+        progress: Progress<'_>,
+    ) -> Result<String, StoreError> {
+        let part_count = size.div_ceil(PART_SIZE);
+        let semaphore = std::sync::Arc::new(tokio::sync::Semaphore::new(PART_CONCURRENCY));
+        let mut tasks = tokio::task::JoinSet::new();
+        let mut parts = Vec::with_capacity(part_count as usize);
+        let mut done = 0u64;
+        for number in 1..=part_count {
+            let permit = semaphore
+                .clone()
+                .acquire_owned()
+                .await
+                .expect("semaphore stays open");
+            let offset = (number - 1) * PART_SIZE;
+            let len = PART_SIZE.min(size - offset);
+            let mut buf = vec![0; len as usize];
+            let mut file = tokio::fs::File::open(path)
+                .await
+                .map_err(|e| StoreError::io(path, e))?;
+            file.seek(std::io::SeekFrom::Start(offset))
+                .await
+                .map_err(|e| StoreError::io(path, e))?;
+            file.read_exact(&mut buf)
+                .await
+                .map_err(|e| StoreError::io(path, e))?;
+            let request = self
+                .client
+                .upload_part()
+                .bucket(&self.bucket)
+                .key(self.key(key))
+                .upload_id(upload_id)
+                .part_number(number as i32)
+                .body(ByteStream::from(buf));
+            tasks.spawn(async move {
+                let result = request.send().await;
+                drop(permit);
+                (number, len, result)
+            });
+            // Collect finished parts as we go, so progress moves while later parts are read.
+            while let Some(joined) = tasks.try_join_next() {
+                done += self.finish_part(key, joined, &mut parts)?;
+                progress(done);
+            }
+        }
+        while let Some(joined) = tasks.join_next().await {
+            done += self.finish_part(key, joined, &mut parts)?;
+            progress(done);
+        }
+        parts.sort_by_key(|p: &CompletedPart| p.part_number());
+        let (if_match, if_none_match) = condition_headers(condition);
+        let output = self
+            .client
+            .complete_multipart_upload()
+            .bucket(&self.bucket)
+            .key(self.key(key))
+            .upload_id(upload_id)
+            .multipart_upload(
+                CompletedMultipartUpload::builder()
+                    .set_parts(Some(parts))
+                    .build(),
+            )
+            .set_if_match(if_match)
+            .set_if_none_match(if_none_match)
+            .send()
+            .await
+            .map_err(|err| self.error("complete upload", key, err))?;
+        Ok(output.e_tag().unwrap_or_default().to_owned())
+    }
+
+    #[allow(clippy::type_complexity)]
+    fn finish_part(
+        &self,
+        key: &str,
+        joined: Result<
+            (
+                u64,
+                u64,
+                Result<
+                    aws_sdk_s3::operation::upload_part::UploadPartOutput,
+                    SdkError<aws_sdk_s3::operation::upload_part::UploadPartError, HttpResponse>,
+                >,
+            ),
+            tokio::task::JoinError,
+        >,
+        parts: &mut Vec<CompletedPart>,
+    ) -> Result<u64, StoreError> {
+        let (number, len, result) = joined.map_err(|e| StoreError::Other {
+            store: self.url(),
+            op: "upload part",
+            key: key.into(),
+            detail: e.to_string(),
+        })?;
+        let output = result.map_err(|err| self.error("upload part", key, err))?;
+        parts.push(
+            CompletedPart::builder()
+                .part_number(number as i32)
+                .set_e_tag(output.e_tag().map(str::to_owned))
+                .build(),
+        );
+        Ok(len)
+    }
+
+    pub async fn download(
+        &self,
+        key: &str,
+        dest: &Path,
+        progress: Progress<'_>,
+    ) -> Result<u64, StoreError> {
+        let output = self
+            .client
+            .get_object()
+            .bucket(&self.bucket)
+            .key(self.key(key))
+            .send()
+            .await
+            .map_err(|err| self.error("get", key, err))?;
+        let mut body = output.body;
+        let mut file = tokio::fs::File::create(dest)
+            .await
+            .map_err(|e| StoreError::io(dest, e))?;
+        let mut written = 0u64;
+        while let Some(chunk) = body.try_next().await.map_err(|e| StoreError::Other {
+            store: self.url(),
+            op: "read",
+            key: key.into(),
+            detail: e.to_string(),
+        })? {
+            file.write_all(&chunk)
+                .await
+                .map_err(|e| StoreError::io(dest, e))?;
+            written += chunk.len() as u64;
+            progress(written);
+        }
+        file.flush().await.map_err(|e| StoreError::io(dest, e))?;
+        Ok(written)
+    }
+
+    pub async fn delete(&self, key: &str) -> Result<(), StoreError> {
+        self.client
+            .delete_object()
+            .bucket(&self.bucket)
+            .key(self.key(key))
+            .send()
+            .await
+            .map_err(|err| self.error("delete", key, err))?;
+        Ok(())
+    }
+
+    pub async fn list(&self, prefix: &str) -> Result<Vec<String>, StoreError> {
+        let full_prefix = self.key(prefix);
+        let strip = if self.prefix.is_empty() {
+            0
+        } else {
+            self.prefix.len() + 1
+        };
+        let mut pages = self
+            .client
+            .list_objects_v2()
+            .bucket(&self.bucket)
+            .prefix(&full_prefix)
+            .into_paginator()
+            .send();
+        let mut keys = Vec::new();
+        while let Some(page) = pages.next().await {
+            let page = page.map_err(|err| self.error("list", prefix, err))?;
+            keys.extend(
+                page.contents()
+                    .iter()
+                    .filter_map(|o| o.key())
+                    .map(|k| k[strip..].to_owned()),
+            );
+        }
+        keys.sort();
+        Ok(keys)
+    }
+}
+
+fn condition_headers(condition: &Condition) -> (Option<String>, Option<String>) {
+    match condition {
+        Condition::None => (None, None),
+        Condition::IfAbsent => (None, Some("*".into())),
+        Condition::IfMatch(etag) => (Some(etag.clone()), None),
+    }
+}
