@@ -1,1 +1,4 @@
+//! End-to-end tests: the real binaries against a real S3-compatible server on loopback.
+//! One test binary, so it links once.
 
+mod controller;

@@ -13,7 +13,7 @@ use crate::names::Version;
 use crate::project::{AppSettings, Hooks, Snippets};
 
 pub use build::{BuildRequest, BuiltPackage, build};
-pub use unpack::{UnpackError, UnpackLimits, unpack};
+pub use unpack::{UnpackError, UnpackLimits, read_manifest, unpack};
 
 /// The package format this build writes and reads.
 pub const FORMAT: u32 = 1;

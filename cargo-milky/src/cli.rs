@@ -1,0 +1,84 @@
+//! The command line: `cargo milky <command>`, as cargo calls it (`cargo-milky milky <command>`).
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::commands;
+
+#[derive(Debug, Parser)]
+#[command(name = "cargo", bin_name = "cargo", styles = clap::builder::styling::Styles::styled())]
+pub enum Cargo {
+    Milky(MilkyArgs),
+}
+
+/// Package Django apps, upload them to S3 and choose which version each server group runs.
+///
+/// Servers run `milky-agent`, which pulls the index (version.info) from the same store and makes
+/// the server match it. This tool only ever writes to the store.
+#[derive(Debug, Args)]
+#[command(
+    version,
+    about,
+    long_about,
+    after_help = "Examples:\n  cargo milky init\n  cargo milky upload --group stable ./myapp\n  cargo milky version stable myapp v1022\n  cargo milky remove stable oldapp\n  cargo milky info"
+)]
+pub struct MilkyArgs {
+    #[command(flatten)]
+    pub global: GlobalArgs,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Args)]
+pub struct GlobalArgs {
+    /// The store: s3://BUCKET/PREFIX or file:///PATH [default: $MILKY_STORE, else [deploy] store in ./milky.toml]
+    #[arg(long, global = true, value_name = "URL")]
+    pub store: Option<String>,
+    /// An S3-compatible endpoint such as http://127.0.0.1:9000 (also: AWS_ENDPOINT_URL); implies path-style
+    #[arg(long, global = true, value_name = "URL")]
+    pub endpoint_url: Option<String>,
+    /// Where the controller's [deploy] settings are read from
+    #[arg(long, global = true, value_name = "FILE", default_value = "milky.toml")]
+    pub config: std::path::PathBuf,
+    /// More output (-vv for debug logs); RUST_LOG works too
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+    /// Only errors on stderr
+    #[arg(short, long, global = true, conflicts_with = "verbose")]
+    pub quiet: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    Init(commands::init::InitArgs),
+    Package(commands::package::PackageArgs),
+    Upload(commands::upload::UploadArgs),
+    Version(commands::version::VersionArgs),
+    Remove(commands::remove::RemoveArgs),
+    Info(commands::info::InfoArgs),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn verify_app() {
+        Cargo::command().debug_assert();
+    }
+
+    #[test]
+    fn help_texts() {
+        let mut milky = Cargo::command();
+        let milky = milky.find_subcommand_mut("milky").unwrap();
+        insta::assert_snapshot!("milky", milky.render_long_help().to_string());
+        for sub in ["init", "package", "upload", "version", "remove", "info"] {
+            let help = milky
+                .find_subcommand_mut(sub)
+                .unwrap()
+                .render_long_help()
+                .to_string();
+            insta::assert_snapshot!(sub, help);
+        }
+    }
+}

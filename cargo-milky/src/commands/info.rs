@@ -1,0 +1,84 @@
+//! `cargo milky info`: what the index says.
+
+use std::collections::BTreeMap;
+
+use clap::Args;
+use milky_core::{AppName, GroupName, PackageEntry, Version};
+use serde::Serialize;
+
+use crate::cli::GlobalArgs;
+use crate::settings::Settings;
+
+/// List every group with its apps and versions, and every uploaded version of each app.
+#[derive(Debug, Args)]
+pub struct InfoArgs {
+    /// Print the index as JSON on stdout
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Serialize)]
+struct Info {
+    store: String,
+    groups: BTreeMap<GroupName, BTreeMap<AppName, Version>>,
+    apps: BTreeMap<AppName, BTreeMap<Version, PackageEntry>>,
+}
+
+pub async fn run(args: InfoArgs, global: &GlobalArgs) -> anyhow::Result<()> {
+    let settings = Settings::resolve(global)?;
+    let store = settings.open_store().await?;
+    let index = store
+        .read_index()
+        .await?
+        .map(|(index, _)| index)
+        .unwrap_or_default();
+    let info = Info {
+        store: store.url(),
+        groups: index.groups(),
+        apps: index.apps(),
+    };
+    if args.json {
+        return super::print_json(&info);
+    }
+    println!("store: {}", info.store);
+    println!();
+    if info.groups.is_empty() {
+        println!("no groups yet: `cargo milky upload --group GROUP DIR` creates one");
+    }
+    for (group, apps) in &info.groups {
+        println!("group {group}");
+        if apps.is_empty() {
+            println!("  (no apps)");
+        }
+        for (app, version) in apps {
+            println!("  {app:<24} {version}");
+        }
+    }
+    if !info.apps.is_empty() {
+        println!();
+        println!("uploaded versions");
+    }
+    for (app, versions) in &info.apps {
+        println!("  {app}");
+        for (version, entry) in versions {
+            let running: Vec<&str> = info
+                .groups
+                .iter()
+                .filter(|(_, apps)| apps.get(app) == Some(version))
+                .map(|(group, _)| group.as_str())
+                .collect();
+            let running = if running.is_empty() {
+                String::new()
+            } else {
+                format!("  ← {}", running.join(", "))
+            };
+            println!(
+                "    {version:<22} {:>12} bytes  {}  sha256 {}{running}",
+                entry.size,
+                entry.uploaded,
+                &entry.sha256[..entry.sha256.len().min(12)]
+            );
+        }
+    }
+    Ok(())
+}

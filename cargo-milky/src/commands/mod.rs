@@ -1,0 +1,31 @@
+//! One module per command, each with its clap `Args` and its `run`.
+
+pub mod info;
+pub mod init;
+pub mod package;
+pub mod remove;
+pub mod upload;
+pub mod version;
+
+use crate::cli::{Command, MilkyArgs};
+use crate::progress::Printer;
+
+pub async fn run(args: MilkyArgs) -> anyhow::Result<()> {
+    let printer = Printer {
+        quiet: args.global.quiet,
+    };
+    match args.command {
+        Command::Init(a) => init::run(a, &args.global, printer),
+        Command::Package(a) => package::run(a, printer).map(|_| ()),
+        Command::Upload(a) => upload::run(a, &args.global, printer).await,
+        Command::Version(a) => version::run(a, &args.global, printer).await,
+        Command::Remove(a) => remove::run(a, &args.global, printer).await,
+        Command::Info(a) => info::run(a, &args.global).await,
+    }
+}
+
+/// Prints a value as pretty JSON on stdout, for `--json`.
+pub fn print_json(value: &impl serde::Serialize) -> anyhow::Result<()> {
+    println!("{}", serde_json::to_string_pretty(value)?);
+    Ok(())
+}

@@ -1,0 +1,190 @@
+//! `cargo milky package`: build `<app>-<version>.tar.bz2` from a project directory.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::Context;
+use clap::Args;
+use milky_core::Version;
+use milky_core::package::source::{self, GitState};
+use milky_core::package::{BuildRequest, BuiltPackage, build};
+
+use crate::exit::user_error;
+use crate::progress::Printer;
+use crate::settings::load_project;
+
+/// Build a package (a deterministic .tar.bz2 with its manifest) from a Django project.
+///
+/// The version is --version, else `git describe --tags`, else the short commit, else the source
+/// date. .gitignore and .milkyignore rules are honoured; .git, __pycache__, *.pyc and virtualenvs
+/// are never packed. The same tree gives the same bytes. The package lands in the Cargo target
+/// dir when the project sits in a Cargo workspace, else in DIR/target/milky/. Prints its path.
+#[derive(Debug, Args)]
+pub struct PackageArgs {
+    /// The project directory (holding milky.toml)
+    #[arg(default_value = ".")]
+    pub dir: PathBuf,
+    #[command(flatten)]
+    pub build: BuildArgs,
+    /// Print the manifest and package facts as JSON on stdout
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Options shared by `package` and `upload DIR`.
+#[derive(Debug, Args, Clone)]
+pub struct BuildArgs {
+    /// The version to give the package [default: from git, else the source date]
+    #[arg(long = "version", value_name = "VERSION")]
+    pub version: Option<Version>,
+    /// Where to write the package [default: the Cargo target dir's milky/, else DIR/target/milky]
+    #[arg(long, value_name = "DIR")]
+    pub out_dir: Option<PathBuf>,
+    /// Vendor every requirement as a wheel into wheels/, so servers install offline
+    #[arg(long)]
+    pub wheels: bool,
+    /// The Python whose pip builds the wheels; match the servers' (Debian 12: 3.11)
+    #[arg(long, default_value = "python3", value_name = "PYTHON")]
+    pub python: String,
+    /// bzip2 level, 1 (fast) to 9 (small)
+    #[arg(long, default_value_t = 9, value_parser = clap::value_parser!(u32).range(1..=9))]
+    pub level: u32,
+    /// Compression threads [default: one per core]
+    #[arg(long)]
+    pub threads: Option<usize>,
+}
+
+pub fn run(args: PackageArgs, printer: Printer) -> anyhow::Result<BuiltPackage> {
+    let built = build_package(&args.dir, &args.build, printer)?;
+    if args.json {
+        super::print_json(&serde_json::json!({
+            "path": built.path,
+            "app": built.manifest.app.name,
+            "version": built.manifest.release.version,
+            "sha256": built.sha256,
+            "size": built.size,
+            "manifest": built.manifest,
+        }))?;
+    } else {
+        println!("{}", built.path.display());
+    }
+    Ok(built)
+}
+
+/// Builds the package of the project in `dir`.
+pub fn build_package(
+    dir: &Path,
+    args: &BuildArgs,
+    printer: Printer,
+) -> anyhow::Result<BuiltPackage> {
+    let config = load_project(dir)?;
+    let out_dir = match &args.out_dir {
+        Some(dir) => dir.clone(),
+        None => default_out_dir(dir),
+    };
+    // Absolute, so the printed path works from wherever the caller is.
+    let out_dir = std::path::absolute(&out_dir)?;
+    let git = GitState::read(dir);
+    let newest = milky_core::package::build::newest_mtime(dir, &config, &out_dir)?;
+    let source_date = source::source_date(&git, newest);
+    let version = match &args.version {
+        Some(version) => version.clone(),
+        None => source::default_version(&git, source_date)
+            .ok_or_else(|| user_error("could not derive a version from git; pass --version"))?,
+    };
+    let wheels = (args.wheels || config.package.wheels)
+        .then(|| build_wheels(dir, &config.app.requirements, &args.python, printer))
+        .transpose()?;
+    let spinner = printer.spinner(&format!(
+        "packing {} {version} from {}",
+        config.app.name,
+        dir.display()
+    ));
+    let threads = args
+        .threads
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()));
+    let built = build(&BuildRequest {
+        project_dir: dir,
+        config: &config,
+        version,
+        commit: git.commit_label(),
+        source_date,
+        wheels_dir: wheels.as_ref().map(|w| w.path()),
+        out_dir: &out_dir,
+        level: args.level,
+        threads,
+    })
+    .with_context(|| format!("packing {}", dir.display()))?;
+    if let Some(spinner) = spinner {
+        spinner.finish_and_clear();
+    }
+    printer.status(format!(
+        "packed {} {} ({} entries, {} bytes): {}",
+        built.manifest.app.name,
+        built.manifest.release.version,
+        built.manifest.release.entries,
+        built.size,
+        built.path.display()
+    ));
+    Ok(built)
+}
+
+/// `<cargo target dir>/milky` if the project is inside a Cargo workspace, else `DIR/target/milky`.
+fn default_out_dir(dir: &Path) -> PathBuf {
+    let in_cargo_project = dir
+        .canonicalize()
+        .ok()
+        .is_some_and(|abs| abs.ancestors().any(|a| a.join("Cargo.toml").is_file()));
+    if in_cargo_project
+        && let Ok(metadata) = cargo_metadata::MetadataCommand::new()
+            .current_dir(dir)
+            .no_deps()
+            .exec()
+    {
+        return metadata.target_directory.into_std_path_buf().join("milky");
+    }
+    dir.join("target").join("milky")
+}
+
+/// `pip wheel -r requirements.txt` into a temporary dir that becomes the package's `wheels/`.
+fn build_wheels(
+    dir: &Path,
+    requirements: &str,
+    python: &str,
+    printer: Printer,
+) -> anyhow::Result<tempfile::TempDir> {
+    let requirements = dir.join(requirements);
+    if !requirements.is_file() {
+        return Err(user_error(format!(
+            "--wheels needs a requirements file, and {} does not exist",
+            requirements.display()
+        )));
+    }
+    let wheels = tempfile::tempdir()?;
+    printer.status(format!(
+        "building wheels for {} with {python} -m pip wheel",
+        requirements.display()
+    ));
+    let output = Command::new(python)
+        .args([
+            "-m",
+            "pip",
+            "wheel",
+            "--quiet",
+            "--disable-pip-version-check",
+            "-r",
+        ])
+        .arg(&requirements)
+        .arg("--wheel-dir")
+        .arg(wheels.path())
+        .output()
+        .with_context(|| format!("running {python} -m pip wheel"))?;
+    if !output.status.success() {
+        anyhow::bail!(
+            "{python} -m pip wheel failed ({}):\n{}",
+            output.status,
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    Ok(wheels)
+}

@@ -1,0 +1,217 @@
+//! `cargo milky upload`: put a package into the store and make a group run it.
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::Args;
+use milky_core::index::Added;
+use milky_core::package::build::file_sha256;
+use milky_core::store::{Condition, StoreError};
+use milky_core::{GroupName, IndexError, Manifest, PackageEntry, layout};
+use serde::Serialize;
+
+use super::package::{BuildArgs, build_package};
+use crate::cli::GlobalArgs;
+use crate::exit::user_error;
+use crate::progress::Printer;
+use crate::settings::Settings;
+
+/// Upload a package and make a group run it.
+///
+/// Given a directory, packs it first (see `cargo milky package`); given a .tar.bz2, uploads that.
+/// The package is written once and never overwritten: the same version with the same bytes again
+/// is a no-op, with other bytes it is refused. Then version.info is edited (compare-and-swap) so
+/// GROUP runs this version; servers pick it up on their next pass.
+///
+/// Both `upload --group GROUP PATH` and `upload GROUP PATH` work.
+#[derive(Debug, Args)]
+#[command(
+    after_help = "Examples:\n  cargo milky upload --group stable ./myapp\n  cargo milky upload stable target/milky/myapp-v1022.tar.bz2"
+)]
+pub struct UploadArgs {
+    /// The group that will run the uploaded version [default: [deploy] group in milky.toml]
+    #[arg(long, short)]
+    pub group: Option<GroupName>,
+    /// [GROUP] PATH: a project directory or a .tar.bz2 package [default: .]
+    #[arg(value_name = "ARGS", num_args = 0..=2)]
+    pub targets: Vec<String>,
+    #[command(flatten)]
+    pub build: BuildArgs,
+    /// Show what would happen; write nothing to the store
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Print the outcome as JSON on stdout
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Serialize)]
+struct Outcome {
+    group: GroupName,
+    app: String,
+    version: String,
+    sha256: String,
+    size: u64,
+    /// Whether the bytes were sent (false: the store already had them).
+    uploaded: bool,
+    previous: Option<String>,
+    dry_run: bool,
+}
+
+pub async fn run(args: UploadArgs, global: &GlobalArgs, printer: Printer) -> anyhow::Result<()> {
+    let settings = Settings::resolve(global)?;
+    let (group, path) = match (args.group.clone(), args.targets.as_slice()) {
+        (Some(group), []) => (group, ".".to_owned()),
+        (Some(group), [path]) => (group, path.clone()),
+        (None, [group, path]) => (group.parse()?, path.clone()),
+        (None, [path]) => (settings.group(None)?, path.clone()),
+        (None, []) => (settings.group(None)?, ".".to_owned()),
+        (Some(_), [_, _]) => {
+            return Err(user_error(
+                "give the group either with --group or as the first argument, not both",
+            ));
+        }
+        _ => return Err(user_error("expected [GROUP] PATH")),
+    };
+    let path = PathBuf::from(path);
+    let (package, manifest, sha256, size) = if path.is_dir() {
+        let built = build_package(&path, &args.build, printer)?;
+        (built.path, built.manifest, built.sha256, built.size)
+    } else if path.is_file() {
+        let manifest = milky_core::package::read_manifest(&path)
+            .with_context(|| format!("{} is not a MilkyWhite package", path.display()))?;
+        let sha256 = file_sha256(&path).with_context(|| format!("reading {}", path.display()))?;
+        let size = fs_err::metadata(&path)?.len();
+        (path, manifest, sha256, size)
+    } else {
+        return Err(user_error(format!(
+            "{} is neither a project directory nor a package file",
+            path.display()
+        )));
+    };
+    let Manifest {
+        app: settings_app,
+        release,
+        ..
+    } = &manifest;
+    let (app, version) = (&settings_app.name, &release.version);
+    let store = settings.open_store().await?;
+    let entry = PackageEntry {
+        sha256: sha256.clone(),
+        size,
+        uploaded: humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string(),
+    };
+
+    // Refuse a conflicting version before sending any bytes.
+    let known = match store.read_index().await.map_err(anyhow::Error::from)? {
+        Some((index, _)) => index.package(app, version),
+        None => None,
+    };
+    if let Some(existing) = &known
+        && existing.sha256 != sha256
+    {
+        return Err(IndexError::VersionConflict {
+            app: app.clone(),
+            version: version.clone(),
+            existing: existing.sha256.clone(),
+            new: sha256,
+        }
+        .into());
+    }
+
+    let key = layout::package(app, version);
+    let mut uploaded = false;
+    if args.dry_run {
+        printer.status(format!(
+            "dry run: would upload {} to {}/{key}",
+            package.display(),
+            store.url()
+        ));
+    } else if known.is_none() {
+        uploaded = put_package(&store, &key, &package, &sha256, size, printer).await?;
+    } else {
+        printer.status(format!(
+            "{app} {version} is already in the store with the same bytes"
+        ));
+    }
+
+    let previous = if args.dry_run {
+        None
+    } else {
+        let (previous, _) = store
+            .edit_index(|index| -> Result<_, IndexError> {
+                match index.add_package(app, version, &entry)? {
+                    Added::New | Added::AlreadyThere => {}
+                }
+                index.set_version(&group, app, version)
+            })
+            .await
+            .context("updating version.info")?;
+        previous
+    };
+    let outcome = Outcome {
+        group: group.clone(),
+        app: app.to_string(),
+        version: version.to_string(),
+        sha256,
+        size,
+        uploaded,
+        previous: previous.as_ref().map(ToString::to_string),
+        dry_run: args.dry_run,
+    };
+    if args.json {
+        return super::print_json(&outcome);
+    }
+    let was = match &previous {
+        Some(previous) if previous == version => " (unchanged)".to_owned(),
+        Some(previous) => format!(" (was {previous})"),
+        None => String::new(),
+    };
+    let verb = if args.dry_run {
+        "would run"
+    } else {
+        "now runs"
+    };
+    println!("{group} {verb} {app} {version}{was}");
+    Ok(())
+}
+
+/// Writes the package once. Returns whether bytes were sent: if the key already holds the same
+/// bytes (an earlier upload that stopped before editing the index), there is nothing to send.
+async fn put_package(
+    store: &milky_core::Store,
+    key: &str,
+    package: &std::path::Path,
+    sha256: &str,
+    size: u64,
+    printer: Printer,
+) -> anyhow::Result<bool> {
+    let transfer = printer.transfer(&format!("uploading {key}"), size);
+    let result = store
+        .put_file(key, package, sha256, Condition::IfAbsent, &|done| {
+            transfer.update(done)
+        })
+        .await;
+    transfer.finish();
+    match result {
+        Ok(_) => {
+            printer.status(format!("uploaded {key} ({size} bytes)"));
+            Ok(true)
+        }
+        Err(StoreError::PreconditionFailed { .. }) => {
+            let existing = store.head(key).await?;
+            match existing.and_then(|info| info.sha256) {
+                Some(theirs) if theirs == sha256 => Ok(false),
+                Some(theirs) => Err(user_error(format!(
+                    "{key} already exists in the store with other bytes (sha256 {theirs}); versions are immutable, pick a new version"
+                ))),
+                None => Err(user_error(format!(
+                    "{key} already exists in the store and its sha256 is unknown; pick a new version"
+                ))),
+            }
+        }
+        Err(other) => {
+            Err(anyhow::Error::from(other).context(format!("uploading {}", package.display())))
+        }
+    }
+}
