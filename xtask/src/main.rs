@@ -1,1 +1,39 @@
-fn main() {}
+//! Development tasks, the one entry for them: `cargo xtask <task>`.
+//!
+//! - `test`: install what the tests need (Debian packages, moto in a tools venv), start one
+//!   S3-compatible server for the whole run, build once, run every test.
+//! - `demo`: the main job on an embedded default, step by step, printing each command it runs.
+
+mod demo;
+mod test;
+mod tools;
+
+use std::process::ExitCode;
+
+const USAGE: &str = "\
+usage: cargo xtask <task>
+
+tasks:
+  test [-- ARGS]   install what the tests need, then run them all (ARGS go to the test runner)
+  demo             package and deploy a small Django app to a local store, step by step
+";
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let result = match args.first().map(String::as_str) {
+        Some("test") => test::run(&args[1..]),
+        Some("demo") => demo::run(&args[1..]),
+        Some("-h" | "--help") | None => {
+            print!("{USAGE}");
+            return ExitCode::SUCCESS;
+        }
+        Some(other) => Err(anyhow::anyhow!("unknown task {other:?}\n\n{USAGE}")),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("xtask: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,35 @@
+//! `cargo xtask test`: everything CI runs.
+
+use std::process::Command;
+
+use crate::tools::{self, workspace_root};
+
+fn run_tests(extra: &[String]) -> anyhow::Result<()> {
+    tools::ensure_apt_packages()?;
+    let moto = tools::ensure_moto()?;
+    let root = workspace_root();
+
+    // Build once: the binaries the end-to-end tests run, and every test binary.
+    tools::run(Command::new("cargo").current_dir(&root).args(["build", "--workspace", "--bins", "--tests"]))?;
+
+    // One S3-compatible server for the whole run; each test makes its own bucket in it.
+    let (_moto, endpoint) = tools::start_moto(&moto)?;
+    let has_nextest = Command::new("cargo").args(["nextest", "--version"]).output().is_ok_and(|o| o.status.success());
+    let mut command = Command::new("cargo");
+    command.current_dir(&root).env("MILKY_TEST_S3_ENDPOINT", &endpoint);
+    if has_nextest {
+        command.args(["nextest", "run", "--workspace", "--no-fail-fast"]);
+    } else {
+        eprintln!("xtask: cargo-nextest not found; running cargo test");
+        command.args(["test", "--workspace", "--no-fail-fast"]);
+    }
+    tools::run(command.args(extra))
+}
+
+pub fn run(args: &[String]) -> anyhow::Result<()> {
+    let extra = match args.first().map(String::as_str) {
+        Some("--") => &args[1..],
+        _ => args,
+    };
+    run_tests(extra)
+}
