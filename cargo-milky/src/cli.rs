@@ -70,6 +70,8 @@ mod tests {
     #[test]
     fn help_texts() {
         let mut milky = Cargo::command();
+        // Propagates "cargo milky" into every subcommand's usage line, as a real run shows it.
+        milky.build();
         let milky = milky.find_subcommand_mut("milky").unwrap();
         insta::assert_snapshot!("milky", milky.render_long_help().to_string());
         for sub in ["init", "package", "upload", "version", "remove", "info"] {
