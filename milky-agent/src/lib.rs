@@ -1,3 +1,13 @@
 //! The MilkyWhite agent: makes one server run what the index gives its group.
+//!
+//! A pass ([`reconcile::Agent::pass`]) reads the index, plans ([`plan`]) and carries the plan
+//! out on nginx + Apache mod_wsgi ([`web`]) with blue/green slots per app.
 
+pub mod cli;
+pub mod config;
+pub mod plan;
+pub mod reconcile;
+pub mod release_store;
+pub mod state;
+pub mod status;
 pub mod web;

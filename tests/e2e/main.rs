@@ -1,4 +1,5 @@
 //! End-to-end tests: the real binaries against a real S3-compatible server on loopback.
 //! One test binary, so it links once.
 
+mod agent;
 mod controller;

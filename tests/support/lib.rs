@@ -5,6 +5,9 @@
 //! talks to anything but loopback: the AWS settings handed to the binaries disable the instance
 //! metadata service and every shared config file.
 
+pub mod agent;
+pub mod django;
+
 use std::io::Write;
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
@@ -84,8 +87,9 @@ fn start_moto() -> String {
         .stdin(Stdio::piped())
         .spawn()
         .expect("start moto_server");
-    // Keep the write end of the pipe open for the life of the process.
-    std::mem::forget(child.stdin);
+    // Held for the life of the process: its open stdin pipe is what keeps moto running.
+    static GUARD: OnceLock<std::sync::Mutex<std::process::Child>> = OnceLock::new();
+    let _ = GUARD.set(std::sync::Mutex::new(child));
     let addr: SocketAddr = format!("127.0.0.1:{port}").parse().expect("valid address");
     assert!(
         wait_for_port(addr, Duration::from_secs(30)),
@@ -160,6 +164,12 @@ impl TestContext {
             .prefix("milky-e2e-")
             .tempdir()
             .expect("temp dir");
+        // MILKY_KEEP_TEST_DIRS=1 keeps each test's files (configs, logs, releases) for a post-mortem.
+        let mut dir = dir;
+        if std::env::var_os("MILKY_KEEP_TEST_DIRS").is_some() {
+            dir.disable_cleanup(true);
+            eprintln!("keeping {}", dir.path().display());
+        }
         Self {
             endpoint,
             bucket,

@@ -10,7 +10,12 @@ use crate::tools::{self, workspace_root};
 
 pub fn run(_args: &[String]) -> anyhow::Result<()> {
     let root = workspace_root();
-    tools::run(Command::new("cargo").current_dir(&root).args(["build", "--quiet", "-p", "cargo-milky"]))?;
+    tools::run(Command::new("cargo").current_dir(&root).args([
+        "build",
+        "--quiet",
+        "-p",
+        "cargo-milky",
+    ]))?;
     let milky = root.join("target/debug/cargo-milky");
     let demo = root.join("target/milky-demo");
     if demo.exists() {
@@ -29,19 +34,41 @@ pub fn run(_args: &[String]) -> anyhow::Result<()> {
             .env("MILKY_STORE", &store)
             .status()
             .with_context(|| format!("running cargo milky {}", args.join(" ")))?;
-        anyhow::ensure!(status.success(), "step failed: cargo milky {} ({status})", args.join(" "));
+        anyhow::ensure!(
+            status.success(),
+            "step failed: cargo milky {} ({status})",
+            args.join(" ")
+        );
         Ok(())
     };
     println!("MilkyWhite demo: a Django project, a local store at {store}");
-    step("Describe the project (detects manage.py, settings and WSGI module)", &["init", "--yes", "--group", "stable", "--force"])?;
+    step(
+        "Describe the project (detects manage.py, settings and WSGI module)",
+        &["init", "--yes", "--group", "stable", "--force"],
+    )?;
     std::fs::write(project.join("VERSION"), "v1")?;
-    step("Package and upload v1; group stable runs it", &["upload", "--group", "stable", "--version", "v1"])?;
+    step(
+        "Package and upload v1; group stable runs it",
+        &["upload", "--group", "stable", "--version", "v1"],
+    )?;
     std::fs::write(project.join("VERSION"), "v2")?;
-    step("Upload v2 to unstable first", &["upload", "--group", "unstable", "--version", "v2"])?;
-    step("Promote v2 to stable", &["version", "stable", "mysite", "v2"])?;
-    step("Roll stable back to v1", &["version", "stable", "mysite", "v1"])?;
+    step(
+        "Upload v2 to unstable first",
+        &["upload", "--group", "unstable", "--version", "v2"],
+    )?;
+    step(
+        "Promote v2 to stable",
+        &["version", "stable", "mysite", "v2"],
+    )?;
+    step(
+        "Roll stable back to v1",
+        &["version", "stable", "mysite", "v1"],
+    )?;
     step("What runs where", &["info"])?;
-    println!("\nThe store is a plain directory: {}", demo.join("store").display());
+    println!(
+        "\nThe store is a plain directory: {}",
+        demo.join("store").display()
+    );
     Ok(())
 }
 
@@ -53,7 +80,8 @@ fn copy_tree(from: &Path, to: &Path) -> anyhow::Result<()> {
         if entry.file_type()?.is_dir() {
             copy_tree(&entry.path(), &target)?;
         } else {
-            std::fs::copy(entry.path(), &target).with_context(|| format!("copying {}", entry.path().display()))?;
+            std::fs::copy(entry.path(), &target)
+                .with_context(|| format!("copying {}", entry.path().display()))?;
         }
     }
     Ok(())

@@ -10,13 +10,23 @@ fn run_tests(extra: &[String]) -> anyhow::Result<()> {
     let root = workspace_root();
 
     // Build once: the binaries the end-to-end tests run, and every test binary.
-    tools::run(Command::new("cargo").current_dir(&root).args(["build", "--workspace", "--bins", "--tests"]))?;
+    tools::run(Command::new("cargo").current_dir(&root).args([
+        "build",
+        "--workspace",
+        "--bins",
+        "--tests",
+    ]))?;
 
     // One S3-compatible server for the whole run; each test makes its own bucket in it.
     let (_moto, endpoint) = tools::start_moto(&moto)?;
-    let has_nextest = Command::new("cargo").args(["nextest", "--version"]).output().is_ok_and(|o| o.status.success());
+    let has_nextest = Command::new("cargo")
+        .args(["nextest", "--version"])
+        .output()
+        .is_ok_and(|o| o.status.success());
     let mut command = Command::new("cargo");
-    command.current_dir(&root).env("MILKY_TEST_S3_ENDPOINT", &endpoint);
+    command
+        .current_dir(&root)
+        .env("MILKY_TEST_S3_ENDPOINT", &endpoint);
     if has_nextest {
         command.args(["nextest", "run", "--workspace", "--no-fail-fast"]);
     } else {

@@ -8,20 +8,34 @@ use anyhow::{Context, bail};
 
 /// Debian packages: the web stack the agent drives, the Python that mod_wsgi is built against
 /// (with venv), and git for packaging versions.
-pub const APT_PACKAGES: &[&str] = &["nginx", "apache2", "libapache2-mod-wsgi-py3", "python3-venv", "python3-pip", "git", "curl", "shellcheck"];
+pub const APT_PACKAGES: &[&str] = &[
+    "nginx",
+    "apache2",
+    "libapache2-mod-wsgi-py3",
+    "python3-venv",
+    "python3-pip",
+    "git",
+    "curl",
+    "shellcheck",
+];
 
 /// The S3-compatible server the tests start on loopback. 5.2.5 answers conditional writes with
 /// 412 and conditional GETs with 304 (see FACTS.md); 5.2.1 mis-serialises multipart completes.
 pub const MOTO: &str = "moto[server]==5.2.5";
 
 pub fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("xtask/ has a parent").to_owned()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask/ has a parent")
+        .to_owned()
 }
 
 /// Runs a command, echoing it, and fails with its status.
 pub fn run(command: &mut Command) -> anyhow::Result<()> {
     eprintln!("+ {}", display(command));
-    let status = command.status().with_context(|| format!("starting {}", display(command)))?;
+    let status = command
+        .status()
+        .with_context(|| format!("starting {}", display(command)))?;
     if !status.success() {
         bail!("{} failed ({status})", display(command));
     }
@@ -54,9 +68,18 @@ pub fn ensure_apt_packages() -> anyhow::Result<()> {
         return Ok(());
     }
     eprintln!("xtask: installing Debian packages: {}", missing.join(" "));
-    let is_root = Command::new("id").arg("-u").output().is_ok_and(|o| o.stdout.starts_with(b"0"));
+    let is_root = Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| o.stdout.starts_with(b"0"));
     let apt = |args: &[&str]| {
-        let mut command = if is_root { Command::new("apt-get") } else { let mut c = Command::new("sudo"); c.arg("apt-get"); c };
+        let mut command = if is_root {
+            Command::new("apt-get")
+        } else {
+            let mut c = Command::new("sudo");
+            c.arg("apt-get");
+            c
+        };
         command.args(args).env("DEBIAN_FRONTEND", "noninteractive");
         command
     };
@@ -85,16 +108,25 @@ pub fn ensure_moto() -> anyhow::Result<PathBuf> {
     }
     eprintln!("xtask: installing {MOTO} into {} (once)", venv.display());
     if !venv.join("bin").join("python").exists() {
-        run(Command::new("/usr/bin/python3").args(["-m", "venv"]).arg(&venv))?;
+        run(Command::new("/usr/bin/python3")
+            .args(["-m", "venv"])
+            .arg(&venv))?;
     }
-    run(Command::new(venv.join("bin").join("pip")).args(["install", "--quiet", "--disable-pip-version-check", MOTO]))?;
+    run(Command::new(venv.join("bin").join("pip")).args([
+        "install",
+        "--quiet",
+        "--disable-pip-version-check",
+        MOTO,
+    ]))?;
     std::fs::write(&marker, MOTO).with_context(|| format!("writing {}", marker.display()))?;
     Ok(moto)
 }
 
 /// A free TCP port on 127.0.0.1.
 pub fn free_port() -> anyhow::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
 }
 
 /// A child process that is killed (by its own pid) when this guard goes.

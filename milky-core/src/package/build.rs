@@ -258,7 +258,7 @@ pub fn build(request: &BuildRequest<'_>) -> Result<BuiltPackage, BuildError> {
     let app = &request.config.app.name;
     fs_err::create_dir_all(request.out_dir).map_err(|e| BuildError::Io {
         path: request.out_dir.to_owned(),
-        source: e.into(),
+        source: e,
     })?;
     let path = request
         .out_dir
@@ -295,7 +295,7 @@ pub fn build(request: &BuildRequest<'_>) -> Result<BuiltPackage, BuildError> {
                 let mode = if *executable { 0o755 } else { 0o644 };
                 let file = fs_err::File::open(&entry.source).map_err(|e| BuildError::Io {
                     path: entry.source.clone(),
-                    source: e.into(),
+                    source: e,
                 })?;
                 let size = file.metadata().map_err(io_err(&entry.source))?.len();
                 header.set_entry_type(tar::EntryType::Regular);
@@ -362,7 +362,7 @@ pub fn build(request: &BuildRequest<'_>) -> Result<BuiltPackage, BuildError> {
     fs_err::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o644)).map_err(
         |e| BuildError::Io {
             path: path.clone(),
-            source: e.into(),
+            source: e,
         },
     )?;
     Ok(BuiltPackage {

@@ -76,7 +76,7 @@ pub fn unpack(
             entry: raw_name.clone(),
             why: why.to_owned(),
         };
-        let rel = safe_relative_path(&raw_name).map_err(|why| refuse(why))?;
+        let rel = safe_relative_path(&raw_name).map_err(&refuse)?;
         if rel.as_os_str().is_empty() {
             continue; // "./" itself
         }

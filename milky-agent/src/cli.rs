@@ -1,0 +1,125 @@
+//! The agent's command line.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+
+use crate::config::{AgentConfig, DEFAULT_PATH};
+use crate::reconcile::{Agent, Outcome};
+
+/// Make this server run what the index in the store gives its group, on nginx + Apache mod_wsgi.
+///
+/// Exit codes: 0 when the server matches the index (or another pass is already running),
+/// 1 when a step failed (the server keeps serving what it served), 2 on bad settings.
+#[derive(Debug, Parser)]
+#[command(name = "milky-agent", version, about, long_about)]
+pub struct Cli {
+    /// The agent's settings
+    #[arg(long, global = true, default_value = DEFAULT_PATH, value_name = "FILE")]
+    pub config: PathBuf,
+    /// More output (-vv for debug logs); RUST_LOG works too
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// One pass: what cron runs every 5 minutes and what runs at boot
+    Sync,
+    /// Passes in a loop, for a long-running service; stops cleanly on SIGTERM or Ctrl-C
+    Run {
+        /// Time between the start of one pass and the next
+        #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+        interval: Duration,
+    },
+}
+
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.verbose);
+    let config = match AgentConfig::load(&cli.config) {
+        Ok(config) => config,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            return ExitCode::from(2);
+        }
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("a tokio runtime starts");
+    runtime.block_on(async {
+        let agent = match Agent::open(config).await {
+            Ok(agent) => agent,
+            Err(err) => {
+                tracing::error!("{err:#}");
+                return ExitCode::from(2);
+            }
+        };
+        match cli.command {
+            Command::Sync => exit_code(&one_pass(&agent).await),
+            Command::Run { interval } => run_loop(&agent, interval).await,
+        }
+    })
+}
+
+async fn one_pass(agent: &Agent) -> Outcome {
+    match agent.pass().await {
+        Ok(outcome) => {
+            match &outcome {
+                Outcome::Busy => tracing::info!("another pass is running; nothing to do"),
+                Outcome::Idle => tracing::info!("up to date"),
+                Outcome::Changed(changes) => changes.iter().for_each(|c| tracing::info!("{c}")),
+                Outcome::Failed(errors) => errors.iter().for_each(|e| tracing::error!("{e}")),
+            }
+            outcome
+        }
+        Err(err) => {
+            tracing::error!("{err:#}");
+            Outcome::Failed(vec![format!("{err:#}")])
+        }
+    }
+}
+
+fn exit_code(outcome: &Outcome) -> ExitCode {
+    match outcome {
+        Outcome::Failed(_) => ExitCode::from(1),
+        _ => ExitCode::SUCCESS,
+    }
+}
+
+async fn run_loop(agent: &Agent, interval: Duration) -> ExitCode {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .expect("SIGTERM handler");
+    loop {
+        let started = tokio::time::Instant::now();
+        one_pass(agent).await;
+        tokio::select! {
+            _ = tokio::time::sleep_until(started + interval) => {}
+            _ = term.recv() => break,
+            _ = tokio::signal::ctrl_c() => break,
+        }
+    }
+    tracing::info!("stopping");
+    ExitCode::SUCCESS
+}
+
+fn init_logging(verbose: u8) {
+    let default = match verbose {
+        0 => "info",
+        1 => "debug",
+        _ => "trace",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .init();
+}

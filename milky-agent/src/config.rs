@@ -1,0 +1,226 @@
+//! The agent's settings, `/etc/milky/agent.toml`.
+//!
+//! ```toml
+//! store = "s3://my-bucket/milky"
+//! group = "stable"
+//! # host = "web-1"                      # default: this machine's host name
+//! # endpoint_url = "http://10.0.0.5:9000"
+//!
+//! [web]
+//! listen = "0.0.0.0:80"
+//! ```
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::Context;
+use milky_core::{GroupName, HostName, StoreUrl};
+use serde::Deserialize;
+
+use crate::web::{ServiceCommands, SlotPorts, Timeouts, WebSettings};
+
+pub const DEFAULT_PATH: &str = "/etc/milky/agent.toml";
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AgentConfig {
+    /// `s3://BUCKET/PREFIX` or `file:///PATH`, as for the controller.
+    pub store: String,
+    #[serde(default)]
+    pub endpoint_url: Option<String>,
+    pub group: GroupName,
+    /// This server's name in status reports; the machine's host name by default.
+    #[serde(default)]
+    pub host: Option<HostName>,
+    #[serde(default)]
+    pub paths: Paths,
+    #[serde(default)]
+    pub web: Web,
+    #[serde(default)]
+    pub commands: ServiceCommands,
+    #[serde(default)]
+    pub releases: Releases,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Paths {
+    /// `APPS/<app>/releases/<version>/` and `APPS/<app>/current`.
+    pub apps: PathBuf,
+    /// What the agent remembers between passes: the run lock, the index cache, failures.
+    pub state: PathBuf,
+    /// nginx's prefix and the Apache slots' roots.
+    pub web: PathBuf,
+    /// Files here replace the embedded templates of the same name.
+    pub templates: PathBuf,
+}
+
+impl Default for Paths {
+    fn default() -> Self {
+        Self {
+            apps: "/srv/milky/apps".into(),
+            state: "/var/lib/milky".into(),
+            web: "/var/lib/milky/web".into(),
+            templates: "/etc/milky/templates".into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Web {
+    /// nginx's front address, shared by every app (told apart by server name).
+    pub listen: SocketAddr,
+    /// The loopback port range handed out to Apache slots, two per app.
+    pub slot_ports: [u16; 2],
+    pub apache_user: String,
+    pub apache_group: String,
+    pub nginx_user: Option<String>,
+    pub nginx_workers: u32,
+    #[serde(with = "humantime_serde_opt")]
+    pub start_timeout: Duration,
+    #[serde(with = "humantime_serde_opt")]
+    pub health_timeout: Duration,
+    #[serde(with = "humantime_serde_opt")]
+    pub drain_timeout: Duration,
+}
+
+impl Default for Web {
+    fn default() -> Self {
+        let timeouts = Timeouts::default();
+        Self {
+            listen: ([0, 0, 0, 0], 80).into(),
+            slot_ports: [8100, 8999],
+            apache_user: "www-data".into(),
+            apache_group: "www-data".into(),
+            nginx_user: None,
+            nginx_workers: 2,
+            start_timeout: timeouts.start,
+            health_timeout: timeouts.health,
+            drain_timeout: timeouts.drain,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Releases {
+    /// The Python that mod_wsgi is linked against: venvs are made with it.
+    pub python: PathBuf,
+    /// Releases kept on disk per app (the live one included), so switching back needs no download.
+    pub keep: usize,
+    /// Caps against decompression bombs.
+    pub max_unpacked_bytes: u64,
+    pub max_entries: u64,
+}
+
+impl Default for Releases {
+    fn default() -> Self {
+        let limits = milky_core::package::UnpackLimits::default();
+        Self {
+            python: "/usr/bin/python3".into(),
+            keep: 3,
+            max_unpacked_bytes: limits.max_bytes,
+            max_entries: limits.max_entries,
+        }
+    }
+}
+
+/// Durations written as "30s", "2m".
+mod humantime_serde_opt {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer};
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        let text = String::deserialize(d)?;
+        humantime::parse_duration(&text).map_err(serde::de::Error::custom)
+    }
+}
+
+impl AgentConfig {
+    pub fn load(path: &Path) -> anyhow::Result<Self> {
+        let text = fs_err::read_to_string(path).with_context(|| {
+            format!(
+                "reading the agent's settings (write {} or pass --config)",
+                path.display()
+            )
+        })?;
+        let config: Self =
+            toml::from_str(&text).with_context(|| format!("{} is not valid", path.display()))?;
+        config.store_url()?;
+        Ok(config)
+    }
+
+    pub fn store_url(&self) -> anyhow::Result<StoreUrl> {
+        Ok(self.store.parse()?)
+    }
+
+    /// The configured host name, else the machine's.
+    pub fn host(&self) -> anyhow::Result<HostName> {
+        if let Some(host) = &self.host {
+            return Ok(host.clone());
+        }
+        let name = fs_err::read_to_string("/proc/sys/kernel/hostname")
+            .or_else(|_| fs_err::read_to_string("/etc/hostname"))
+            .context("reading this machine's host name; set `host` in the agent's settings")?;
+        HostName::new(name.trim())
+            .context("this machine's host name cannot be used; set `host` in the agent's settings")
+    }
+
+    pub fn web_settings(&self) -> WebSettings {
+        let mut web = WebSettings::new(&self.paths.web, self.web.listen);
+        web.slot_ports = SlotPorts {
+            first: self.web.slot_ports[0],
+            last: self.web.slot_ports[1],
+            ..SlotPorts::default()
+        };
+        web.commands = self.commands.clone();
+        web.apache_user = self.web.apache_user.clone();
+        web.apache_group = self.web.apache_group.clone();
+        web.nginx_user = self.web.nginx_user.clone();
+        web.nginx_worker_processes = self.web.nginx_workers;
+        web.template_dir = self
+            .paths
+            .templates
+            .is_dir()
+            .then(|| self.paths.templates.clone());
+        web.timeouts.start = self.web.start_timeout;
+        web.timeouts.health = self.web.health_timeout;
+        web.timeouts.drain = self.web.drain_timeout;
+        web
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_two_line_config_is_enough() {
+        let config: AgentConfig =
+            toml::from_str("store = \"s3://b/p\"\ngroup = \"stable\"\n").unwrap();
+        assert_eq!(config.paths.apps, PathBuf::from("/srv/milky/apps"));
+        assert_eq!(config.releases.keep, 3);
+        assert_eq!(config.web.listen.port(), 80);
+        let web = config.web_settings();
+        assert_eq!(web.slot_ports.first, 8100);
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_values_are_refused() {
+        assert!(
+            toml::from_str::<AgentConfig>("store = \"s3://b\"\ngroup = \"stable\"\nsurprise = 1\n")
+                .is_err()
+        );
+        assert!(
+            toml::from_str::<AgentConfig>("store = \"s3://b\"\ngroup = \"Bad Group\"\n").is_err()
+        );
+        let err = toml::from_str::<AgentConfig>(
+            "store = \"s3://b\"\ngroup = \"g\"\n[web]\nhealth_timeout = \"soon\"\n",
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("health_timeout"), "{err}");
+    }
+}

@@ -1,0 +1,499 @@
+//! One pass of the agent: read the index (a conditional GET), compare with what this server
+//! serves, carry out the plan, report. Every step is idempotent and safe to interrupt: what runs
+//! is read back from the web stack's files, releases appear by atomic rename, and the live slot
+//! is only ever replaced by one that is already up and healthy.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use anyhow::{Context, anyhow};
+use milky_core::package::{Manifest, UnpackLimits};
+use milky_core::store::{Condition, Fetched, S3Options};
+use milky_core::{AppName, HostName, Index, PackageEntry, Store, Version, layout};
+
+use crate::config::AgentConfig;
+use crate::plan::{self, Plan, Running, Step};
+use crate::release_store::Releases;
+use crate::state::{AgentState, Failure, StateDir};
+use crate::status::{AppStatus, HEARTBEAT, HostStatus};
+use crate::web::{AppSite, ReleaseSetup, Slot, WebStack, prepare_release};
+
+/// How a pass ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// Another pass holds the lock.
+    Busy,
+    /// Nothing to change.
+    Idle,
+    /// Changes made, all of them worked.
+    Changed(Vec<String>),
+    /// Some step failed; the server keeps serving what it served. Errors, app first.
+    Failed(Vec<String>),
+}
+
+pub struct Agent {
+    config: AgentConfig,
+    host: HostName,
+    store: Store,
+    web: WebStack,
+    releases: Releases,
+    state_dir: StateDir,
+}
+
+fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+impl Agent {
+    pub async fn open(config: AgentConfig) -> anyhow::Result<Self> {
+        let host = config.host()?;
+        let store = Store::open(
+            &config.store_url()?,
+            &S3Options {
+                endpoint_url: config.endpoint_url.clone(),
+                region: None,
+            },
+        )
+        .await?;
+        let web = WebStack::new(config.web_settings()).context("setting up the web stack")?;
+        let state_dir = StateDir::new(&config.paths.state)?;
+        let releases = Releases {
+            apps: config.paths.apps.clone(),
+            downloads: state_dir.downloads(),
+            limits: UnpackLimits {
+                max_bytes: config.releases.max_unpacked_bytes,
+                max_entries: config.releases.max_entries,
+            },
+        };
+        Ok(Self {
+            config,
+            host,
+            store,
+            web,
+            releases,
+            state_dir,
+        })
+    }
+
+    /// One pass under the run lock; returns at once when another pass holds it.
+    pub async fn pass(&self) -> anyhow::Result<Outcome> {
+        let lock_path = self.state_dir.lock_path();
+        let lock = fs_err::File::create(&lock_path)?;
+        match lock.file().try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => return Ok(Outcome::Busy),
+            Err(std::fs::TryLockError::Error(e)) => {
+                return Err(anyhow!("locking {}: {e}", lock_path.display()));
+            }
+        }
+        let mut state = self.state_dir.load();
+        let result = self.pass_locked(&mut state).await;
+        self.state_dir.save(&state)?;
+        result
+    }
+
+    async fn pass_locked(&self, state: &mut AgentState) -> anyhow::Result<Outcome> {
+        let mut errors = Vec::new();
+        let index = match self.read_index(state).await {
+            Ok(index) => Some(index),
+            Err(err) => {
+                errors.push(format!("index: {err:#}"));
+                None
+            }
+        };
+        let running = self.running()?;
+        // Keep serving whatever is on disk, even when the index cannot be read (e.g. at boot);
+        // with no apps, the front answers 404.
+        if let Err(err) = tokio::task::block_in_place(|| self.web.ensure_nginx()) {
+            errors.push(format!("nginx: {err}"));
+        }
+        let Some((index, cached)) = index.or_else(|| self.cached_index().map(|i| (i, true))) else {
+            self.report(state, &running, &BTreeMap::new(), &errors)
+                .await;
+            return Ok(Outcome::Failed(errors));
+        };
+        if cached && errors.is_empty() {
+            tracing::debug!("index unchanged");
+        }
+        let wanted = self.wanted(&index, &mut errors);
+        let etag = state.index_etag.clone();
+        let plan = if errors.is_empty() || !cached {
+            plan::plan(&wanted, &running, &state.failures, etag.as_deref(), now())
+        } else {
+            // The store is unreachable: only bring back what stopped, never remove anything.
+            let mut plan = plan::plan(&wanted, &running, &state.failures, etag.as_deref(), now());
+            plan.steps.retain(|s| matches!(s, Step::Deploy { app, version, .. } if running.get(app).is_some_and(|r| r.version.as_ref() == Some(version))));
+            plan
+        };
+        let mut app_errors: BTreeMap<AppName, String> = BTreeMap::new();
+        for held in &plan.held_back {
+            app_errors.insert(
+                held.app.clone(),
+                format!("{} held back: {}", held.version, held.reason),
+            );
+        }
+        let changes = self
+            .execute(&plan, &running, &wanted, state, &mut app_errors)
+            .await;
+        for (app, wanted_version) in wanted.iter().map(|(a, (v, _))| (a, v)) {
+            let live = self.running_version(app);
+            let protect: Vec<&Version> = [Some(wanted_version), live.as_ref()]
+                .into_iter()
+                .flatten()
+                .collect();
+            if let Err(err) = self
+                .releases
+                .prune(app, self.config.releases.keep, &protect)
+            {
+                tracing::warn!(%app, "pruning old releases: {err:#}");
+            }
+        }
+        errors.extend(app_errors.iter().map(|(app, err)| format!("{app}: {err}")));
+        let running_after = self.running()?;
+        self.report(state, &running_after, &wanted, &errors).await;
+        Ok(if !errors.is_empty() {
+            Outcome::Failed(errors)
+        } else if changes.is_empty() {
+            Outcome::Idle
+        } else {
+            Outcome::Changed(changes)
+        })
+    }
+
+    /// The index: fetched if it changed since the last pass (one small conditional request when
+    /// it did not), else the cached copy. A broken index is an error; the cache is kept.
+    async fn read_index(&self, state: &mut AgentState) -> anyhow::Result<(Index, bool)> {
+        let cached = self.state_dir.cached_index();
+        let etag = cached.as_ref().and(state.index_etag.as_deref());
+        match self.store.get_if_changed(layout::INDEX, etag).await? {
+            Fetched::NotModified => {
+                let text = cached.expect("a conditional GET is only made with a cache");
+                Ok((Index::parse(&text).context("the cached index")?, true))
+            }
+            Fetched::Changed(object) => {
+                let text = String::from_utf8_lossy(&object.bytes).into_owned();
+                let index = Index::parse(&text)
+                    .with_context(|| format!("{} in {}", layout::INDEX, self.store.url()))?;
+                self.state_dir.cache_index(&text)?;
+                state.index_etag = Some(object.etag);
+                Ok((index, false))
+            }
+            Fetched::Missing => Err(anyhow!(
+                "{} has no {}; nothing was changed on this server",
+                self.store.url(),
+                layout::INDEX
+            )),
+        }
+    }
+
+    fn cached_index(&self) -> Option<Index> {
+        Index::parse(&self.state_dir.cached_index()?).ok()
+    }
+
+    fn wanted(
+        &self,
+        index: &Index,
+        errors: &mut Vec<String>,
+    ) -> BTreeMap<AppName, (Version, PackageEntry)> {
+        let mut wanted = BTreeMap::new();
+        for (app, version) in index.group(&self.config.group) {
+            match index.package(&app, &version) {
+                Some(entry) => {
+                    wanted.insert(app, (version, entry));
+                }
+                None => errors.push(format!(
+                    "{app}: the index names {version} but lists no such package"
+                )),
+            }
+        }
+        wanted
+    }
+
+    /// What serves each app now, read back from the web stack's files.
+    fn running(&self) -> anyhow::Result<BTreeMap<AppName, Running>> {
+        let mut running = BTreeMap::new();
+        for name in self.web.known_apps()? {
+            let Ok(app) = name.parse::<AppName>() else {
+                continue;
+            };
+            let version = self.running_version(&app);
+            let serving = match self.web.live_slot(app.as_str())? {
+                Some(slot) if version.is_some() => self.web.is_running(app.as_str(), slot)?,
+                _ => false,
+            };
+            running.insert(app, Running { version, serving });
+        }
+        Ok(running)
+    }
+
+    fn running_version(&self, app: &AppName) -> Option<Version> {
+        let slot = self.web.live_slot(app.as_str()).ok()??;
+        let info = self.web.slot_info(app.as_str(), slot).ok()??;
+        info.release_dir.file_name()?.to_str()?.parse().ok()
+    }
+
+    async fn execute(
+        &self,
+        plan: &Plan,
+        running: &BTreeMap<AppName, Running>,
+        wanted: &BTreeMap<AppName, (Version, PackageEntry)>,
+        state: &mut AgentState,
+        app_errors: &mut BTreeMap<AppName, String>,
+    ) -> Vec<String> {
+        let mut changes = Vec::new();
+        let default_app = wanted
+            .keys()
+            .find(|app| {
+                self.releases
+                    .manifest(app, &wanted[*app].0)
+                    .is_none_or(|m| m.app.server_names.is_empty())
+            })
+            .cloned();
+        for step in &plan.steps {
+            match step {
+                Step::Remove { app } => match self.remove(app) {
+                    Ok(()) => {
+                        tracing::info!(%app, "removed");
+                        state.failures.remove(app);
+                        changes.push(format!("{app}: removed"));
+                    }
+                    Err(err) => {
+                        app_errors.insert(app.clone(), format!("removing: {err:#}"));
+                    }
+                },
+                Step::Deploy {
+                    app,
+                    version,
+                    entry,
+                } => {
+                    let from = running
+                        .get(app)
+                        .and_then(|r| r.version.as_ref())
+                        .map(ToString::to_string);
+                    match self
+                        .deploy(app, version, entry, default_app.as_ref() == Some(app))
+                        .await
+                    {
+                        Ok(()) => {
+                            state.failures.remove(app);
+                            let what = match from {
+                                Some(from) if from != version.as_str() => {
+                                    format!("{app}: {from} -> {version}")
+                                }
+                                Some(_) => format!("{app}: {version} restarted"),
+                                None => format!("{app}: {version} installed"),
+                            };
+                            tracing::info!("{what}");
+                            changes.push(what);
+                        }
+                        Err(err) => {
+                            let message = format!("{err:#}");
+                            tracing::error!(%app, %version, "deploy failed, the previous release keeps serving: {message}");
+                            let attempts = state
+                                .failures
+                                .get(app)
+                                .filter(|f| &f.version == version)
+                                .map_or(0, |f| f.attempts)
+                                + 1;
+                            let at = now();
+                            state.failures.insert(
+                                app.clone(),
+                                Failure {
+                                    version: version.clone(),
+                                    index_etag: state.index_etag.clone(),
+                                    attempts,
+                                    error: message.clone(),
+                                    failed_at: at,
+                                    retry_at: at + Failure::backoff_secs(attempts),
+                                },
+                            );
+                            app_errors.insert(app.clone(), format!("{version} failed: {message}"));
+                        }
+                    }
+                }
+            }
+        }
+        changes
+    }
+
+    /// Brings `version` up on the idle slot, checks it, points nginx at it, stops the old slot.
+    async fn deploy(
+        &self,
+        app: &AppName,
+        version: &Version,
+        entry: &PackageEntry,
+        default_server: bool,
+    ) -> anyhow::Result<()> {
+        let (release_dir, manifest, downloaded) = self
+            .releases
+            .fetch(&self.store, app, version, entry)
+            .await?;
+        if downloaded {
+            tracing::info!(%app, %version, "unpacked into {}", release_dir.display());
+        }
+        let site = self.site(&manifest, &release_dir, default_server)?;
+        let mut setup = ReleaseSetup::new(&release_dir);
+        setup.python = self.config.releases.python.clone();
+        setup.hooks = manifest.hooks.server.clone();
+        setup.env = site.env.clone();
+        let prepared = tokio::task::block_in_place(|| prepare_release(&setup))
+            .with_context(|| format!("preparing {app} {version}"))?;
+        for hook in &prepared.hooks {
+            tracing::info!(%app, %version, "hook `{}` ran in {:?}", hook.hook, hook.duration);
+        }
+        let live = self.web.live_slot(app.as_str())?;
+        let live_running = live
+            .map(|slot| self.web.is_running(app.as_str(), slot))
+            .transpose()?
+            .unwrap_or(false);
+        let target = match live {
+            Some(slot) if live_running => slot.other(),
+            Some(slot) => slot,
+            None => Slot::Blue,
+        };
+        tokio::task::block_in_place(|| -> anyhow::Result<()> {
+            self.web.start_slot(&site, target)?;
+            let checked = self
+                .web
+                .health_check(
+                    app.as_str(),
+                    target,
+                    &manifest.app.health,
+                    Some(version.as_str()),
+                )
+                .and_then(|_| self.web.switch_nginx(&site, target));
+            if let Err(err) = checked {
+                // The old slot never stopped serving; take the failed one down again.
+                if self.web.live_slot(app.as_str()).ok().flatten() != Some(target) {
+                    let _ = self.web.stop_slot(app.as_str(), target);
+                }
+                return Err(err.into());
+            }
+            self.releases.set_current(app, version)?;
+            if let Some(old) = live
+                && old != target
+                && live_running
+            {
+                self.web.stop_slot(app.as_str(), old)?;
+            }
+            Ok(())
+        })
+    }
+
+    fn site(
+        &self,
+        manifest: &Manifest,
+        release_dir: &Path,
+        default_server: bool,
+    ) -> anyhow::Result<AppSite> {
+        let app = &manifest.app;
+        let (module, _callable) = app
+            .wsgi
+            .split_once(':')
+            .context("wsgi is module:callable")?;
+        let server_name = app
+            .server_names
+            .first()
+            .cloned()
+            .unwrap_or_else(|| app.name.to_string());
+        let mut site = AppSite::new(
+            app.name.as_str(),
+            server_name,
+            release_dir,
+            format!("{}.py", module.replace('.', "/")),
+        );
+        site.server_names = if app.server_names.is_empty() {
+            vec![app.name.to_string()]
+        } else {
+            app.server_names.clone()
+        };
+        site.default_server = default_server;
+        site.static_dir = app.static_dir.as_ref().map(Into::into);
+        site.nginx_snippet = manifest.snippets.nginx.as_ref().map(Into::into);
+        site.apache_snippet = manifest.snippets.apache.as_ref().map(Into::into);
+        if let Some(settings) = &app.settings {
+            site.env
+                .insert("DJANGO_SETTINGS_MODULE".into(), settings.clone());
+        }
+        site.env.insert("MILKY_APP".into(), app.name.to_string());
+        site.env
+            .insert("MILKY_VERSION".into(), manifest.release.version.to_string());
+        site.env.insert("MILKY_HOST".into(), self.host.to_string());
+        site.env
+            .insert("MILKY_GROUP".into(), self.config.group.to_string());
+        Ok(site)
+    }
+
+    fn remove(&self, app: &AppName) -> anyhow::Result<()> {
+        tokio::task::block_in_place(|| self.web.remove_app(app.as_str()))?;
+        self.releases.remove_app(app)
+    }
+
+    /// Writes this server's status report when it changed or the heartbeat is due. Best effort:
+    /// a store that cannot take it must not stop serving.
+    async fn report(
+        &self,
+        state: &mut AgentState,
+        running: &BTreeMap<AppName, Running>,
+        wanted: &BTreeMap<AppName, (Version, PackageEntry)>,
+        errors: &[String],
+    ) {
+        let mut apps = BTreeMap::new();
+        for app in running.keys().chain(wanted.keys()) {
+            let serving = running
+                .get(app)
+                .filter(|r| r.serving)
+                .and_then(|r| r.version.clone());
+            let error = state
+                .failures
+                .get(app)
+                .map(|f| format!("{} failed: {}", f.version, f.error));
+            apps.insert(
+                app.clone(),
+                AppStatus {
+                    healthy: serving.is_some(),
+                    serving,
+                    wanted: wanted.get(app).map(|(v, _)| v.clone()),
+                    error,
+                },
+            );
+        }
+        let status = HostStatus {
+            host: self.host.clone(),
+            group: self.config.group.clone(),
+            agent_version: env!("CARGO_PKG_VERSION").to_owned(),
+            last_pass: humantime::format_rfc3339_seconds(SystemTime::now()).to_string(),
+            result: if errors.is_empty() {
+                "ok".into()
+            } else {
+                "failed".into()
+            },
+            apps,
+            errors: errors.to_vec(),
+        };
+        let digest = status.digest();
+        let due = state
+            .reported_at
+            .is_none_or(|at| now() >= at + HEARTBEAT.as_secs());
+        if !due && state.reported.as_deref() == Some(digest.as_str()) {
+            return;
+        }
+        let key = layout::host_status(&self.config.group, &self.host);
+        let body = toml::to_string(&status).unwrap_or_default();
+        match self
+            .store
+            .put(&key, body.into_bytes(), Condition::None)
+            .await
+        {
+            Ok(_) => {
+                state.reported_at = Some(now());
+                state.reported = Some(digest);
+            }
+            Err(err) => tracing::warn!("could not write the status report {key}: {err}"),
+        }
+    }
+}

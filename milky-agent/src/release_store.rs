@@ -1,0 +1,208 @@
+//! Releases on disk: `APPS/<app>/releases/<version>/`, filled from the store through a staging
+//! dir and an atomic rename, so a release dir either holds a whole verified package or does not
+//! exist.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, bail};
+use milky_core::package::{Manifest, UnpackLimits, unpack};
+use milky_core::{AppName, PackageEntry, Store, Version, layout};
+
+const STAGING_PREFIX: &str = ".staging-";
+
+/// The apps dir of this server.
+#[derive(Debug, Clone)]
+pub struct Releases {
+    pub apps: PathBuf,
+    pub downloads: PathBuf,
+    pub limits: UnpackLimits,
+}
+
+impl Releases {
+    pub fn app_dir(&self, app: &AppName) -> PathBuf {
+        self.apps.join(app.as_str())
+    }
+
+    pub fn release_dir(&self, app: &AppName, version: &Version) -> PathBuf {
+        self.app_dir(app).join("releases").join(version.as_str())
+    }
+
+    /// The release's manifest, if the release is on disk.
+    pub fn manifest(&self, app: &AppName, version: &Version) -> Option<Manifest> {
+        let text = std::fs::read_to_string(
+            self.release_dir(app, version)
+                .join(milky_core::project::FILE_NAME),
+        )
+        .ok()?;
+        Manifest::parse(&text).ok()
+    }
+
+    /// Versions of an app on disk.
+    pub fn on_disk(&self, app: &AppName) -> Vec<Version> {
+        let dir = self.app_dir(app).join("releases");
+        let mut versions: Vec<Version> = std::fs::read_dir(dir)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|e| e.file_name().to_str().and_then(|n| n.parse().ok()))
+            .collect();
+        versions.sort();
+        versions
+    }
+
+    /// Makes sure `version` of `app` is unpacked: downloads it (streamed to a file), checks size
+    /// and sha256 against the index before unpacking anything, unpacks into a staging dir,
+    /// checks the manifest names this app and version, and renames it into place.
+    pub async fn fetch(
+        &self,
+        store: &Store,
+        app: &AppName,
+        version: &Version,
+        entry: &PackageEntry,
+    ) -> anyhow::Result<(PathBuf, Manifest, bool)> {
+        let target = self.release_dir(app, version);
+        if let Some(manifest) = self.manifest(app, version) {
+            return Ok((target, manifest, false));
+        }
+        let releases = target
+            .parent()
+            .expect("release dir has a parent")
+            .to_owned();
+        fs_err::create_dir_all(&releases)?;
+        make_traversable(&self.apps)?;
+        make_traversable(&self.app_dir(app))?;
+        make_traversable(&releases)?;
+        self.clean_staging(&releases)?;
+        fs_err::create_dir_all(&self.downloads)?;
+        let download = self.downloads.join(format!("{app}-{version}.tar.bz2.part"));
+        let key = layout::package(app, version);
+        tracing::info!(%app, %version, "downloading {key} ({} bytes)", entry.size);
+        let size = store
+            .download(&key, &download, &|_| {})
+            .await
+            .with_context(|| format!("downloading {key}"))?;
+        let result = self.verify_and_unpack(&download, size, app, version, entry);
+        let _ = std::fs::remove_file(&download);
+        let manifest = result?;
+        Ok((target, manifest, true))
+    }
+
+    fn verify_and_unpack(
+        &self,
+        download: &Path,
+        size: u64,
+        app: &AppName,
+        version: &Version,
+        entry: &PackageEntry,
+    ) -> anyhow::Result<Manifest> {
+        let target = self.release_dir(app, version);
+        let releases = target.parent().expect("release dir has a parent");
+        if size != entry.size {
+            bail!(
+                "package {app} {version} is {size} bytes, the index says {}: refused",
+                entry.size
+            );
+        }
+        let sha256 = milky_core::package::build::file_sha256(download)
+            .with_context(|| format!("hashing {}", download.display()))?;
+        if sha256 != entry.sha256 {
+            bail!(
+                "package {app} {version} has sha256 {sha256}, the index says {}: refused",
+                entry.sha256
+            );
+        }
+        let staging = releases.join(format!("{STAGING_PREFIX}{version}-{}", std::process::id()));
+        fs_err::create_dir_all(&staging)?;
+        let unpacked = (|| -> anyhow::Result<Manifest> {
+            let file = std::io::BufReader::new(fs_err::File::open(download)?);
+            let manifest = unpack(file, &staging, self.limits)
+                .with_context(|| format!("unpacking {app} {version}"))?;
+            if &manifest.app.name != app || &manifest.release.version != version {
+                bail!(
+                    "package {app} {version} holds the manifest of {} {}: refused",
+                    manifest.app.name,
+                    manifest.release.version
+                );
+            }
+            make_traversable(&staging)?;
+            fs_err::rename(&staging, &target)?;
+            Ok(manifest)
+        })();
+        if unpacked.is_err() {
+            let _ = std::fs::remove_dir_all(&staging);
+        }
+        unpacked
+    }
+
+    /// Leftovers of an interrupted unpack are never used; they are removed before the next one.
+    fn clean_staging(&self, releases: &Path) -> anyhow::Result<()> {
+        for entry in fs_err::read_dir(releases)? {
+            let entry = entry?;
+            if entry
+                .file_name()
+                .to_string_lossy()
+                .starts_with(STAGING_PREFIX)
+            {
+                fs_err::remove_dir_all(entry.path())?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Points `APPS/<app>/current` at a release (a new symlink renamed over the old one).
+    pub fn set_current(&self, app: &AppName, version: &Version) -> anyhow::Result<()> {
+        let link = self.app_dir(app).join("current");
+        let temp = self.app_dir(app).join(".current.new");
+        let _ = std::fs::remove_file(&temp);
+        std::os::unix::fs::symlink(Path::new("releases").join(version.as_str()), &temp)?;
+        fs_err::rename(&temp, &link)?;
+        Ok(())
+    }
+
+    /// Deletes releases beyond the newest `keep` (by unpack time), never `live` or `wanted`.
+    pub fn prune(
+        &self,
+        app: &AppName,
+        keep: usize,
+        protect: &[&Version],
+    ) -> anyhow::Result<Vec<Version>> {
+        let mut versions: Vec<(std::time::SystemTime, Version)> = self
+            .on_disk(app)
+            .into_iter()
+            .map(|v| {
+                let time = std::fs::metadata(self.release_dir(app, &v))
+                    .and_then(|m| m.modified())
+                    .unwrap_or(std::time::UNIX_EPOCH);
+                (time, v)
+            })
+            .collect();
+        versions.sort_by(|a, b| b.cmp(a));
+        let mut removed = Vec::new();
+        for (kept, (_, version)) in versions.into_iter().enumerate() {
+            if kept >= keep.max(1) && !protect.contains(&&version) {
+                fs_err::remove_dir_all(self.release_dir(app, &version))?;
+                removed.push(version);
+            }
+        }
+        Ok(removed)
+    }
+
+    /// Removes everything of an app.
+    pub fn remove_app(&self, app: &AppName) -> anyhow::Result<()> {
+        let dir = self.app_dir(app);
+        if dir.exists() {
+            fs_err::remove_dir_all(dir)?;
+        }
+        Ok(())
+    }
+}
+
+/// Directories on the way to a release must be enterable by Apache's and nginx's users.
+fn make_traversable(dir: &Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = fs_err::metadata(dir)?.permissions().mode();
+    if mode & 0o055 != 0o055 {
+        fs_err::set_permissions(dir, std::fs::Permissions::from_mode(mode | 0o755))?;
+    }
+    Ok(())
+}

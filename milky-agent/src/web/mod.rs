@@ -1,0 +1,32 @@
+//! Rendering and driving nginx + Apache mod_wsgi for the apps of one server.
+//!
+//! Every app has two Apache instances ("slots", blue and green), each with its own config root
+//! and loopback port, and one nginx `server` block on the shared front port whose `upstream` is
+//! the live slot. A new release is prepared ([`prepare_release`]), started on the idle slot
+//! ([`WebStack::start_slot`], config-tested first), health-checked there directly
+//! ([`WebStack::health_check`]), and only then does nginx switch to it
+//! ([`WebStack::switch_nginx`], config-tested, reloaded); the old slot stops once nginx's old
+//! workers are gone ([`WebStack::stop_slot`]). This is because an Apache graceful restart drops
+//! in-flight mod_wsgi requests, while an nginx reload drops none (measured, see FACTS.md).
+//!
+//! Everything a package provides is checked ([`AppSite::validate`]) before it reaches a config,
+//! and every change to a config is tested before it replaces the previous one, so one app's
+//! broken release or snippet never touches the other apps.
+
+mod commands;
+mod error;
+mod process;
+mod release;
+mod site;
+mod slot;
+mod stack;
+mod templates;
+pub mod validate;
+
+pub use commands::{CommandLine, ServiceCommands};
+pub use error::WebError;
+pub use release::{HookRun, PreparedRelease, ReleaseSetup, prepare_release};
+pub use site::AppSite;
+pub use slot::Slot;
+pub use stack::{HealthReport, SlotInfo, SlotPorts, Timeouts, WebSettings, WebStack};
+pub use templates::{APACHE_SLOT, APACHE_WSGI, NGINX_APP, NGINX_MAIN, Templates};

@@ -1,0 +1,109 @@
+//! Small Linux process helpers: pid files, liveness and children through /proc, waiting.
+//!
+//! No signals are sent from here (the workspace forbids `unsafe`, and the service commands are the
+//! one way the agent acts on nginx and Apache); these only observe.
+
+use std::io::ErrorKind;
+use std::net::{Ipv4Addr, SocketAddr, TcpStream};
+use std::path::Path;
+use std::thread::sleep;
+use std::time::{Duration, Instant};
+
+use super::WebError;
+
+/// The pid in `path`, or `None` when the file is missing or holds no number (a half-written pid
+/// file after a crash means "not running" too).
+pub fn read_pid(path: &Path) -> Result<Option<u32>, WebError> {
+    match fs_err::read_to_string(path) {
+        Ok(s) => Ok(s.trim().parse().ok()),
+        Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Whether `pid` is a live (not zombie) process.
+pub fn is_alive(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => !matches!(stat_fields(&stat).first(), Some(&"Z") | Some(&"X")),
+        Err(_) => false,
+    }
+}
+
+/// The fields of /proc/PID/stat after the command name (which may hold spaces and parentheses):
+/// `[state, ppid, …]`.
+fn stat_fields(stat: &str) -> Vec<&str> {
+    stat.rsplit_once(')')
+        .map(|(_, rest)| rest.split_whitespace().collect())
+        .unwrap_or_default()
+}
+
+/// The live children of `parent`, with their command lines (nginx puts "worker process is
+/// shutting down" in the command line of workers of an old generation).
+pub fn children(parent: u32) -> Vec<(u32, String)> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for entry in entries.flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
+        let fields = stat_fields(&stat);
+        let alive = !matches!(fields.first(), Some(&"Z") | Some(&"X"));
+        if alive && fields.get(1).and_then(|p| p.parse::<u32>().ok()) == Some(parent) {
+            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+            out.push((pid, cmdline.trim().to_owned()));
+        }
+    }
+    out.sort();
+    out
+}
+
+/// Polls `done` every `every` until it holds or `timeout` passes; returns whether it held.
+pub fn wait_until(timeout: Duration, every: Duration, mut done: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if done() {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        sleep(every);
+    }
+}
+
+/// Whether something accepts TCP connections on 127.0.0.1:`port`.
+pub fn listening(port: u16) -> bool {
+    let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
+    TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok()
+}
+
+/// The last `lines` lines of a log file, for error messages; empty when it cannot be read.
+pub fn tail(path: &Path, lines: usize) -> String {
+    let text = std::fs::read(path).unwrap_or_default();
+    let text = String::from_utf8_lossy(&text);
+    let all: Vec<&str> = text.lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
+}
+
+/// Writes `contents` to `path` through a temp file in the same directory and a rename, so a
+/// crash leaves either the old or the new file, never half of one.
+pub fn write_atomic(path: &Path, contents: &str) -> Result<(), WebError> {
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    let tmp = std::path::PathBuf::from(tmp);
+    let mut file = fs_err::File::create(&tmp)?;
+    std::io::Write::write_all(&mut file, contents.as_bytes())?;
+    file.sync_all()?;
+    fs_err::rename(&tmp, path)?;
+    Ok(())
+}

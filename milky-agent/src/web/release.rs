@@ -1,0 +1,259 @@
+//! Turning an unpacked release (a Django project) into something Apache can run: a venv with
+//! its requirements, the per-server hooks (collectstatic), and permissions the web servers'
+//! users can read.
+
+use std::collections::BTreeMap;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use super::WebError;
+use super::commands::combined;
+
+/// Written into the venv last: a release with it is fully prepared, one without it (a crash
+/// half-way) is prepared again from scratch.
+const PREPARED_MARKER: &str = ".milky-prepared";
+
+/// How to prepare one release.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReleaseSetup {
+    /// The unpacked release: manage.py, requirements.txt, optionally wheels/.
+    pub release_dir: PathBuf,
+    /// The Python mod_wsgi is linked against. Debian's mod_wsgi uses /usr/bin/python3; a venv of
+    /// another Python (pyenv's `python3` on PATH) fails only at request time, with a 500.
+    pub python: PathBuf,
+    /// Per-server hooks, each run by `/bin/sh -c` in the release dir with the venv's `bin` first
+    /// on PATH.
+    pub hooks: Vec<String>,
+    /// Extra environment of the hooks (e.g. `DJANGO_SETTINGS_MODULE`).
+    pub env: BTreeMap<String, String>,
+}
+
+impl ReleaseSetup {
+    pub fn new(release_dir: impl Into<PathBuf>) -> Self {
+        ReleaseSetup {
+            release_dir: release_dir.into(),
+            python: PathBuf::from("/usr/bin/python3"),
+            hooks: vec!["python manage.py collectstatic --noinput".to_owned()],
+            env: BTreeMap::new(),
+        }
+    }
+
+    pub fn venv_dir(&self) -> PathBuf {
+        self.release_dir.join("venv")
+    }
+}
+
+/// The output of one hook, for the agent's log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HookRun {
+    pub hook: String,
+    pub output: String,
+    pub duration: Duration,
+}
+
+/// What [`prepare_release`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PreparedRelease {
+    pub release_dir: PathBuf,
+    pub venv_dir: PathBuf,
+    /// True when the release had been prepared by an earlier run and nothing was done.
+    pub already_prepared: bool,
+    pub hooks: Vec<HookRun>,
+}
+
+/// Prepares `setup.release_dir`: creates the venv with `setup.python`, installs
+/// requirements.txt (offline from `wheels/` when the release has one), runs the hooks and makes
+/// the whole tree readable by others (Apache runs as www-data, nginx's workers as nobody).
+/// Idempotent: a prepared release is left alone, a half-prepared one is redone.
+pub fn prepare_release(setup: &ReleaseSetup) -> Result<PreparedRelease, WebError> {
+    let release = &setup.release_dir;
+    let venv = setup.venv_dir();
+    check_reachable(release)?;
+    if venv.join(PREPARED_MARKER).exists() {
+        return Ok(PreparedRelease {
+            release_dir: release.clone(),
+            venv_dir: venv,
+            already_prepared: true,
+            hooks: Vec::new(),
+        });
+    }
+    if venv.exists() {
+        // A half-made venv from an interrupted run. Moved aside first (atomic) and deleted after:
+        // a pip the killed agent left behind may still be writing into it.
+        let stale = release.join(format!(".venv-stale-{}", std::process::id()));
+        fs_err::rename(&venv, &stale)?;
+        if let Err(err) = fs_err::remove_dir_all(&stale) {
+            tracing::warn!("could not delete {} yet: {err}", stale.display());
+        }
+    }
+    tracing::info!(release = %release.display(), "creating venv");
+    let mut cmd = Command::new(&setup.python);
+    cmd.arg("-m").arg("venv").arg(&venv);
+    run_step(release, "create the venv", cmd)?;
+
+    let requirements = release.join("requirements.txt");
+    if requirements.exists() {
+        let mut cmd = Command::new(venv.join("bin/python"));
+        cmd.args([
+            "-m",
+            "pip",
+            "install",
+            "--disable-pip-version-check",
+            "--no-input",
+            "-q",
+        ]);
+        let wheels = release.join("wheels");
+        if wheels.is_dir() {
+            // The package brought every dependency: install exactly those, never from an index.
+            cmd.arg("--no-index").arg("--find-links").arg(&wheels);
+        }
+        cmd.arg("-r").arg(&requirements).current_dir(release);
+        tracing::info!(release = %release.display(), offline = wheels.is_dir(), "installing requirements");
+        run_step(release, "pip install -r requirements.txt", cmd)?;
+    }
+
+    let path = match std::env::var_os("PATH") {
+        Some(p) => {
+            let mut dirs = vec![venv.join("bin")];
+            dirs.extend(std::env::split_paths(&p));
+            std::env::join_paths(dirs).unwrap_or(p)
+        }
+        None => venv.join("bin").into_os_string(),
+    };
+    let mut hooks = Vec::new();
+    for hook in &setup.hooks {
+        let started = Instant::now();
+        let mut cmd = Command::new("/bin/sh");
+        cmd.arg("-c")
+            .arg(hook)
+            .current_dir(release)
+            .env("PATH", &path)
+            .env("VIRTUAL_ENV", &venv)
+            .env_remove("PYTHONHOME")
+            .envs(&setup.env);
+        tracing::info!(release = %release.display(), hook, "running hook");
+        let output = run_step(release, hook, cmd)?;
+        hooks.push(HookRun {
+            hook: hook.clone(),
+            output,
+            duration: started.elapsed(),
+        });
+    }
+
+    make_world_readable(release)?;
+    fs_err::write(venv.join(PREPARED_MARKER), "")?;
+    Ok(PreparedRelease {
+        release_dir: release.clone(),
+        venv_dir: venv,
+        already_prepared: false,
+        hooks,
+    })
+}
+
+/// Runs one step to completion; on failure the error carries the exit status and the tail of
+/// its output.
+fn run_step(release: &Path, what: &str, cmd: Command) -> Result<String, WebError> {
+    let output = dies_with_agent(cmd)
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|source| WebError::Spawn {
+            command: what.to_owned(),
+            source,
+        })?;
+    let text = combined(&output);
+    if output.status.success() {
+        Ok(text)
+    } else {
+        Err(WebError::PrepareFailed {
+            release: release.to_owned(),
+            step: what.to_owned(),
+            status: output.status.to_string(),
+            output_tail: tail_lines(&text, 30),
+        })
+    }
+}
+
+/// Runs `cmd` under `setpriv --pdeathsig KILL` where util-linux has it, so a step cannot outlive
+/// an agent that was killed (kill -9, OOM): the next pass then never races a leftover pip.
+fn dies_with_agent(cmd: Command) -> Command {
+    const SETPRIV: &str = "/usr/bin/setpriv";
+    if !Path::new(SETPRIV).exists() {
+        return cmd;
+    }
+    let mut wrapped = Command::new(SETPRIV);
+    wrapped
+        .args(["--pdeathsig", "KILL", "--"])
+        .arg(cmd.get_program())
+        .args(cmd.get_args());
+    if let Some(dir) = cmd.get_current_dir() {
+        wrapped.current_dir(dir);
+    }
+    for (key, value) in cmd.get_envs() {
+        match value {
+            Some(value) => wrapped.env(key, value),
+            None => wrapped.env_remove(key),
+        };
+    }
+    wrapped
+}
+
+fn tail_lines(text: &str, n: usize) -> String {
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}
+
+/// Every directory above the release must let others through, else www-data and nobody get
+/// "permission denied" at request time (e.g. a release under /root, mode 700).
+fn check_reachable(release: &Path) -> Result<(), WebError> {
+    if !release.is_absolute() {
+        return Err(WebError::invalid(
+            "release dir",
+            release.display().to_string(),
+            "must be an absolute path",
+        ));
+    }
+    for dir in release.ancestors().skip(1) {
+        let mode = fs_err::metadata(dir)?.permissions().mode();
+        if mode & 0o001 == 0 {
+            return Err(WebError::NotWorldReadable {
+                release: release.to_owned(),
+                path: dir.to_owned(),
+                mode: mode & 0o7777,
+                needs: "search (o+x)",
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Adds o+r to every file and o+rx to every directory (and o+x to files others' owner may run)
+/// of the release. Temp dirs and some unpackers create 0700/0600 entries.
+fn make_world_readable(release: &Path) -> Result<(), WebError> {
+    for entry in walkdir::WalkDir::new(release).follow_links(false) {
+        let entry = entry.map_err(|e| {
+            let path = e.path().unwrap_or(release).to_owned();
+            WebError::Io(std::io::Error::other(format!("{}: {e}", path.display())))
+        })?;
+        if entry.file_type().is_symlink() {
+            continue;
+        }
+        let meta = entry.metadata().map_err(|e| {
+            WebError::Io(std::io::Error::other(format!(
+                "{}: {e}",
+                entry.path().display()
+            )))
+        })?;
+        let mode = meta.permissions().mode() & 0o7777;
+        let wanted = if meta.is_dir() || mode & 0o100 != 0 {
+            mode | 0o005
+        } else {
+            mode | 0o004
+        };
+        if wanted != mode {
+            fs_err::set_permissions(entry.path(), std::fs::Permissions::from_mode(wanted))?;
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,274 @@
+//! `milky-agent` as servers of groups: real store (moto), real nginx, Apache mod_wsgi and the
+//! Django fixture, asserted through HTTP via each server's nginx front.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+
+use milky_tests::agent::{Agent, http_get};
+use milky_tests::django::{fixture_project, set_fixture_version};
+use milky_tests::*;
+
+const APP: &str = "shop";
+
+/// The fixture as app `shop`, initialised for this test's store.
+fn shop(ctx: &TestContext) -> std::path::PathBuf {
+    let project = fixture_project(ctx.dir.path(), APP, "v1");
+    assert_success(
+        &ctx.milky_in(&project, &["init", "--yes", "--name", APP]),
+        "init",
+    );
+    project
+}
+
+fn upload(ctx: &TestContext, project: &std::path::Path, group: &str, version: &str) {
+    set_fixture_version(project, version);
+    let out = ctx.milky_in(
+        project,
+        &[
+            "upload",
+            "--group",
+            group,
+            "--version",
+            version,
+            "--level",
+            "1",
+        ],
+    );
+    assert_success(&out, &format!("upload {version} to {group}"));
+}
+
+fn sync_ok(agent: &Agent) -> String {
+    let out = agent.sync();
+    assert_success(&out, &format!("sync on {}", agent.host));
+    stderr(&out)
+}
+
+/// The version that answers `/` through the server's nginx.
+fn serving(agent: &Agent) -> Option<String> {
+    let response = agent.get(APP, "/");
+    (response.status == 200).then(|| {
+        response
+            .header("X-Milky-Version")
+            .expect("the fixture names its version")
+    })
+}
+
+#[test]
+fn servers_follow_their_group_through_install_upgrade_switch_back_and_remove() {
+    let ctx = TestContext::new();
+    let project = shop(&ctx);
+    let (a, b, c) = (
+        Agent::new(&ctx, "stable", "a"),
+        Agent::new(&ctx, "stable", "b"),
+        Agent::new(&ctx, "unstable", "c"),
+    );
+
+    upload(&ctx, &project, "stable", "v1");
+    for agent in [&a, &b] {
+        sync_ok(agent);
+        assert_eq!(
+            serving(agent).as_deref(),
+            Some("v1"),
+            "{} serves v1",
+            agent.host
+        );
+        let page = agent.get(APP, "/");
+        assert!(page.body.contains("mysite v1 on"), "{}", page.body);
+        let css = agent.get(APP, "/static/pages/site.css");
+        assert_eq!(css.status, 200, "static files through nginx");
+        assert!(
+            css.header("X-Milky-Version").is_none(),
+            "static files come from nginx, not Django"
+        );
+    }
+    // The other group's server got nothing.
+    let out = c.sync();
+    assert_success(&out, "sync on c");
+    assert_eq!(c.get(APP, "/").status, 404);
+
+    upload(&ctx, &project, "unstable", "v2");
+    sync_ok(&c);
+    sync_ok(&a);
+    assert_eq!(serving(&c).as_deref(), Some("v2"));
+    assert_eq!(
+        serving(&a).as_deref(),
+        Some("v1"),
+        "stable is not touched by unstable's upload"
+    );
+
+    assert_success(&ctx.milky(&["version", "stable", APP, "v2"]), "promote v2");
+    for agent in [&a, &b] {
+        sync_ok(agent);
+        assert_eq!(serving(agent).as_deref(), Some("v2"));
+    }
+
+    assert_success(
+        &ctx.milky(&["version", "stable", APP, "v1"]),
+        "switch back to v1",
+    );
+    for agent in [&a, &b] {
+        let log = sync_ok(agent);
+        assert!(
+            !log.contains("downloading"),
+            "v1 is still on disk, no download: {log}"
+        );
+        assert_eq!(serving(agent).as_deref(), Some("v1"));
+        assert!(
+            agent
+                .root
+                .join("apps/shop/current")
+                .read_link()
+                .unwrap()
+                .ends_with("v1")
+        );
+    }
+    let status = String::from_utf8(
+        ctx.object("groups/stable/hosts/a.toml")
+            .expect("a reports its status"),
+    )
+    .unwrap();
+    assert!(status.contains("serving = \"v1\""), "{status}");
+    assert!(status.contains("result = \"ok\""), "{status}");
+
+    // An idle pass changes nothing.
+    let log = sync_ok(&a);
+    assert!(log.contains("up to date"), "{log}");
+
+    assert_success(&ctx.milky(&["remove", "--yes", "stable", APP]), "remove");
+    for agent in [&a, &b] {
+        sync_ok(agent);
+        assert_eq!(
+            agent.get(APP, "/").status,
+            404,
+            "{} no longer serves the app",
+            agent.host
+        );
+        assert!(!agent.root.join("apps/shop").exists(), "its files are gone");
+    }
+    assert_eq!(serving(&c).as_deref(), Some("v2"), "unstable still serves");
+}
+
+#[test]
+fn a_release_that_fails_its_health_check_never_takes_over() {
+    let ctx = TestContext::new();
+    let project = shop(&ctx);
+    let agent = Agent::new(&ctx, "stable", "solo");
+    upload(&ctx, &project, "stable", "v1");
+    sync_ok(&agent);
+
+    // v3 imports fine for collectstatic but every request fails.
+    let views = project.join("pages/views.py");
+    let good = std::fs::read_to_string(&views).unwrap();
+    std::fs::write(&views, format!("{good}\n\ndef index(request):\n    raise RuntimeError('broken on purpose')\n\n\ndef health(request):\n    raise RuntimeError('broken on purpose')\n")).unwrap();
+    upload(&ctx, &project, "stable", "v3");
+    let out = agent.sync();
+    assert_failure(&out, 1, "v3 failed");
+    assert_eq!(
+        serving(&agent).as_deref(),
+        Some("v1"),
+        "the old release keeps serving"
+    );
+    let status = String::from_utf8(ctx.object("groups/stable/hosts/solo.toml").unwrap()).unwrap();
+    assert!(status.contains("result = \"failed\""), "{status}");
+    assert!(
+        status.contains("v3 failed"),
+        "the report says why: {status}"
+    );
+
+    // The failed version is not retried on every pass.
+    let out = agent.sync();
+    assert_failure(&out, 1, "held back");
+    assert_eq!(serving(&agent).as_deref(), Some("v1"));
+
+    // A fixed release under a new version goes through.
+    std::fs::write(&views, good).unwrap();
+    upload(&ctx, &project, "stable", "v4");
+    sync_ok(&agent);
+    assert_eq!(serving(&agent).as_deref(), Some("v4"));
+}
+
+#[test]
+fn blue_green_switches_under_load_fail_no_request() {
+    let ctx = TestContext::new();
+    let project = shop(&ctx);
+    let agent = Agent::new(&ctx, "stable", "busy");
+    upload(&ctx, &project, "stable", "v1");
+    upload(&ctx, &project, "stable", "v2");
+    assert_success(&ctx.milky(&["version", "stable", APP, "v1"]), "back to v1");
+    sync_ok(&agent);
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let (ok, failed) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+    let workers: Vec<_> = (0..4)
+        .map(|_| {
+            let (stop, ok, failed, port) = (stop.clone(), ok.clone(), failed.clone(), agent.front);
+            std::thread::spawn(move || {
+                let start = std::time::Instant::now();
+                // Bounded in time whatever happens to the test.
+                while !stop.load(Ordering::Relaxed) && start.elapsed() < Duration::from_secs(300) {
+                    match http_get(port, APP, "/") {
+                        Ok(r) if r.status == 200 => ok.fetch_add(1, Ordering::Relaxed),
+                        _ => failed.fetch_add(1, Ordering::Relaxed),
+                    };
+                }
+            })
+        })
+        .collect();
+    for n in 0..5 {
+        let version = if n % 2 == 0 { "v2" } else { "v1" };
+        assert_success(&ctx.milky(&["version", "stable", APP, version]), "switch");
+        sync_ok(&agent);
+        assert_eq!(serving(&agent).as_deref(), Some(version));
+    }
+    stop.store(true, Ordering::Relaxed);
+    workers.into_iter().for_each(|w| w.join().unwrap());
+    let (ok, failed) = (ok.load(Ordering::Relaxed), failed.load(Ordering::Relaxed));
+    eprintln!("requests during 5 switches: {ok} ok, {failed} failed");
+    assert!(ok > 100, "the load loop ran ({ok} requests)");
+    assert_eq!(failed, 0, "no failed request during blue/green switches");
+}
+
+#[test]
+fn killed_mid_upgrade_the_next_pass_converges() {
+    let ctx = TestContext::new();
+    let project = shop(&ctx);
+    let agent = Agent::new(&ctx, "stable", "crashy");
+    upload(&ctx, &project, "stable", "v1");
+    sync_ok(&agent);
+    // Kill -9 at several points of an upgrade: download/unpack, venv, hooks, slot start, switch.
+    for (round, delay_ms) in [150u64, 600, 1500, 3000, 5000].into_iter().enumerate() {
+        let version = format!("v{}", round + 2);
+        upload(&ctx, &project, "stable", &version);
+        let mut child = agent
+            .command(&["sync"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(delay_ms));
+        let _ = child.kill();
+        let _ = child.wait();
+        // Whatever was interrupted, the server answers with some healthy release.
+        let seen = serving(&agent);
+        assert!(
+            seen.is_some(),
+            "round {round}: nginx must keep answering after a kill -9"
+        );
+        sync_ok(&agent);
+        assert_eq!(
+            serving(&agent).as_deref(),
+            Some(version.as_str()),
+            "round {round} converged"
+        );
+        let leftovers: Vec<_> = std::fs::read_dir(agent.root.join("apps/shop/releases"))
+            .unwrap()
+            .flatten()
+            .filter(|e| e.file_name().to_string_lossy().starts_with('.'))
+            .collect();
+        assert!(
+            leftovers.is_empty(),
+            "round {round}: staging leftovers {leftovers:?}"
+        );
+    }
+}
