@@ -391,7 +391,7 @@ impl Agent {
         default_server: bool,
     ) -> anyhow::Result<AppSite> {
         let app = &manifest.app;
-        let (module, _callable) = app
+        let (module, callable) = app
             .wsgi
             .split_once(':')
             .context("wsgi is module:callable")?;
@@ -412,6 +412,7 @@ impl Agent {
             app.server_names.clone()
         };
         site.default_server = default_server;
+        site.wsgi_callable = callable.to_owned();
         site.static_dir = app.static_dir.as_ref().map(Into::into);
         site.nginx_snippet = manifest.snippets.nginx.as_ref().map(Into::into);
         site.apache_snippet = manifest.snippets.apache.as_ref().map(Into::into);

@@ -23,6 +23,8 @@ pub struct AppSite {
     pub venv_dir: PathBuf,
     /// The app's WSGI file, relative to the release (`mysite/wsgi.py`).
     pub wsgi_file: PathBuf,
+    /// The callable in that file (`application`).
+    pub wsgi_callable: String,
     /// Collected static files, relative to the release, served by nginx at `static_url`.
     pub static_dir: Option<PathBuf>,
     pub static_url: String,
@@ -55,6 +57,7 @@ impl AppSite {
             venv_dir: release_dir.join("venv"),
             release_dir,
             wsgi_file: wsgi_file.into(),
+            wsgi_callable: "application".to_owned(),
             static_dir: Some(PathBuf::from("static_collected")),
             static_url: "/static/".to_owned(),
             nginx_snippet: None,
@@ -82,6 +85,19 @@ impl AppSite {
         validate::config_path(&format!("release dir of app {app}"), &self.release_dir)?;
         validate::config_path(&format!("venv dir of app {app}"), &self.venv_dir)?;
         validate::release_relative(&format!("WSGI file of app {app}"), &self.wsgi_file)?;
+        let callable = &self.wsgi_callable;
+        if callable.is_empty()
+            || callable.starts_with(|c: char| c.is_ascii_digit())
+            || !callable
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_')
+        {
+            return Err(WebError::invalid(
+                format!("WSGI callable of app {app}"),
+                callable.clone(),
+                "must be a Python identifier",
+            ));
+        }
         if let Some(dir) = &self.static_dir {
             validate::release_relative(&format!("static dir of app {app}"), dir)?;
         }
