@@ -4,7 +4,9 @@
 //!   S3-compatible server for the whole run, build once, run every test.
 //! - `demo`: the main job on an embedded default, step by step, printing each command it runs.
 
+mod bench;
 mod demo;
+mod dist;
 mod test;
 mod tools;
 
@@ -16,6 +18,8 @@ usage: cargo xtask <task>
 tasks:
   test [-- ARGS]   install what the tests need, then run them all (ARGS go to the test runner)
   demo             package and deploy a small Django app to a local store, step by step
+  bench            run the benchmarks; write docs/BENCHMARKS.md
+  dist             build release binaries and the agent's .deb into target/dist
 ";
 
 fn main() -> ExitCode {
@@ -23,6 +27,8 @@ fn main() -> ExitCode {
     let result = match args.first().map(String::as_str) {
         Some("test") => test::run(&args[1..]),
         Some("demo") => demo::run(&args[1..]),
+        Some("bench") => bench::run(&args[1..]),
+        Some("dist") => dist::run(&args[1..]),
         Some("-h" | "--help") | None => {
             print!("{USAGE}");
             return ExitCode::SUCCESS;

@@ -1,0 +1,1 @@
+//! `install_server.sh` and the agent's .deb, tried for real.
