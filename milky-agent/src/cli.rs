@@ -7,7 +7,7 @@ use std::time::Duration;
 use clap::{Parser, Subcommand};
 
 use crate::config::{AgentConfig, DEFAULT_PATH};
-use crate::reconcile::{Agent, Outcome};
+use crate::reconcile::{Agent, PassReport};
 
 /// Make this server run what the index in the store gives its group, on nginx + Apache mod_wsgi.
 ///
@@ -68,29 +68,25 @@ pub fn main() -> ExitCode {
     })
 }
 
-async fn one_pass(agent: &Agent) -> Outcome {
-    match agent.pass().await {
-        Ok(outcome) => {
-            match &outcome {
-                Outcome::Busy => tracing::info!("another pass is running; nothing to do"),
-                Outcome::Idle => tracing::info!("up to date"),
-                Outcome::Changed(changes) => changes.iter().for_each(|c| tracing::info!("{c}")),
-                Outcome::Failed(errors) => errors.iter().for_each(|e| tracing::error!("{e}")),
-            }
-            outcome
-        }
-        Err(err) => {
-            tracing::error!("{err:#}");
-            Outcome::Failed(vec![format!("{err:#}")])
-        }
+async fn one_pass(agent: &Agent) -> PassReport {
+    let report = match agent.pass().await {
+        Ok(report) => report,
+        Err(err) => PassReport { errors: vec![format!("{err:#}")], ..PassReport::default() },
+    };
+    if report.busy {
+        tracing::info!("another pass is running; nothing to do");
     }
+    report.changes.iter().for_each(|c| tracing::info!("{c}"));
+    report.waiting.iter().for_each(|w| tracing::info!("{w}"));
+    report.errors.iter().for_each(|e| tracing::error!("{e}"));
+    if !report.busy && report.ok() && report.changes.is_empty() && report.waiting.is_empty() {
+        tracing::info!("up to date");
+    }
+    report
 }
 
-fn exit_code(outcome: &Outcome) -> ExitCode {
-    match outcome {
-        Outcome::Failed(_) => ExitCode::from(1),
-        _ => ExitCode::SUCCESS,
-    }
+fn exit_code(report: &PassReport) -> ExitCode {
+    if report.ok() { ExitCode::SUCCESS } else { ExitCode::from(1) }
 }
 
 async fn run_loop(agent: &Agent, interval: Duration) -> ExitCode {

@@ -41,6 +41,10 @@ pub struct AgentConfig {
     pub commands: ServiceCommands,
     #[serde(default)]
     pub releases: Releases,
+    /// Environment of every app's processes and hooks on this server (e.g. a database URL
+    /// that differs per server); the app's own settings come first.
+    #[serde(default)]
+    pub env: std::collections::BTreeMap<String, String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -113,6 +117,12 @@ pub struct Releases {
     /// Caps against decompression bombs.
     pub max_unpacked_bytes: u64,
     pub max_entries: u64,
+    /// How long a once-hooks lease lasts without renewal: a dead leader blocks its group this long.
+    #[serde(with = "humantime_serde_opt")]
+    pub once_lease: Duration,
+    /// How long one pass waits for another server's once hooks before it moves on.
+    #[serde(with = "humantime_serde_opt")]
+    pub once_wait: Duration,
 }
 
 impl Default for Releases {
@@ -123,6 +133,8 @@ impl Default for Releases {
             keep: 3,
             max_unpacked_bytes: limits.max_bytes,
             max_entries: limits.max_entries,
+            once_lease: Duration::from_secs(60),
+            once_wait: Duration::from_secs(60),
         }
     }
 }

@@ -5,9 +5,9 @@
 
 pub mod cli;
 pub mod config;
+pub mod once;
 pub mod plan;
 pub mod reconcile;
 pub mod release_store;
 pub mod state;
-pub mod status;
 pub mod web;

@@ -15,21 +15,34 @@ use milky_core::{AppName, HostName, Index, PackageEntry, Store, Version, layout}
 use crate::config::AgentConfig;
 use crate::plan::{self, Plan, Running, Step};
 use crate::release_store::Releases;
-use crate::state::{AgentState, Failure, StateDir};
-use crate::status::{AppStatus, HEARTBEAT, HostStatus};
-use crate::web::{AppSite, ReleaseSetup, Slot, WebStack, prepare_release};
+use crate::once::{Once, OnceRunner};
+use crate::state::{AgentState, ConditionalWrites, Failure, StateDir};
+use milky_core::status::{AppStatus, HEARTBEAT, HostStatus};
+use crate::web::{AppSite, ReleaseSetup, Slot, WebStack, prepare_release, run_hooks};
 
-/// How a pass ended.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Outcome {
-    /// Another pass holds the lock.
-    Busy,
-    /// Nothing to change.
-    Idle,
-    /// Changes made, all of them worked.
-    Changed(Vec<String>),
-    /// Some step failed; the server keeps serving what it served. Errors, app first.
-    Failed(Vec<String>),
+/// What a pass did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PassReport {
+    /// Another pass held the lock: this one did nothing.
+    pub busy: bool,
+    /// What changed, one line per app.
+    pub changes: Vec<String>,
+    /// Releases staged but not switched to yet, and why (e.g. migrations run elsewhere).
+    pub waiting: Vec<String>,
+    /// What failed; the server keeps serving what it served. One line per app or cause.
+    pub errors: Vec<String>,
+}
+
+impl PassReport {
+    pub fn ok(&self) -> bool {
+        self.errors.is_empty()
+    }
+}
+
+/// How one deploy ended, when it did not fail.
+enum Deployed {
+    Switched,
+    Waiting(String),
 }
 
 pub struct Agent {
@@ -80,12 +93,12 @@ impl Agent {
     }
 
     /// One pass under the run lock; returns at once when another pass holds it.
-    pub async fn pass(&self) -> anyhow::Result<Outcome> {
+    pub async fn pass(&self) -> anyhow::Result<PassReport> {
         let lock_path = self.state_dir.lock_path();
         let lock = fs_err::File::create(&lock_path)?;
         match lock.file().try_lock() {
             Ok(()) => {}
-            Err(std::fs::TryLockError::WouldBlock) => return Ok(Outcome::Busy),
+            Err(std::fs::TryLockError::WouldBlock) => return Ok(PassReport { busy: true, ..PassReport::default() }),
             Err(std::fs::TryLockError::Error(e)) => {
                 return Err(anyhow!("locking {}: {e}", lock_path.display()));
             }
@@ -96,7 +109,7 @@ impl Agent {
         result
     }
 
-    async fn pass_locked(&self, state: &mut AgentState) -> anyhow::Result<Outcome> {
+    async fn pass_locked(&self, state: &mut AgentState) -> anyhow::Result<PassReport> {
         let mut errors = Vec::new();
         let index = match self.read_index(state).await {
             Ok(index) => Some(index),
@@ -112,9 +125,12 @@ impl Agent {
             errors.push(format!("nginx: {err}"));
         }
         let Some((index, cached)) = index.or_else(|| self.cached_index().map(|i| (i, true))) else {
-            self.report(state, &running, &BTreeMap::new(), &errors)
+            self.report(state, &running, &BTreeMap::new(), &BTreeMap::new(), &errors)
                 .await;
-            return Ok(Outcome::Failed(errors));
+            return Ok(PassReport {
+                errors,
+                ..PassReport::default()
+            });
         };
         if cached && errors.is_empty() {
             tracing::debug!("index unchanged");
@@ -136,8 +152,9 @@ impl Agent {
                 format!("{} held back: {}", held.version, held.reason),
             );
         }
+        let mut waiting = BTreeMap::new();
         let changes = self
-            .execute(&plan, &running, &wanted, state, &mut app_errors)
+            .execute(&plan, &running, &wanted, state, &mut app_errors, &mut waiting)
             .await;
         for (app, wanted_version) in wanted.iter().map(|(a, (v, _))| (a, v)) {
             let live = self.running_version(app);
@@ -154,13 +171,12 @@ impl Agent {
         }
         errors.extend(app_errors.iter().map(|(app, err)| format!("{app}: {err}")));
         let running_after = self.running()?;
-        self.report(state, &running_after, &wanted, &errors).await;
-        Ok(if !errors.is_empty() {
-            Outcome::Failed(errors)
-        } else if changes.is_empty() {
-            Outcome::Idle
-        } else {
-            Outcome::Changed(changes)
+        self.report(state, &running_after, &wanted, &waiting, &errors).await;
+        Ok(PassReport {
+            busy: false,
+            changes,
+            waiting: waiting.iter().map(|(app, why)| format!("{app}: {why}")).collect(),
+            errors,
         })
     }
 
@@ -243,6 +259,7 @@ impl Agent {
         wanted: &BTreeMap<AppName, (Version, PackageEntry)>,
         state: &mut AgentState,
         app_errors: &mut BTreeMap<AppName, String>,
+        waiting: &mut BTreeMap<AppName, String>,
     ) -> Vec<String> {
         let mut changes = Vec::new();
         let default_app = wanted
@@ -275,10 +292,14 @@ impl Agent {
                         .and_then(|r| r.version.as_ref())
                         .map(ToString::to_string);
                     match self
-                        .deploy(app, version, entry, default_app.as_ref() == Some(app))
+                        .deploy(app, version, entry, default_app.as_ref() == Some(app), state)
                         .await
                     {
-                        Ok(()) => {
+                        Ok(Deployed::Waiting(why)) => {
+                            tracing::info!(%app, %version, "staged; {why}");
+                            waiting.insert(app.clone(), why);
+                        }
+                        Ok(Deployed::Switched) => {
                             state.failures.remove(app);
                             let what = match from {
                                 Some(from) if from != version.as_str() => {
@@ -327,7 +348,8 @@ impl Agent {
         version: &Version,
         entry: &PackageEntry,
         default_server: bool,
-    ) -> anyhow::Result<()> {
+        state: &mut AgentState,
+    ) -> anyhow::Result<Deployed> {
         let (release_dir, manifest, downloaded) = self
             .releases
             .fetch(&self.store, app, version, entry)
@@ -344,6 +366,21 @@ impl Agent {
             .with_context(|| format!("preparing {app} {version}"))?;
         for hook in &prepared.hooks {
             tracing::info!(%app, %version, "hook `{}` ran in {:?}", hook.hook, hook.duration);
+        }
+        let once = &manifest.hooks.once;
+        if !once.is_empty() {
+            self.check_conditional_writes(state).await?;
+            let runner = OnceRunner {
+                store: &self.store,
+                group: &self.config.group,
+                host: &self.host,
+                ttl: self.config.releases.once_lease,
+                wait: self.config.releases.once_wait,
+            };
+            match runner.ensure(app, version, once, || run_hooks(&setup, once)).await? {
+                Once::Done => {}
+                Once::Waiting(why) => return Ok(Deployed::Waiting(why)),
+            }
         }
         let live = self.web.live_slot(app.as_str())?;
         let live_running = live
@@ -381,7 +418,31 @@ impl Agent {
                 self.web.stop_slot(app.as_str(), old)?;
             }
             Ok(())
-        })
+        })?;
+        Ok(Deployed::Switched)
+    }
+
+    /// Once hooks need a store that refuses a second create and a stale replace; probed once and
+    /// remembered. On a store that ignores them, no server runs once hooks at all.
+    async fn check_conditional_writes(&self, state: &mut AgentState) -> anyhow::Result<()> {
+        let url = self.store.url();
+        let known = state.conditional_writes.as_ref().filter(|c| c.store == url);
+        let broken = match known {
+            Some(known) => known.broken.clone(),
+            None => {
+                let prefix = format!("groups/{}/once", self.config.group);
+                let verdict = milky_core::once::probe_conditional_writes(&self.store, &prefix).await?;
+                let broken = verdict.err();
+                state.conditional_writes = Some(ConditionalWrites { store: url.clone(), broken: broken.clone() });
+                broken
+            }
+        };
+        match broken {
+            None => Ok(()),
+            Some(why) => Err(anyhow!(
+                "{url} does not honour conditional writes ({why}), so one server per group cannot be chosen to run once hooks (migrations); refusing to run them. Use a store that supports If-None-Match/If-Match on PUT"
+            )),
+        }
     }
 
     fn site(
@@ -406,6 +467,8 @@ impl Agent {
             release_dir,
             format!("{}.py", module.replace('.', "/")),
         );
+        // The server's own settings first; the package's and MilkyWhite's below win.
+        site.env.extend(self.config.env.clone());
         site.server_names = if app.server_names.is_empty() {
             vec![app.name.to_string()]
         } else {
@@ -441,25 +504,22 @@ impl Agent {
         state: &mut AgentState,
         running: &BTreeMap<AppName, Running>,
         wanted: &BTreeMap<AppName, (Version, PackageEntry)>,
+        waiting: &BTreeMap<AppName, String>,
         errors: &[String],
     ) {
         let mut apps = BTreeMap::new();
         for app in running.keys().chain(wanted.keys()) {
-            let serving = running
-                .get(app)
-                .filter(|r| r.serving)
-                .and_then(|r| r.version.clone());
-            let error = state
-                .failures
-                .get(app)
-                .map(|f| format!("{} failed: {}", f.version, f.error));
+            let serving = running.get(app).filter(|r| r.serving).and_then(|r| r.version.clone());
+            let failure = state.failures.get(app);
             apps.insert(
                 app.clone(),
                 AppStatus {
                     healthy: serving.is_some(),
                     serving,
                     wanted: wanted.get(app).map(|(v, _)| v.clone()),
-                    error,
+                    failed: failure.map(|f| f.version.clone()),
+                    error: failure.map(|f| f.error.clone()),
+                    waiting: waiting.get(app).cloned(),
                 },
             );
         }
@@ -468,28 +528,18 @@ impl Agent {
             group: self.config.group.clone(),
             agent_version: env!("CARGO_PKG_VERSION").to_owned(),
             last_pass: humantime::format_rfc3339_seconds(SystemTime::now()).to_string(),
-            result: if errors.is_empty() {
-                "ok".into()
-            } else {
-                "failed".into()
-            },
+            result: if errors.is_empty() { "ok".into() } else { "failed".into() },
             apps,
             errors: errors.to_vec(),
         };
         let digest = status.digest();
-        let due = state
-            .reported_at
-            .is_none_or(|at| now() >= at + HEARTBEAT.as_secs());
+        let due = state.reported_at.is_none_or(|at| now() >= at + HEARTBEAT.as_secs());
         if !due && state.reported.as_deref() == Some(digest.as_str()) {
             return;
         }
         let key = layout::host_status(&self.config.group, &self.host);
         let body = toml::to_string(&status).unwrap_or_default();
-        match self
-            .store
-            .put(&key, body.into_bytes(), Condition::None)
-            .await
-        {
+        match self.store.put(&key, body.into_bytes(), Condition::None).await {
             Ok(_) => {
                 state.reported_at = Some(now());
                 state.reported = Some(digest);

@@ -19,11 +19,23 @@ pub struct AgentState {
     /// Versions that failed to deploy, so they are not retried on every pass.
     #[serde(default)]
     pub failures: BTreeMap<AppName, Failure>,
+    /// Whether the store honours conditional writes (probed once, before the first once hooks).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub conditional_writes: Option<ConditionalWrites>,
     /// When the status report was last written (unix seconds) and what it said.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reported_at: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reported: Option<String>,
+}
+
+/// The outcome of probing a store for conditional writes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConditionalWrites {
+    pub store: String,
+    /// Why not, if the store ignores them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub broken: Option<String>,
 }
 
 /// A failed deploy of one version.

@@ -5,8 +5,10 @@
 pub mod index;
 pub mod layout;
 pub mod names;
+pub mod once;
 pub mod package;
 pub mod project;
+pub mod status;
 pub mod store;
 
 pub use index::{Index, IndexError, PackageEntry};

@@ -25,7 +25,7 @@ pub mod validate;
 
 pub use commands::{CommandLine, ServiceCommands};
 pub use error::WebError;
-pub use release::{HookRun, PreparedRelease, ReleaseSetup, prepare_release};
+pub use release::{HookRun, PreparedRelease, ReleaseSetup, prepare_release, run_hooks};
 pub use site::AppSite;
 pub use slot::Slot;
 pub use stack::{HealthReport, SlotInfo, SlotPorts, Timeouts, WebSettings, WebStack};

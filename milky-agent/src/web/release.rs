@@ -114,6 +114,24 @@ pub fn prepare_release(setup: &ReleaseSetup) -> Result<PreparedRelease, WebError
         run_step(release, "pip install -r requirements.txt", cmd)?;
     }
 
+    let hooks = run_hooks(setup, &setup.hooks)?;
+
+    make_world_readable(release)?;
+    fs_err::write(venv.join(PREPARED_MARKER), "")?;
+    Ok(PreparedRelease {
+        release_dir: release.clone(),
+        venv_dir: venv,
+        already_prepared: false,
+        hooks,
+    })
+}
+
+/// Runs hook command lines in a prepared release: each by `/bin/sh -c` in the release dir, with
+/// the venv's `bin` first on PATH and `setup.env` set. Stops at the first failure, whose error
+/// carries the exit status and the output tail.
+pub fn run_hooks(setup: &ReleaseSetup, hooks: &[String]) -> Result<Vec<HookRun>, WebError> {
+    let release = &setup.release_dir;
+    let venv = setup.venv_dir();
     let path = match std::env::var_os("PATH") {
         Some(p) => {
             let mut dirs = vec![venv.join("bin")];
@@ -122,8 +140,8 @@ pub fn prepare_release(setup: &ReleaseSetup) -> Result<PreparedRelease, WebError
         }
         None => venv.join("bin").into_os_string(),
     };
-    let mut hooks = Vec::new();
-    for hook in &setup.hooks {
+    let mut runs = Vec::new();
+    for hook in hooks {
         let started = Instant::now();
         let mut cmd = Command::new("/bin/sh");
         cmd.arg("-c")
@@ -135,21 +153,13 @@ pub fn prepare_release(setup: &ReleaseSetup) -> Result<PreparedRelease, WebError
             .envs(&setup.env);
         tracing::info!(release = %release.display(), hook, "running hook");
         let output = run_step(release, hook, cmd)?;
-        hooks.push(HookRun {
+        runs.push(HookRun {
             hook: hook.clone(),
             output,
             duration: started.elapsed(),
         });
     }
-
-    make_world_readable(release)?;
-    fs_err::write(venv.join(PREPARED_MARKER), "")?;
-    Ok(PreparedRelease {
-        release_dir: release.clone(),
-        venv_dir: venv,
-        already_prepared: false,
-        hooks,
-    })
+    Ok(runs)
 }
 
 /// Runs one step to completion; on failure the error carries the exit status and the tail of

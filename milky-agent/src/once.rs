@@ -1,0 +1,218 @@
+//! The agent's side of one-time tasks (see `milky_core::once`): take the lease and run the
+//! release's `once` hooks, or wait a bounded time for the server that holds it.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::{Context, bail};
+use milky_core::once::{Lease, OnceResult, lease_key, result_key};
+use milky_core::store::{Condition, StoreError};
+use milky_core::{AppName, GroupName, HostName, Store, Version};
+use tokio::sync::Mutex;
+
+use crate::web::{HookRun, WebError};
+
+/// What became of the once hooks of a release.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Once {
+    /// They ran successfully (here or on another server): switch.
+    Done,
+    /// Another server runs them; stay staged and look again next pass.
+    Waiting(String),
+}
+
+pub struct OnceRunner<'a> {
+    pub store: &'a Store,
+    pub group: &'a GroupName,
+    pub host: &'a HostName,
+    /// How long a lease lasts without renewal: a dead leader blocks the group this long.
+    pub ttl: Duration,
+    /// How long a pass waits for another server's result before it moves on.
+    pub wait: Duration,
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+}
+
+fn rfc3339_now() -> String {
+    humantime::format_rfc3339_seconds(SystemTime::now()).to_string()
+}
+
+impl OnceRunner<'_> {
+    /// Makes sure the once hooks of `app` `version` ran successfully in this group, running them
+    /// here (through `run`) if this server wins the lease. A failed result is an error, for every
+    /// server of the group: nobody switches.
+    pub async fn ensure(
+        &self,
+        app: &AppName,
+        version: &Version,
+        hooks: &[String],
+        run: impl FnOnce() -> Result<Vec<HookRun>, WebError>,
+    ) -> anyhow::Result<Once> {
+        let (lease_key, result_key) = (lease_key(self.group, app, version), result_key(self.group, app, version));
+        let deadline = Instant::now() + self.wait;
+        let mut run = Some(run);
+        loop {
+            if let Some(result) = self.result(&result_key).await? {
+                return outcome(app, version, &result);
+            }
+            let lease = self.store.get(&lease_key).await?;
+            let taken = match &lease {
+                None => self.take(&lease_key, Condition::IfAbsent).await?,
+                Some(object) => {
+                    let current = Lease::parse(&String::from_utf8_lossy(&object.bytes))
+                        .map_err(|e| anyhow::anyhow!("{lease_key} is unreadable: {e}"))?;
+                    // Our own lease means this server died while leading: it carries on.
+                    if current.holder == *self.host || current.expires <= unix_now() {
+                        if current.holder != *self.host {
+                            tracing::warn!(%app, %version, "taking over the once-hooks lease of {}, which expired", current.holder);
+                        }
+                        self.take(&lease_key, Condition::IfMatch(object.etag.clone())).await?
+                    } else {
+                        None
+                    }
+                }
+            };
+            if let Some(etag) = taken {
+                let run = run.take().expect("this server leads at most once per call");
+                return self.lead(app, version, hooks, &lease_key, &result_key, etag, run).await;
+            }
+            if Instant::now() >= deadline {
+                let holder = lease
+                    .and_then(|o| Lease::parse(&String::from_utf8_lossy(&o.bytes)).ok())
+                    .map(|l| l.holder.to_string())
+                    .unwrap_or_else(|| "another server".into());
+                return Ok(Once::Waiting(format!("waiting for {holder} to run the once hooks of {version}")));
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    }
+
+    async fn result(&self, key: &str) -> anyhow::Result<Option<OnceResult>> {
+        let Some(object) = self.store.get(key).await? else { return Ok(None) };
+        let result = OnceResult::parse(&String::from_utf8_lossy(&object.bytes)).map_err(|e| anyhow::anyhow!("{key} is unreadable: {e}"))?;
+        Ok(Some(result))
+    }
+
+    fn lease(&self, finished: bool) -> Vec<u8> {
+        Lease {
+            holder: self.host.clone(),
+            expires: unix_now() + self.ttl.as_secs().max(1),
+            taken: rfc3339_now(),
+            finished,
+        }
+        .to_toml()
+        .into_bytes()
+    }
+
+    /// Writes our lease under `condition`; `None` when another server was faster.
+    async fn take(&self, key: &str, condition: Condition) -> anyhow::Result<Option<String>> {
+        match self.store.put(key, self.lease(false), condition).await {
+            Ok(etag) => Ok(Some(etag)),
+            Err(StoreError::PreconditionFailed { .. }) => Ok(None),
+            Err(other) => Err(other.into()),
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn lead(
+        &self,
+        app: &AppName,
+        version: &Version,
+        hooks: &[String],
+        lease_key: &str,
+        result_key: &str,
+        etag: String,
+        run: impl FnOnce() -> Result<Vec<HookRun>, WebError>,
+    ) -> anyhow::Result<Once> {
+        tracing::info!(%app, %version, "this server runs the once hooks for group {}", self.group);
+        let etag = Arc::new(Mutex::new(etag));
+        let lost = Arc::new(AtomicBool::new(false));
+        let renewer = {
+            let (store, key, etag, lost) = (self.store.clone(), lease_key.to_owned(), etag.clone(), lost.clone());
+            let (host, ttl) = (self.host.clone(), self.ttl);
+            let every = (ttl / 3).max(Duration::from_millis(200));
+            tokio::spawn(async move {
+                loop {
+                    tokio::time::sleep(every).await;
+                    let mut current = etag.lock().await;
+                    let renewed = Lease { holder: host.clone(), expires: unix_now() + ttl.as_secs().max(1), taken: rfc3339_now(), finished: false };
+                    match store.put(&key, renewed.to_toml().into_bytes(), Condition::IfMatch(current.clone())).await {
+                        Ok(new) => *current = new,
+                        Err(StoreError::PreconditionFailed { .. }) => {
+                            lost.store(true, Ordering::SeqCst);
+                            return;
+                        }
+                        Err(err) => tracing::warn!("renewing the once-hooks lease: {err}"),
+                    }
+                }
+            })
+        };
+        let ran = tokio::task::block_in_place(run);
+        renewer.abort();
+        let _ = renewer.await;
+        if lost.load(Ordering::SeqCst) {
+            bail!("lost the once-hooks lease of {app} {version} while running the hooks; another server took over");
+        }
+        // Confirm we still hold the lease before anyone is told the result.
+        let current = etag.lock().await.clone();
+        match self.store.put(lease_key, self.lease(true), Condition::IfMatch(current)).await {
+            Ok(_) => {}
+            Err(StoreError::PreconditionFailed { .. }) => {
+                bail!("lost the once-hooks lease of {app} {version} before writing the result; another server took over")
+            }
+            Err(other) => return Err(other).context("confirming the once-hooks lease"),
+        }
+        let result = match &ran {
+            Ok(runs) => OnceResult {
+                ok: true,
+                host: self.host.clone(),
+                finished: rfc3339_now(),
+                hooks: hooks.to_vec(),
+                output_tail: tail(&runs.iter().map(|r| r.output.as_str()).collect::<Vec<_>>().join("\n"), 30),
+                error: None,
+            },
+            Err(err) => OnceResult {
+                ok: false,
+                host: self.host.clone(),
+                finished: rfc3339_now(),
+                hooks: hooks.to_vec(),
+                output_tail: match err {
+                    WebError::PrepareFailed { output_tail, .. } => output_tail.clone(),
+                    other => other.to_string(),
+                },
+                error: Some(err.to_string()),
+            },
+        };
+        match self.store.put(result_key, result.to_toml().into_bytes(), Condition::IfAbsent).await {
+            Ok(_) => outcome(app, version, &result),
+            // Someone finished first (we were presumed dead): theirs counts.
+            Err(StoreError::PreconditionFailed { .. }) => match self.result(result_key).await? {
+                Some(theirs) => outcome(app, version, &theirs),
+                None => bail!("{result_key} vanished"),
+            },
+            Err(other) => Err(other).context("writing the once-hooks result"),
+        }
+    }
+}
+
+fn outcome(app: &AppName, version: &Version, result: &OnceResult) -> anyhow::Result<Once> {
+    if result.ok {
+        Ok(Once::Done)
+    } else {
+        bail!(
+            "the once hooks of {app} {version} failed on {} at {}: {}\n{}",
+            result.host,
+            result.finished,
+            result.error.as_deref().unwrap_or("failed"),
+            result.output_tail
+        )
+    }
+}
+
+fn tail(text: &str, lines: usize) -> String {
+    let all: Vec<&str> = text.lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
+}
