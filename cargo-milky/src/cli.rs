@@ -19,7 +19,7 @@ pub enum Cargo {
     version,
     about,
     long_about,
-    after_help = "Examples:\n  cargo milky init\n  cargo milky upload --group stable ./myapp\n  cargo milky version stable myapp v1022\n  cargo milky remove stable oldapp\n  cargo milky info"
+    after_help = "Examples:\n  cargo milky init\n  cargo milky upload --group stable ./myapp\n  cargo milky version stable myapp v1022\n  cargo milky remove stable oldapp\n  cargo milky info\n  cargo milky status"
 )]
 pub struct MilkyArgs {
     #[command(flatten)]
@@ -55,6 +55,11 @@ pub enum Command {
     Version(commands::version::VersionArgs),
     Remove(commands::remove::RemoveArgs),
     Info(commands::info::InfoArgs),
+    Status(commands::status::StatusArgs),
+    Rollback(commands::rollback::RollbackArgs),
+    Promote(commands::promote::PromoteArgs),
+    Hosts(commands::hosts::HostsArgs),
+    Doctor(commands::doctor::DoctorArgs),
 }
 
 #[cfg(test)]
@@ -74,7 +79,10 @@ mod tests {
         milky.build();
         let milky = milky.find_subcommand_mut("milky").unwrap();
         insta::assert_snapshot!("milky", milky.render_long_help().to_string());
-        for sub in ["init", "package", "upload", "version", "remove", "info"] {
+        for sub in [
+            "init", "package", "upload", "version", "remove", "info", "status", "rollback",
+            "promote", "hosts", "doctor",
+        ] {
             let help = milky
                 .find_subcommand_mut(sub)
                 .unwrap()

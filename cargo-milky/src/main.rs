@@ -11,6 +11,7 @@ mod commands;
 mod exit;
 mod progress;
 mod settings;
+mod wait;
 
 fn main() -> ExitCode {
     let cli::Cargo::Milky(args) = cli::Cargo::parse();

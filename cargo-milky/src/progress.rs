@@ -60,6 +60,20 @@ impl Printer {
         }
     }
 
+    /// A "done/total" bar on a terminal (None elsewhere: callers print plain lines).
+    pub fn counter(&self, label: &str) -> Option<ProgressBar> {
+        (!self.quiet && std::io::stderr().is_terminal()).then(|| {
+            let bar = ProgressBar::new(0);
+            bar.set_style(
+                ProgressStyle::with_template("{msg} [{bar:30}] {pos}/{len}")
+                    .expect("valid template")
+                    .progress_chars("=> "),
+            );
+            bar.set_message(label.to_owned());
+            bar
+        })
+    }
+
     /// A spinner on a terminal, one line otherwise, for work without a byte count.
     pub fn spinner(&self, message: &str) -> Option<ProgressBar> {
         if self.quiet {

@@ -71,7 +71,10 @@ pub fn main() -> ExitCode {
 async fn one_pass(agent: &Agent) -> PassReport {
     let report = match agent.pass().await {
         Ok(report) => report,
-        Err(err) => PassReport { errors: vec![format!("{err:#}")], ..PassReport::default() },
+        Err(err) => PassReport {
+            errors: vec![format!("{err:#}")],
+            ..PassReport::default()
+        },
     };
     if report.busy {
         tracing::info!("another pass is running; nothing to do");
@@ -86,7 +89,11 @@ async fn one_pass(agent: &Agent) -> PassReport {
 }
 
 fn exit_code(report: &PassReport) -> ExitCode {
-    if report.ok() { ExitCode::SUCCESS } else { ExitCode::from(1) }
+    if report.ok() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    }
 }
 
 async fn run_loop(agent: &Agent, interval: Duration) -> ExitCode {

@@ -33,7 +33,10 @@ pub struct OnceRunner<'a> {
 }
 
 fn unix_now() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
 }
 
 fn rfc3339_now() -> String {
@@ -51,7 +54,10 @@ impl OnceRunner<'_> {
         hooks: &[String],
         run: impl FnOnce() -> Result<Vec<HookRun>, WebError>,
     ) -> anyhow::Result<Once> {
-        let (lease_key, result_key) = (lease_key(self.group, app, version), result_key(self.group, app, version));
+        let (lease_key, result_key) = (
+            lease_key(self.group, app, version),
+            result_key(self.group, app, version),
+        );
         let deadline = Instant::now() + self.wait;
         let mut run = Some(run);
         loop {
@@ -69,7 +75,8 @@ impl OnceRunner<'_> {
                         if current.holder != *self.host {
                             tracing::warn!(%app, %version, "taking over the once-hooks lease of {}, which expired", current.holder);
                         }
-                        self.take(&lease_key, Condition::IfMatch(object.etag.clone())).await?
+                        self.take(&lease_key, Condition::IfMatch(object.etag.clone()))
+                            .await?
                     } else {
                         None
                     }
@@ -77,22 +84,29 @@ impl OnceRunner<'_> {
             };
             if let Some(etag) = taken {
                 let run = run.take().expect("this server leads at most once per call");
-                return self.lead(app, version, hooks, &lease_key, &result_key, etag, run).await;
+                return self
+                    .lead(app, version, hooks, &lease_key, &result_key, etag, run)
+                    .await;
             }
             if Instant::now() >= deadline {
                 let holder = lease
                     .and_then(|o| Lease::parse(&String::from_utf8_lossy(&o.bytes)).ok())
                     .map(|l| l.holder.to_string())
                     .unwrap_or_else(|| "another server".into());
-                return Ok(Once::Waiting(format!("waiting for {holder} to run the once hooks of {version}")));
+                return Ok(Once::Waiting(format!(
+                    "waiting for {holder} to run the once hooks of {version}"
+                )));
             }
             tokio::time::sleep(Duration::from_millis(500)).await;
         }
     }
 
     async fn result(&self, key: &str) -> anyhow::Result<Option<OnceResult>> {
-        let Some(object) = self.store.get(key).await? else { return Ok(None) };
-        let result = OnceResult::parse(&String::from_utf8_lossy(&object.bytes)).map_err(|e| anyhow::anyhow!("{key} is unreadable: {e}"))?;
+        let Some(object) = self.store.get(key).await? else {
+            return Ok(None);
+        };
+        let result = OnceResult::parse(&String::from_utf8_lossy(&object.bytes))
+            .map_err(|e| anyhow::anyhow!("{key} is unreadable: {e}"))?;
         Ok(Some(result))
     }
 
@@ -131,15 +145,32 @@ impl OnceRunner<'_> {
         let etag = Arc::new(Mutex::new(etag));
         let lost = Arc::new(AtomicBool::new(false));
         let renewer = {
-            let (store, key, etag, lost) = (self.store.clone(), lease_key.to_owned(), etag.clone(), lost.clone());
+            let (store, key, etag, lost) = (
+                self.store.clone(),
+                lease_key.to_owned(),
+                etag.clone(),
+                lost.clone(),
+            );
             let (host, ttl) = (self.host.clone(), self.ttl);
             let every = (ttl / 3).max(Duration::from_millis(200));
             tokio::spawn(async move {
                 loop {
                     tokio::time::sleep(every).await;
                     let mut current = etag.lock().await;
-                    let renewed = Lease { holder: host.clone(), expires: unix_now() + ttl.as_secs().max(1), taken: rfc3339_now(), finished: false };
-                    match store.put(&key, renewed.to_toml().into_bytes(), Condition::IfMatch(current.clone())).await {
+                    let renewed = Lease {
+                        holder: host.clone(),
+                        expires: unix_now() + ttl.as_secs().max(1),
+                        taken: rfc3339_now(),
+                        finished: false,
+                    };
+                    match store
+                        .put(
+                            &key,
+                            renewed.to_toml().into_bytes(),
+                            Condition::IfMatch(current.clone()),
+                        )
+                        .await
+                    {
                         Ok(new) => *current = new,
                         Err(StoreError::PreconditionFailed { .. }) => {
                             lost.store(true, Ordering::SeqCst);
@@ -154,14 +185,22 @@ impl OnceRunner<'_> {
         renewer.abort();
         let _ = renewer.await;
         if lost.load(Ordering::SeqCst) {
-            bail!("lost the once-hooks lease of {app} {version} while running the hooks; another server took over");
+            bail!(
+                "lost the once-hooks lease of {app} {version} while running the hooks; another server took over"
+            );
         }
         // Confirm we still hold the lease before anyone is told the result.
         let current = etag.lock().await.clone();
-        match self.store.put(lease_key, self.lease(true), Condition::IfMatch(current)).await {
+        match self
+            .store
+            .put(lease_key, self.lease(true), Condition::IfMatch(current))
+            .await
+        {
             Ok(_) => {}
             Err(StoreError::PreconditionFailed { .. }) => {
-                bail!("lost the once-hooks lease of {app} {version} before writing the result; another server took over")
+                bail!(
+                    "lost the once-hooks lease of {app} {version} before writing the result; another server took over"
+                )
             }
             Err(other) => return Err(other).context("confirming the once-hooks lease"),
         }
@@ -171,7 +210,14 @@ impl OnceRunner<'_> {
                 host: self.host.clone(),
                 finished: rfc3339_now(),
                 hooks: hooks.to_vec(),
-                output_tail: tail(&runs.iter().map(|r| r.output.as_str()).collect::<Vec<_>>().join("\n"), 30),
+                output_tail: tail(
+                    &runs
+                        .iter()
+                        .map(|r| r.output.as_str())
+                        .collect::<Vec<_>>()
+                        .join("\n"),
+                    30,
+                ),
                 error: None,
             },
             Err(err) => OnceResult {
@@ -186,7 +232,15 @@ impl OnceRunner<'_> {
                 error: Some(err.to_string()),
             },
         };
-        match self.store.put(result_key, result.to_toml().into_bytes(), Condition::IfAbsent).await {
+        match self
+            .store
+            .put(
+                result_key,
+                result.to_toml().into_bytes(),
+                Condition::IfAbsent,
+            )
+            .await
+        {
             Ok(_) => outcome(app, version, &result),
             // Someone finished first (we were presumed dead): theirs counts.
             Err(StoreError::PreconditionFailed { .. }) => match self.result(result_key).await? {

@@ -13,12 +13,12 @@ use milky_core::store::{Condition, Fetched, S3Options};
 use milky_core::{AppName, HostName, Index, PackageEntry, Store, Version, layout};
 
 use crate::config::AgentConfig;
+use crate::once::{Once, OnceRunner};
 use crate::plan::{self, Plan, Running, Step};
 use crate::release_store::Releases;
-use crate::once::{Once, OnceRunner};
 use crate::state::{AgentState, ConditionalWrites, Failure, StateDir};
-use milky_core::status::{AppStatus, HEARTBEAT, HostStatus};
 use crate::web::{AppSite, ReleaseSetup, Slot, WebStack, prepare_release, run_hooks};
+use milky_core::status::{AppStatus, HEARTBEAT, HostStatus};
 
 /// What a pass did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -98,7 +98,12 @@ impl Agent {
         let lock = fs_err::File::create(&lock_path)?;
         match lock.file().try_lock() {
             Ok(()) => {}
-            Err(std::fs::TryLockError::WouldBlock) => return Ok(PassReport { busy: true, ..PassReport::default() }),
+            Err(std::fs::TryLockError::WouldBlock) => {
+                return Ok(PassReport {
+                    busy: true,
+                    ..PassReport::default()
+                });
+            }
             Err(std::fs::TryLockError::Error(e)) => {
                 return Err(anyhow!("locking {}: {e}", lock_path.display()));
             }
@@ -154,7 +159,14 @@ impl Agent {
         }
         let mut waiting = BTreeMap::new();
         let changes = self
-            .execute(&plan, &running, &wanted, state, &mut app_errors, &mut waiting)
+            .execute(
+                &plan,
+                &running,
+                &wanted,
+                state,
+                &mut app_errors,
+                &mut waiting,
+            )
             .await;
         for (app, wanted_version) in wanted.iter().map(|(a, (v, _))| (a, v)) {
             let live = self.running_version(app);
@@ -171,11 +183,15 @@ impl Agent {
         }
         errors.extend(app_errors.iter().map(|(app, err)| format!("{app}: {err}")));
         let running_after = self.running()?;
-        self.report(state, &running_after, &wanted, &waiting, &errors).await;
+        self.report(state, &running_after, &wanted, &waiting, &errors)
+            .await;
         Ok(PassReport {
             busy: false,
             changes,
-            waiting: waiting.iter().map(|(app, why)| format!("{app}: {why}")).collect(),
+            waiting: waiting
+                .iter()
+                .map(|(app, why)| format!("{app}: {why}"))
+                .collect(),
             errors,
         })
     }
@@ -292,7 +308,13 @@ impl Agent {
                         .and_then(|r| r.version.as_ref())
                         .map(ToString::to_string);
                     match self
-                        .deploy(app, version, entry, default_app.as_ref() == Some(app), state)
+                        .deploy(
+                            app,
+                            version,
+                            entry,
+                            default_app.as_ref() == Some(app),
+                            state,
+                        )
                         .await
                     {
                         Ok(Deployed::Waiting(why)) => {
@@ -377,7 +399,10 @@ impl Agent {
                 ttl: self.config.releases.once_lease,
                 wait: self.config.releases.once_wait,
             };
-            match runner.ensure(app, version, once, || run_hooks(&setup, once)).await? {
+            match runner
+                .ensure(app, version, once, || run_hooks(&setup, once))
+                .await?
+            {
                 Once::Done => {}
                 Once::Waiting(why) => return Ok(Deployed::Waiting(why)),
             }
@@ -431,9 +456,13 @@ impl Agent {
             Some(known) => known.broken.clone(),
             None => {
                 let prefix = format!("groups/{}/once", self.config.group);
-                let verdict = milky_core::once::probe_conditional_writes(&self.store, &prefix).await?;
+                let verdict =
+                    milky_core::once::probe_conditional_writes(&self.store, &prefix).await?;
                 let broken = verdict.err();
-                state.conditional_writes = Some(ConditionalWrites { store: url.clone(), broken: broken.clone() });
+                state.conditional_writes = Some(ConditionalWrites {
+                    store: url.clone(),
+                    broken: broken.clone(),
+                });
                 broken
             }
         };
@@ -509,7 +538,10 @@ impl Agent {
     ) {
         let mut apps = BTreeMap::new();
         for app in running.keys().chain(wanted.keys()) {
-            let serving = running.get(app).filter(|r| r.serving).and_then(|r| r.version.clone());
+            let serving = running
+                .get(app)
+                .filter(|r| r.serving)
+                .and_then(|r| r.version.clone());
             let failure = state.failures.get(app);
             apps.insert(
                 app.clone(),
@@ -528,18 +560,28 @@ impl Agent {
             group: self.config.group.clone(),
             agent_version: env!("CARGO_PKG_VERSION").to_owned(),
             last_pass: humantime::format_rfc3339_seconds(SystemTime::now()).to_string(),
-            result: if errors.is_empty() { "ok".into() } else { "failed".into() },
+            result: if errors.is_empty() {
+                "ok".into()
+            } else {
+                "failed".into()
+            },
             apps,
             errors: errors.to_vec(),
         };
         let digest = status.digest();
-        let due = state.reported_at.is_none_or(|at| now() >= at + HEARTBEAT.as_secs());
+        let due = state
+            .reported_at
+            .is_none_or(|at| now() >= at + HEARTBEAT.as_secs());
         if !due && state.reported.as_deref() == Some(digest.as_str()) {
             return;
         }
         let key = layout::host_status(&self.config.group, &self.host);
         let body = toml::to_string(&status).unwrap_or_default();
-        match self.store.put(&key, body.into_bytes(), Condition::None).await {
+        match self
+            .store
+            .put(&key, body.into_bytes(), Condition::None)
+            .await
+        {
             Ok(_) => {
                 state.reported_at = Some(now());
                 state.reported = Some(digest);

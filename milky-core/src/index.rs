@@ -37,6 +37,8 @@ pub enum IndexError {
     },
     #[error("group {group} does not run app {app}")]
     NotInGroup { group: GroupName, app: AppName },
+    #[error("group {group} has no earlier version of {app} to roll back to")]
+    NoHistory { group: GroupName, app: AppName },
     #[error(
         "{app} {version} was already uploaded with other bytes (sha256 {existing}, now {new}); versions are immutable, pick a new version"
     )]
@@ -67,7 +69,13 @@ struct IndexData {
     groups: BTreeMap<GroupName, BTreeMap<AppName, Version>>,
     #[serde(default)]
     apps: BTreeMap<AppName, AppData>,
+    /// Per group and app, the versions it ran before, most recent first (for rollback).
+    #[serde(default)]
+    history: BTreeMap<GroupName, BTreeMap<AppName, Vec<Version>>>,
 }
+
+/// How many earlier versions the index remembers per group and app.
+pub const HISTORY_LEN: usize = 10;
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -217,9 +225,63 @@ impl Index {
             });
         }
         let previous = self.group(group).remove(app);
+        if let Some(previous) = previous.as_ref().filter(|p| *p != version) {
+            let mut history = self.history(group, app);
+            history.retain(|v| v != previous);
+            history.insert(0, previous.clone());
+            history.truncate(HISTORY_LEN);
+            self.set_history(group, app, &history);
+        }
         let apps = table_at(&mut self.doc, &["groups", group.as_str()]);
         apps.insert(app.as_str(), value(version.as_str()));
         Ok(previous)
+    }
+
+    /// The versions `group` ran of `app` before the current one, most recent first.
+    pub fn history(&self, group: &GroupName, app: &AppName) -> Vec<Version> {
+        self.data_unchecked()
+            .history
+            .remove(group)
+            .and_then(|mut apps| apps.remove(app))
+            .unwrap_or_default()
+    }
+
+    fn set_history(&mut self, group: &GroupName, app: &AppName, history: &[Version]) {
+        let table = table_at(&mut self.doc, &["history", group.as_str()]);
+        let mut array = toml_edit::Array::new();
+        history.iter().for_each(|v| array.push(v.as_str()));
+        table.insert(app.as_str(), value(array));
+    }
+
+    /// Switches `group` back to the version of `app` it ran before; that version leaves the
+    /// history, so rolling back again goes one further. Returns (from, to).
+    pub fn rollback(
+        &mut self,
+        group: &GroupName,
+        app: &AppName,
+    ) -> Result<(Version, Version), IndexError> {
+        let current = self
+            .group(group)
+            .remove(app)
+            .ok_or_else(|| IndexError::NotInGroup {
+                group: group.clone(),
+                app: app.clone(),
+            })?;
+        let mut history = self.history(group, app);
+        // Skip versions whose package is no longer listed.
+        while let Some(candidate) = history.first().cloned() {
+            history.remove(0);
+            if self.package(app, &candidate).is_some() && candidate != current {
+                self.set_history(group, app, &history);
+                table_at(&mut self.doc, &["groups", group.as_str()])
+                    .insert(app.as_str(), value(candidate.as_str()));
+                return Ok((current, candidate));
+            }
+        }
+        Err(IndexError::NoHistory {
+            group: group.clone(),
+            app: app.clone(),
+        })
     }
 
     /// Takes `app` out of `group`. Its packages stay listed and stored. Returns the version it ran.
@@ -374,6 +436,42 @@ mod tests {
             .add_package(&app("a"), &version("v1"), &entry('b'))
             .unwrap_err();
         assert!(matches!(err, IndexError::VersionConflict { .. }), "{err}");
+    }
+
+    #[test]
+    fn rollback_walks_back_through_the_history() {
+        let mut index = Index::new();
+        for v in ["v1", "v2", "v3"] {
+            index
+                .add_package(&app("a"), &version(v), &entry('a'))
+                .unwrap();
+            index
+                .set_version(&group("g"), &app("a"), &version(v))
+                .unwrap();
+        }
+        assert_eq!(
+            index.history(&group("g"), &app("a")),
+            vec![version("v2"), version("v1")]
+        );
+        assert!(
+            index
+                .to_string()
+                .contains("[history.g]\na = [\"v2\", \"v1\"]"),
+            "{index}"
+        );
+        assert_eq!(
+            index.rollback(&group("g"), &app("a")).unwrap(),
+            (version("v3"), version("v2"))
+        );
+        assert_eq!(
+            index.rollback(&group("g"), &app("a")).unwrap(),
+            (version("v2"), version("v1"))
+        );
+        let err = index.rollback(&group("g"), &app("a")).unwrap_err();
+        assert!(matches!(err, IndexError::NoHistory { .. }), "{err}");
+        assert_eq!(index.group(&group("g"))[&app("a")], version("v1"));
+        let reparsed = Index::parse(&index.to_string()).unwrap();
+        assert!(reparsed.history(&group("g"), &app("a")).is_empty());
     }
 
     #[test]

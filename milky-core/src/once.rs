@@ -70,21 +70,44 @@ impl OnceResult {
 /// Whether the store really refuses a create over an existing key and a replace with a stale
 /// ETag. Some S3-compatible servers ignore both headers; on them a lease is no lease.
 /// Writes and deletes one small object under `prefix`.
-pub async fn probe_conditional_writes(store: &Store, prefix: &str) -> Result<Result<(), String>, StoreError> {
+pub async fn probe_conditional_writes(
+    store: &Store,
+    prefix: &str,
+) -> Result<Result<(), String>, StoreError> {
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_nanos())
         .unwrap_or(0);
-    let key = format!("{prefix}/.conditional-write-probe-{nanos}-{}", std::process::id());
-    store.put(&key, b"probe".to_vec(), Condition::IfAbsent).await?;
-    let second = store.put(&key, b"probe again".to_vec(), Condition::IfAbsent).await;
-    let stale = store.put(&key, b"stale".to_vec(), Condition::IfMatch("\"0000000000\"".into())).await;
+    let key = format!(
+        "{prefix}/.conditional-write-probe-{nanos}-{}",
+        std::process::id()
+    );
+    store
+        .put(&key, b"probe".to_vec(), Condition::IfAbsent)
+        .await?;
+    let second = store
+        .put(&key, b"probe again".to_vec(), Condition::IfAbsent)
+        .await;
+    let stale = store
+        .put(
+            &key,
+            b"stale".to_vec(),
+            Condition::IfMatch("\"0000000000\"".into()),
+        )
+        .await;
     store.delete(&key).await?;
     let verdict = match (second, stale) {
-        (Err(StoreError::PreconditionFailed { .. }), Err(StoreError::PreconditionFailed { .. })) => Ok(()),
-        (Ok(_), _) => Err("it accepted a create (If-None-Match: *) over an existing object".to_owned()),
+        (
+            Err(StoreError::PreconditionFailed { .. }),
+            Err(StoreError::PreconditionFailed { .. }),
+        ) => Ok(()),
+        (Ok(_), _) => {
+            Err("it accepted a create (If-None-Match: *) over an existing object".to_owned())
+        }
         (_, Ok(_)) => Err("it accepted a replace (If-Match) with a stale ETag".to_owned()),
-        (Err(StoreError::PreconditionFailed { .. }), Err(other)) | (Err(other), _) => return Err(other),
+        (Err(StoreError::PreconditionFailed { .. }), Err(other)) | (Err(other), _) => {
+            return Err(other);
+        }
     };
     Ok(verdict)
 }

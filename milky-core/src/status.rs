@@ -63,3 +63,203 @@ impl HostStatus {
         toml::to_string(&copy).unwrap_or_default()
     }
 }
+
+/// A report not refreshed for this long belongs to a server taken for dead.
+pub const DEFAULT_STALE_AFTER: Duration = Duration::from_secs(25 * 60);
+
+/// Every server report of a group, read from the store (unreadable ones as errors).
+pub async fn read_group(
+    store: &crate::Store,
+    group: &GroupName,
+) -> Result<Vec<(HostName, Result<HostStatus, String>)>, crate::StoreError> {
+    let prefix = format!("groups/{group}/hosts/");
+    let mut reports = Vec::new();
+    for key in store.list(&prefix).await? {
+        let Some(name) = key
+            .strip_prefix(&prefix)
+            .and_then(|k| k.strip_suffix(".toml"))
+        else {
+            continue;
+        };
+        let Ok(host) = name.parse::<HostName>() else {
+            continue;
+        };
+        let report = match store.get(&key).await? {
+            Some(object) => HostStatus::parse(&String::from_utf8_lossy(&object.bytes)),
+            None => continue,
+        };
+        reports.push((host, report));
+    }
+    Ok(reports)
+}
+
+/// How one app of a group stands across its live servers.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct AppSummary {
+    pub wanted: Option<Version>,
+    /// Live servers that serve the wanted version.
+    pub serving: Vec<HostName>,
+    /// Live servers that do not (yet), with what they serve and why.
+    pub lagging: Vec<Lagging>,
+    /// Live servers on which the wanted version failed, with the reason.
+    pub failed: Vec<Lagging>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Lagging {
+    pub host: HostName,
+    pub serving: Option<Version>,
+    pub reason: Option<String>,
+}
+
+impl AppSummary {
+    pub fn converged(&self) -> bool {
+        self.lagging.is_empty() && self.failed.is_empty()
+    }
+}
+
+/// A group across its servers.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct GroupSummary {
+    pub live: Vec<HostName>,
+    /// Servers whose last report is older than the stale limit, with its age in seconds.
+    pub stale: Vec<(HostName, u64)>,
+    /// Reports that could not be read.
+    pub unreadable: Vec<(HostName, String)>,
+    pub apps: BTreeMap<AppName, AppSummary>,
+}
+
+/// Puts the index's wish for a group next to what its live servers report.
+pub fn summarize(
+    wanted: &BTreeMap<AppName, Version>,
+    reports: &[(HostName, Result<HostStatus, String>)],
+    now: std::time::SystemTime,
+    stale_after: Duration,
+) -> GroupSummary {
+    let mut summary = GroupSummary::default();
+    let mut live = Vec::new();
+    for (host, report) in reports {
+        match report {
+            Err(err) => summary.unreadable.push((host.clone(), err.clone())),
+            Ok(report) => match report.age_secs(now) {
+                Some(age) if age <= stale_after.as_secs() => live.push(report),
+                age => summary.stale.push((host.clone(), age.unwrap_or(u64::MAX))),
+            },
+        }
+    }
+    summary.live = live.iter().map(|r| r.host.clone()).collect();
+    let apps: std::collections::BTreeSet<&AppName> = wanted
+        .keys()
+        .chain(live.iter().flat_map(|r| r.apps.keys()))
+        .collect();
+    for app in apps {
+        let wanted_version = wanted.get(app).cloned();
+        let mut entry = AppSummary {
+            wanted: wanted_version.clone(),
+            ..AppSummary::default()
+        };
+        for report in &live {
+            let status = report.apps.get(app).cloned().unwrap_or_default();
+            let serving_wanted = status.serving.is_some() && status.serving == wanted_version;
+            if serving_wanted && status.healthy {
+                entry.serving.push(report.host.clone());
+            } else if wanted_version.is_none() && status.serving.is_none() {
+                // Removed and gone: nothing to report.
+            } else if wanted_version.is_some() && status.failed == wanted_version {
+                entry.failed.push(Lagging {
+                    host: report.host.clone(),
+                    serving: status.serving,
+                    reason: status.error,
+                });
+            } else {
+                let reason = status.waiting.or(status.error).or_else(|| {
+                    (report.apps.get(app).and_then(|s| s.wanted.clone()) != wanted_version)
+                        .then(|| "has not picked up the change yet".to_owned())
+                });
+                entry.lagging.push(Lagging {
+                    host: report.host.clone(),
+                    serving: status.serving,
+                    reason,
+                });
+            }
+        }
+        summary.apps.insert(app.clone(), entry);
+    }
+    summary
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn report(
+        host: &str,
+        at: &str,
+        apps: &[(&str, AppStatus)],
+    ) -> (HostName, Result<HostStatus, String>) {
+        let status = HostStatus {
+            host: host.parse().unwrap(),
+            group: "g".parse().unwrap(),
+            agent_version: "0".into(),
+            last_pass: at.into(),
+            result: "ok".into(),
+            apps: apps
+                .iter()
+                .map(|(a, s)| (a.parse().unwrap(), s.clone()))
+                .collect(),
+            errors: vec![],
+        };
+        (host.parse().unwrap(), Ok(status))
+    }
+
+    fn v(s: &str) -> Version {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn serving_lagging_failed_and_stale_servers() {
+        let now = humantime::parse_rfc3339("2026-11-25T12:00:00Z").unwrap();
+        let fresh = "2026-11-25T11:59:00Z";
+        let wanted: BTreeMap<AppName, Version> = [("shop".parse().unwrap(), v("v2"))].into();
+        let up = AppStatus {
+            serving: Some(v("v2")),
+            wanted: Some(v("v2")),
+            healthy: true,
+            ..AppStatus::default()
+        };
+        let behind = AppStatus {
+            serving: Some(v("v1")),
+            wanted: Some(v("v1")),
+            healthy: true,
+            ..AppStatus::default()
+        };
+        let broken = AppStatus {
+            serving: Some(v("v1")),
+            wanted: Some(v("v2")),
+            healthy: true,
+            failed: Some(v("v2")),
+            error: Some("health check failed".into()),
+            ..AppStatus::default()
+        };
+        let reports = vec![
+            report("a", fresh, &[("shop", up)]),
+            report("b", fresh, &[("shop", behind.clone())]),
+            report("c", fresh, &[("shop", broken)]),
+            report("d", "2026-11-25T10:00:00Z", &[("shop", behind)]),
+        ];
+        let summary = summarize(&wanted, &reports, now, DEFAULT_STALE_AFTER);
+        let shop = &summary.apps[&"shop".parse::<AppName>().unwrap()];
+        assert_eq!(shop.serving, vec!["a".parse::<HostName>().unwrap()]);
+        assert_eq!(shop.lagging[0].host.as_str(), "b");
+        assert_eq!(
+            shop.lagging[0].reason.as_deref(),
+            Some("has not picked up the change yet")
+        );
+        assert_eq!(
+            shop.failed[0].reason.as_deref(),
+            Some("health check failed")
+        );
+        assert_eq!(summary.stale, vec![("d".parse().unwrap(), 7200)]);
+        assert!(!shop.converged());
+    }
+}

@@ -4,3 +4,4 @@
 mod agent;
 mod controller;
 mod install;
+mod rollout;

@@ -38,6 +38,18 @@ fn port_range(count: u16) -> u16 {
 
 impl Agent {
     pub fn new(ctx: &TestContext, group: &str, host: &str) -> Self {
+        Self::with_settings(ctx, group, host, &ctx.endpoint, "")
+    }
+
+    /// An agent talking to the store through `endpoint`, with `extra` TOML tables appended to
+    /// its agent.toml (e.g. `[env]`, `[releases]`).
+    pub fn with_settings(
+        ctx: &TestContext,
+        group: &str,
+        host: &str,
+        endpoint: &str,
+        extra: &str,
+    ) -> Self {
         let root = ctx.dir.path().join(format!("server-{host}"));
         for dir in ["apps", "state", "web", "templates"] {
             std::fs::create_dir_all(root.join(dir)).expect("create agent dirs");
@@ -58,21 +70,21 @@ impl Agent {
         let text = format!(
             "store = \"{store}\"\nendpoint_url = \"{endpoint}\"\ngroup = \"{group}\"\nhost = \"{host}\"\n\n\
              [paths]\napps = \"{root}/apps\"\nstate = \"{root}/state\"\nweb = \"{root}/web\"\ntemplates = \"{root}/templates\"\n\n\
-             [web]\nlisten = \"127.0.0.1:{front}\"\nslot_ports = [{first}, {last}]\nhealth_timeout = \"20s\"\ndrain_timeout = \"10s\"\n",
+             [web]\nlisten = \"127.0.0.1:{front}\"\nslot_ports = [{first}, {last}]\nhealth_timeout = \"8s\"\ndrain_timeout = \"10s\"\n",
             store = ctx.store(),
-            endpoint = ctx.endpoint,
+            endpoint = endpoint,
             root = root.display(),
             first = base + 1,
             last = base + 9,
         );
-        std::fs::write(&config, text).expect("write agent.toml");
+        std::fs::write(&config, format!("{text}\n{extra}")).expect("write agent.toml");
         Self {
             host: host.into(),
             group: group.into(),
             root,
             front,
             config,
-            env: aws_env(&ctx.endpoint),
+            env: aws_env(endpoint),
         }
     }
 

@@ -7,6 +7,7 @@
 
 pub mod agent;
 pub mod django;
+pub mod proxy;
 
 use std::io::Write;
 use std::net::{SocketAddr, TcpListener, TcpStream};

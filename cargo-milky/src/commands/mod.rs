@@ -1,9 +1,14 @@
 //! One module per command, each with its clap `Args` and its `run`.
 
+pub mod doctor;
+pub mod hosts;
 pub mod info;
 pub mod init;
 pub mod package;
+pub mod promote;
 pub mod remove;
+pub mod rollback;
+pub mod status;
 pub mod upload;
 pub mod version;
 
@@ -21,6 +26,11 @@ pub async fn run(args: MilkyArgs) -> anyhow::Result<()> {
         Command::Version(a) => version::run(a, &args.global, printer).await,
         Command::Remove(a) => remove::run(a, &args.global, printer).await,
         Command::Info(a) => info::run(a, &args.global).await,
+        Command::Status(a) => status::run(a, &args.global).await,
+        Command::Rollback(a) => rollback::run(a, &args.global, printer).await,
+        Command::Promote(a) => promote::run(a, &args.global, printer).await,
+        Command::Hosts(a) => hosts::run(a, &args.global, printer).await,
+        Command::Doctor(a) => doctor::run(a, &args.global).await,
     }
 }
 

@@ -37,6 +37,8 @@ pub struct UploadArgs {
     pub targets: Vec<String>,
     #[command(flatten)]
     pub build: BuildArgs,
+    #[command(flatten)]
+    pub wait: crate::wait::WaitArgs,
     /// Show what would happen; write nothing to the store
     #[arg(long)]
     pub dry_run: bool,
@@ -160,20 +162,26 @@ pub async fn run(args: UploadArgs, global: &GlobalArgs, printer: Printer) -> any
         dry_run: args.dry_run,
     };
     if args.json {
-        return super::print_json(&outcome);
-    }
-    let was = match &previous {
-        Some(previous) if previous == version => " (unchanged)".to_owned(),
-        Some(previous) => format!(" (was {previous})"),
-        None => String::new(),
-    };
-    let verb = if args.dry_run {
-        "would run"
+        super::print_json(&outcome)?;
     } else {
-        "now runs"
-    };
-    println!("{group} {verb} {app} {version}{was}");
+        print_outcome(&outcome, previous.as_ref(), version, args.dry_run);
+    }
+    if args.wait.wait && !args.dry_run {
+        crate::wait::until_converged(&store, &group, app, &args.wait, printer).await?;
+    }
     Ok(())
+}
+
+fn print_outcome(
+    outcome: &Outcome,
+    previous: Option<&milky_core::Version>,
+    version: &milky_core::Version,
+    dry_run: bool,
+) {
+    let (group, app) = (&outcome.group, &outcome.app);
+    let was = super::version::was(previous, version);
+    let verb = if dry_run { "would run" } else { "now runs" };
+    println!("{group} {verb} {app} {version}{was}");
 }
 
 /// Writes the package once. Returns whether bytes were sent: if the key already holds the same

@@ -22,6 +22,8 @@ pub struct VersionArgs {
     /// Show what would change; write nothing
     #[arg(long)]
     pub dry_run: bool,
+    #[command(flatten)]
+    pub wait: crate::wait::WaitArgs,
 }
 
 pub async fn run(args: VersionArgs, global: &GlobalArgs, printer: Printer) -> anyhow::Result<()> {
@@ -58,6 +60,9 @@ pub async fn run(args: VersionArgs, global: &GlobalArgs, printer: Printer) -> an
         "{group} now runs {app} {version}{}",
         was(previous.as_ref(), version)
     );
+    if args.wait.wait {
+        crate::wait::until_converged(&store, group, app, &args.wait, printer).await?;
+    }
     Ok(())
 }
 

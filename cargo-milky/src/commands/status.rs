@@ -1,0 +1,114 @@
+//! `cargo milky status`: what the servers of each group report.
+
+use std::collections::BTreeMap;
+use std::time::SystemTime;
+
+use clap::Args;
+use milky_core::GroupName;
+use milky_core::status::{GroupSummary, read_group, summarize};
+
+use crate::cli::GlobalArgs;
+use crate::settings::Settings;
+
+/// Show, per group and app, the wanted version, how many live servers serve it, which lag or
+/// failed and why, and which servers went stale (no report for longer than --stale-after).
+#[derive(Debug, Args)]
+#[command(after_help = "Examples:\n  cargo milky status\n  cargo milky status stable --json")]
+pub struct StatusArgs {
+    /// Only this group [default: every group of the index]
+    pub group: Option<GroupName>,
+    /// A server whose report is older than this is shown as stale
+    #[arg(long, default_value = "25m", value_parser = humantime::parse_duration)]
+    pub stale_after: std::time::Duration,
+    /// Print the status as JSON on stdout
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub async fn run(args: StatusArgs, global: &GlobalArgs) -> anyhow::Result<()> {
+    let settings = Settings::resolve(global)?;
+    let store = settings.open_store().await?;
+    let index = store
+        .read_index()
+        .await?
+        .map(|(index, _)| index)
+        .unwrap_or_default();
+    let groups: Vec<GroupName> = match args.group {
+        Some(group) => vec![group],
+        None => index.groups().into_keys().collect(),
+    };
+    let mut all: BTreeMap<GroupName, GroupSummary> = BTreeMap::new();
+    for group in groups {
+        let reports = read_group(&store, &group).await?;
+        all.insert(
+            group.clone(),
+            summarize(
+                &index.group(&group),
+                &reports,
+                SystemTime::now(),
+                args.stale_after,
+            ),
+        );
+    }
+    if args.json {
+        return super::print_json(&all);
+    }
+    for (group, summary) in &all {
+        println!(
+            "group {group}: {} live server(s){}",
+            summary.live.len(),
+            if summary.stale.is_empty() {
+                String::new()
+            } else {
+                format!(", {} stale", summary.stale.len())
+            }
+        );
+        for (app, state) in &summary.apps {
+            let wanted = state
+                .wanted
+                .as_ref()
+                .map(ToString::to_string)
+                .unwrap_or_else(|| "(removed)".into());
+            println!(
+                "  {app:<20} {wanted:<16} {}/{} serving",
+                state.serving.len(),
+                summary.live.len()
+            );
+            for failed in &state.failed {
+                println!(
+                    "    FAILED  {}: {}",
+                    failed.host,
+                    failed.reason.as_deref().unwrap_or("failed")
+                );
+            }
+            for lag in &state.lagging {
+                let serving = lag
+                    .serving
+                    .as_ref()
+                    .map(ToString::to_string)
+                    .unwrap_or_else(|| "nothing".into());
+                println!(
+                    "    lagging {}: serves {serving}{}",
+                    lag.host,
+                    lag.reason
+                        .as_ref()
+                        .map(|r| format!(" ({r})"))
+                        .unwrap_or_default()
+                );
+            }
+        }
+        for (host, age) in &summary.stale {
+            println!(
+                "  stale   {host}: last report {} ago (`cargo milky hosts forget {group} {host}` drops it)",
+                humantime::format_duration(std::time::Duration::from_secs(*age))
+            );
+        }
+        for (host, err) in &summary.unreadable {
+            println!("  unreadable report of {host}: {err}");
+        }
+    }
+    if all.is_empty() {
+        println!("no groups yet");
+    }
+    Ok(())
+}
