@@ -3,5 +3,6 @@
 
 mod agent;
 mod controller;
+mod demo;
 mod install;
 mod rollout;

@@ -1,82 +1,345 @@
-//! `cargo xtask demo`: the controller's main job on the embedded default, a local-directory
-//! store, printing each command as a user would type it.
+//! `cargo xtask demo`: the main job on the embedded default. A local-directory store, two servers
+//! of group `stable` and one of `unstable` (each a `milky-agent run` with its own root, nginx
+//! front port and Apache slots on loopback), and a small Django app taken through upload, a
+//! canary on `unstable`, promote and rollback. Every step prints the command a user would type.
+//!
+//! The servers keep running afterwards; `cargo xtask demo --stop` stops them (by the pids they
+//! wrote), and so does a new `cargo xtask demo` before it starts.
 
-use std::path::Path;
-use std::process::Command;
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
 
-use anyhow::Context;
+use anyhow::{Context, bail};
 
 use crate::tools::{self, workspace_root};
 
-pub fn run(_args: &[String]) -> anyhow::Result<()> {
+/// World-traversable, as Apache's www-data and nginx's nobody need: not under a 0700 home.
+/// `MILKY_DEMO_DIR` moves it (the end-to-end test uses its own).
+fn demo_root() -> PathBuf {
+    std::env::var_os("MILKY_DEMO_DIR")
+        .map_or_else(|| std::env::temp_dir().join("milky-demo"), PathBuf::from)
+}
+
+struct Server {
+    host: &'static str,
+    group: &'static str,
+    front: u16,
+}
+
+pub fn run(args: &[String]) -> anyhow::Result<()> {
+    match args.first().map(String::as_str) {
+        Some("--stop") => stop(&demo_root()),
+        None => demo(),
+        Some(other) => bail!("unknown demo option {other:?} (the demo takes none, or --stop)"),
+    }
+}
+
+fn demo() -> anyhow::Result<()> {
+    tools::ensure_apt_packages()?;
     let root = workspace_root();
     tools::run(Command::new("cargo").current_dir(&root).args([
         "build",
         "--quiet",
         "-p",
         "cargo-milky",
+        "-p",
+        "milky-agent",
     ]))?;
-    let milky = root.join("target/debug/cargo-milky");
-    let demo = root.join("target/milky-demo");
+    let bin = root.join("target/debug");
+    let demo = demo_root();
+    stop(&demo)?;
     if demo.exists() {
         std::fs::remove_dir_all(&demo).with_context(|| format!("clearing {}", demo.display()))?;
     }
-    let project = demo.join("mysite");
-    copy_tree(&root.join("tests/fixtures/django-app"), &project)?;
+    std::fs::create_dir_all(demo.join("shared"))?;
+    chmod(&demo, 0o755)?;
+    chmod(&demo.join("shared"), 0o777)?;
     let store = format!("file://{}", demo.join("store").display());
 
-    let step = |title: &str, args: &[&str]| -> anyhow::Result<()> {
+    println!(
+        "MilkyWhite demo in {}: a local store ({store}) and three servers",
+        demo.display()
+    );
+    let project = demo.join("mysite");
+    copy_tree(&root.join("tests/fixtures/django-app"), &project)?;
+    vendor_wheels(&demo, &project)?;
+
+    let mut servers = Vec::new();
+    for (host, group) in [
+        ("stable-1", "stable"),
+        ("stable-2", "stable"),
+        ("unstable-1", "unstable"),
+    ] {
+        let server = Server {
+            host,
+            group,
+            front: tools::free_port()?,
+        };
+        start_agent(&demo, &bin, &store, &server)?;
+        servers.push(server);
+    }
+
+    let milky = |title: &str, args: &[&str]| -> anyhow::Result<()> {
         println!("\n## {title}\n$ cargo milky {}", args.join(" "));
-        let status = Command::new(&milky)
+        let status = Command::new(bin.join("cargo-milky"))
             .arg("milky")
             .args(args)
             .current_dir(&project)
             .env("MILKY_STORE", &store)
             .status()
             .with_context(|| format!("running cargo milky {}", args.join(" ")))?;
-        anyhow::ensure!(
-            status.success(),
-            "step failed: cargo milky {} ({status})",
-            args.join(" ")
-        );
+        if !status.success() {
+            bail!(
+                "demo step failed: cargo milky {} ({status})",
+                args.join(" ")
+            );
+        }
         Ok(())
     };
-    println!("MilkyWhite demo: a Django project, a local store at {store}");
-    step(
-        "Describe the project (detects manage.py, settings and WSGI module)",
-        &["init", "--yes", "--group", "stable", "--force"],
+    let set_version =
+        |version: &str| std::fs::write(project.join("VERSION"), format!("{version}\n"));
+
+    milky(
+        "Describe the project (detects manage.py, the settings and the WSGI module)",
+        &["init", "--yes", "--name", "mysite", "--group", "stable"],
     )?;
-    std::fs::write(project.join("VERSION"), "v1")?;
-    step(
-        "Package and upload v1; group stable runs it",
-        &["upload", "--group", "stable", "--version", "v1"],
+    set_version("v1")?;
+    milky(
+        "Package v1, upload it, and wait until both stable servers serve it",
+        &[
+            "upload",
+            "--group",
+            "stable",
+            "--version",
+            "v1",
+            "--wait",
+            "--timeout",
+            "5m",
+        ],
     )?;
-    std::fs::write(project.join("VERSION"), "v2")?;
-    step(
-        "Upload v2 to unstable first",
-        &["upload", "--group", "unstable", "--version", "v2"],
+    show(&servers, "stable", "v1")?;
+    set_version("v2")?;
+    milky(
+        "Try v2 on unstable first",
+        &[
+            "upload",
+            "--group",
+            "unstable",
+            "--version",
+            "v2",
+            "--wait",
+            "--timeout",
+            "5m",
+        ],
     )?;
-    step(
-        "Promote v2 to stable",
-        &["version", "stable", "mysite", "v2"],
+    show(&servers, "unstable", "v2")?;
+    milky(
+        "Promote unstable's version to stable, no new upload",
+        &["promote", "unstable", "stable", "--wait", "--timeout", "5m"],
     )?;
-    step(
-        "Roll stable back to v1",
-        &["version", "stable", "mysite", "v1"],
+    show(&servers, "stable", "v2")?;
+    milky(
+        "Roll stable back to the version it ran before",
+        &["rollback", "stable", "mysite", "--wait", "--timeout", "5m"],
     )?;
-    step("What runs where", &["info"])?;
+    show(&servers, "stable", "v1")?;
+    milky("What the index says", &["info"])?;
+    milky("What the servers say", &["status"])?;
+
+    println!("\nThe servers keep running:");
+    for server in &servers {
+        println!(
+            "  {} ({}): curl -H 'Host: mysite' http://127.0.0.1:{}/",
+            server.host, server.group, server.front
+        );
+    }
     println!(
-        "\nThe store is a plain directory: {}",
-        demo.join("store").display()
+        "Their logs: {}/<server>/agent.log. Stop them with: cargo xtask demo --stop",
+        demo.display()
     );
     Ok(())
+}
+
+/// Downloads the app's requirements as wheels into the project, so servers install offline.
+fn vendor_wheels(demo: &Path, project: &Path) -> anyhow::Result<()> {
+    let venv = demo.join("pip");
+    tools::run(
+        Command::new("/usr/bin/python3")
+            .args(["-m", "venv"])
+            .arg(&venv),
+    )?;
+    tools::run(
+        Command::new(venv.join("bin/pip"))
+            .args([
+                "download",
+                "--quiet",
+                "--disable-pip-version-check",
+                "--only-binary=:all:",
+                "-r",
+            ])
+            .arg(project.join("requirements.txt"))
+            .arg("-d")
+            .arg(project.join("wheels")),
+    )
+}
+
+fn start_agent(demo: &Path, bin: &Path, store: &str, server: &Server) -> anyhow::Result<()> {
+    let root = demo.join(server.host);
+    for dir in ["apps", "state", "web"] {
+        std::fs::create_dir_all(root.join(dir))?;
+    }
+    chmod(&root, 0o755)?;
+    let first_slot = tools::free_port()?;
+    let config = root.join("agent.toml");
+    let text = format!(
+        "store = \"{store}\"\ngroup = \"{group}\"\nhost = \"{host}\"\n\n[paths]\napps = \"{root}/apps\"\nstate = \"{root}/state\"\nweb = \"{root}/web\"\ntemplates = \"{root}/templates\"\n\n[web]\nlisten = \"127.0.0.1:{front}\"\nslot_ports = [{first}, {last}]\n\n[env]\nMILKY_DB_PATH = \"{demo}/shared/{group}.sqlite3\"\n",
+        group = server.group,
+        host = server.host,
+        root = root.display(),
+        front = server.front,
+        first = first_slot,
+        last = first_slot.saturating_add(40),
+        demo = demo.display(),
+    );
+    std::fs::write(&config, text)?;
+    let log = std::fs::File::create(root.join("agent.log"))?;
+    println!(
+        "$ milky-agent --config {} run --interval 2s   # server {} of {}",
+        config.display(),
+        server.host,
+        server.group
+    );
+    let child = Command::new(bin.join("milky-agent"))
+        .arg("--config")
+        .arg(&config)
+        .args(["run", "--interval", "2s"])
+        .stdin(Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log)
+        .spawn()
+        .context("starting milky-agent")?;
+    std::fs::write(root.join("agent.pid"), child.id().to_string())?;
+    Ok(())
+}
+
+/// GETs `/` through each server of `group` and checks it is `version`; prints what answered.
+fn show(servers: &[Server], group: &str, version: &str) -> anyhow::Result<()> {
+    for server in servers.iter().filter(|s| s.group == group) {
+        println!(
+            "$ curl -H 'Host: mysite' http://127.0.0.1:{}/",
+            server.front
+        );
+        let (status, body) = get(server.front)?;
+        print!("{body}");
+        if status != 200 || !body.contains(&format!("mysite {version} ")) {
+            bail!(
+                "{} should serve {version}, it answered {status}: {body}",
+                server.host
+            );
+        }
+    }
+    Ok(())
+}
+
+fn get(port: u16) -> anyhow::Result<(u16, String)> {
+    let mut stream = TcpStream::connect(("127.0.0.1", port))?;
+    stream.set_read_timeout(Some(Duration::from_secs(20)))?;
+    write!(stream, "GET / HTTP/1.0\r\nHost: mysite\r\n\r\n")?;
+    let mut raw = String::new();
+    stream.read_to_string(&mut raw)?;
+    let (head, body) = raw.split_once("\r\n\r\n").unwrap_or((&raw, ""));
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    Ok((status, body.to_owned()))
+}
+
+/// Stops the demo's agents, then the nginx and Apache processes they started, by their pids.
+fn stop(demo: &Path) -> anyhow::Result<()> {
+    if !demo.exists() {
+        return Ok(());
+    }
+    let mut agents = Vec::new();
+    let mut servers = Vec::new();
+    for pid_file in pid_files(demo) {
+        let Some(pid) = std::fs::read_to_string(&pid_file)
+            .ok()
+            .and_then(|t| t.trim().parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if pid_file.file_name().is_some_and(|n| n == "agent.pid") {
+            agents.push(pid);
+        } else {
+            servers.push(pid);
+        }
+    }
+    let stopped = agents.len() + servers.len();
+    for group in [agents, servers] {
+        for pid in &group {
+            let _ = Command::new("kill")
+                .args(["-TERM", &pid.to_string()])
+                .stderr(Stdio::null())
+                .status();
+        }
+        let start = Instant::now();
+        while group.iter().any(|pid| alive(*pid)) && start.elapsed() < Duration::from_secs(15) {
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+    for pid_file in pid_files(demo) {
+        let _ = std::fs::remove_file(pid_file);
+    }
+    if stopped > 0 {
+        println!("stopped the demo's servers ({stopped} processes)");
+    }
+    Ok(())
+}
+
+fn pid_files(dir: &Path) -> Vec<PathBuf> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let path = entry.path();
+        if entry.file_type().is_ok_and(|t| t.is_dir()) {
+            found.extend(pid_files(&path));
+        } else if path.extension().is_some_and(|e| e == "pid") {
+            found.push(path);
+        }
+    }
+    found
+}
+
+/// Running, and not a zombie.
+fn alive(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| {
+            s.rsplit_once(')')
+                .map(|(_, rest)| rest.trim_start().to_owned())
+        })
+        .is_some_and(|rest| !rest.starts_with('Z') && !rest.starts_with('X'))
+}
+
+fn chmod(path: &Path, mode: u32) -> anyhow::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+        .with_context(|| format!("chmod {}", path.display()))
 }
 
 fn copy_tree(from: &Path, to: &Path) -> anyhow::Result<()> {
     std::fs::create_dir_all(to)?;
     for entry in std::fs::read_dir(from).with_context(|| format!("reading {}", from.display()))? {
         let entry = entry?;
-        let target = to.join(entry.file_name());
+        let name = entry.file_name();
+        if name == "__pycache__" || name.to_string_lossy().ends_with(".sqlite3") {
+            continue;
+        }
+        let target = to.join(&name);
         if entry.file_type()?.is_dir() {
             copy_tree(&entry.path(), &target)?;
         } else {

@@ -1,0 +1,78 @@
+//! `cargo xtask demo`, run as a new user runs it, non-interactively, then stopped.
+
+use std::process::Command;
+
+use milky_tests::agent::alive;
+use milky_tests::*;
+
+#[test]
+fn the_demo_runs_end_to_end_and_stops_cleanly() {
+    let dir = tempfile::Builder::new()
+        .prefix("milky-demo-test-")
+        .tempdir()
+        .unwrap();
+    std::fs::set_permissions(
+        dir.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    let demo_dir = dir.path().join("demo");
+    let xtask = |args: &[&str]| {
+        Command::new("cargo")
+            .current_dir(workspace_root())
+            .args(["xtask", "demo"])
+            .args(args)
+            .env("MILKY_DEMO_DIR", &demo_dir)
+            .env_remove("RUST_LOG")
+            .output()
+            .expect("run cargo xtask demo")
+    };
+    let out = xtask(&[]);
+    assert_success(&out, "cargo xtask demo");
+    let text = stdout(&out);
+    // The demo checks each state through nginx itself; its closing state is stable back on v1.
+    for step in [
+        "$ cargo milky upload --group stable",
+        "$ cargo milky promote unstable stable",
+        "$ cargo milky rollback stable mysite",
+        "$ cargo milky status",
+    ] {
+        assert!(text.contains(step), "the demo shows {step:?}:\n{text}");
+    }
+    let last_check = text
+        .rfind("mysite v1 on stable-")
+        .expect("stable serves v1 at the end");
+    assert!(last_check > text.rfind("rollback").unwrap(), "{text}");
+    assert!(
+        text.contains("cargo xtask demo --stop"),
+        "it says how to stop it"
+    );
+
+    let pids: Vec<u32> = walk_pids(&demo_dir);
+    assert!(
+        pids.len() >= 3,
+        "agents, nginx and Apache run after the demo: {pids:?}"
+    );
+    let out = xtask(&["--stop"]);
+    assert_success(&out, "cargo xtask demo --stop");
+    for pid in pids {
+        assert!(!alive(pid), "process {pid} still runs after --stop");
+    }
+}
+
+fn walk_pids(dir: &std::path::Path) -> Vec<u32> {
+    let mut pids = Vec::new();
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            pids.extend(walk_pids(&path));
+        } else if path.extension().is_some_and(|e| e == "pid")
+            && let Some(pid) = std::fs::read_to_string(&path)
+                .ok()
+                .and_then(|t| t.trim().parse().ok())
+        {
+            pids.push(pid);
+        }
+    }
+    pids
+}
