@@ -60,6 +60,7 @@ pub enum Command {
     Promote(commands::promote::PromoteArgs),
     Hosts(commands::hosts::HostsArgs),
     Doctor(commands::doctor::DoctorArgs),
+    Env(commands::env::EnvArgs),
 }
 
 #[cfg(test)]

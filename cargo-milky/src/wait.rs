@@ -55,7 +55,13 @@ pub async fn until_converged(
         };
         let wanted = index.group(group);
         let reports = read_group(store, group).await?;
-        let summary = summarize(&wanted, &reports, SystemTime::now(), args.stale_after);
+        let summary = summarize(
+            &wanted,
+            &index.env_generations(group),
+            &reports,
+            SystemTime::now(),
+            args.stale_after,
+        );
         let target = wanted
             .get(app)
             .map(ToString::to_string)

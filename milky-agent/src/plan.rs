@@ -14,6 +14,8 @@ pub struct Running {
     pub version: Option<Version>,
     /// Whether its Apache slot is up (false after a reboot or a crash: it must be started again).
     pub serving: bool,
+    /// The env generation its processes were started with (`cargo milky env`).
+    pub env_generation: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -54,6 +56,7 @@ impl Plan {
 /// generation is always tried at once.
 pub fn plan(
     wanted: &BTreeMap<AppName, (Version, PackageEntry)>,
+    wanted_env: &BTreeMap<AppName, u64>,
     running: &BTreeMap<AppName, Running>,
     failures: &BTreeMap<AppName, Failure>,
     index_etag: Option<&str>,
@@ -65,7 +68,10 @@ pub fn plan(
     }
     for (app, (version, entry)) in wanted {
         let current = running.get(app);
-        if current.is_some_and(|r| r.version.as_ref() == Some(version) && r.serving) {
+        let env = wanted_env.get(app).copied().unwrap_or(0);
+        if current.is_some_and(|r| {
+            r.version.as_ref() == Some(version) && r.serving && r.env_generation >= env
+        }) {
             continue;
         }
         if let Some(failure) = failures.get(app)
@@ -143,6 +149,7 @@ mod tests {
     fn converged_server_has_nothing_to_do() {
         let plan = plan(
             &wanted(&[("shop", "v1")]),
+            &BTreeMap::new(),
             &running(&[("shop", "v1", true)]),
             &BTreeMap::new(),
             None,
@@ -155,6 +162,7 @@ mod tests {
     fn install_upgrade_restart_and_remove() {
         let plan = plan(
             &wanted(&[("blog", "v1"), ("shop", "v2"), ("wiki", "v5")]),
+            &BTreeMap::new(),
             &running(&[
                 ("old", "v9", true),
                 ("shop", "v1", true),
@@ -176,6 +184,20 @@ mod tests {
     }
 
     #[test]
+    fn a_new_env_generation_restarts_the_same_version() {
+        let want = wanted(&[("shop", "v1")]);
+        let run = running(&[("shop", "v1", true)]);
+        let env: BTreeMap<AppName, u64> = [(app("shop"), 2)].into();
+        assert_eq!(
+            plan(&want, &env, &run, &BTreeMap::new(), None, 0).steps,
+            vec![deploy("shop", "v1")]
+        );
+        let mut current = run.clone();
+        current.get_mut(&app("shop")).unwrap().env_generation = 2;
+        assert!(plan(&want, &env, &current, &BTreeMap::new(), None, 0).is_empty());
+    }
+
+    #[test]
     fn a_failed_version_backs_off_until_the_index_changes() {
         let mut failures = BTreeMap::new();
         failures.insert(
@@ -191,7 +213,7 @@ mod tests {
         );
         let want = wanted(&[("shop", "v3")]);
         let run = running(&[("shop", "v2", true)]);
-        let held = plan(&want, &run, &failures, Some("e1"), 150);
+        let held = plan(&want, &BTreeMap::new(), &run, &failures, Some("e1"), 150);
         assert!(held.steps.is_empty());
         assert!(
             held.held_back[0].reason.contains("health check failed"),
@@ -199,16 +221,24 @@ mod tests {
             held.held_back
         );
         assert_eq!(
-            plan(&want, &run, &failures, Some("e1"), 220).steps,
+            plan(&want, &BTreeMap::new(), &run, &failures, Some("e1"), 220).steps,
             vec![deploy("shop", "v3")]
         );
         assert_eq!(
-            plan(&want, &run, &failures, Some("e2"), 150).steps,
+            plan(&want, &BTreeMap::new(), &run, &failures, Some("e2"), 150).steps,
             vec![deploy("shop", "v3")]
         );
         // Another version is not held back by this one's failure.
         assert_eq!(
-            plan(&wanted(&[("shop", "v4")]), &run, &failures, Some("e1"), 150).steps,
+            plan(
+                &wanted(&[("shop", "v4")]),
+                &BTreeMap::new(),
+                &run,
+                &failures,
+                Some("e1"),
+                150
+            )
+            .steps,
             vec![deploy("shop", "v4")]
         );
     }

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use anyhow::{Context, anyhow};
+use anyhow::{Context, anyhow, bail};
 use milky_core::package::{Manifest, UnpackLimits};
 use milky_core::store::{Condition, Fetched, S3Options};
 use milky_core::{AppName, HostName, Index, PackageEntry, Store, Version, layout};
@@ -123,7 +123,7 @@ impl Agent {
                 None
             }
         };
-        let running = self.running()?;
+        let running = self.running(state)?;
         // Keep serving whatever is on disk, even when the index cannot be read (e.g. at boot);
         // with no apps, the front answers 404.
         if let Err(err) = tokio::task::block_in_place(|| self.web.ensure_nginx()) {
@@ -141,12 +141,30 @@ impl Agent {
             tracing::debug!("index unchanged");
         }
         let wanted = self.wanted(&index, &mut errors);
+        let wanted_env: BTreeMap<AppName, u64> = wanted
+            .keys()
+            .map(|app| (app.clone(), index.env_generation(&self.config.group, app)))
+            .collect();
         let etag = state.index_etag.clone();
         let plan = if errors.is_empty() || !cached {
-            plan::plan(&wanted, &running, &state.failures, etag.as_deref(), now())
+            plan::plan(
+                &wanted,
+                &wanted_env,
+                &running,
+                &state.failures,
+                etag.as_deref(),
+                now(),
+            )
         } else {
             // The store is unreachable: only bring back what stopped, never remove anything.
-            let mut plan = plan::plan(&wanted, &running, &state.failures, etag.as_deref(), now());
+            let mut plan = plan::plan(
+                &wanted,
+                &wanted_env,
+                &running,
+                &state.failures,
+                etag.as_deref(),
+                now(),
+            );
             plan.steps.retain(|s| matches!(s, Step::Deploy { app, version, .. } if running.get(app).is_some_and(|r| r.version.as_ref() == Some(version))));
             plan
         };
@@ -163,6 +181,7 @@ impl Agent {
                 &plan,
                 &running,
                 &wanted,
+                &wanted_env,
                 state,
                 &mut app_errors,
                 &mut waiting,
@@ -182,7 +201,7 @@ impl Agent {
             }
         }
         errors.extend(app_errors.iter().map(|(app, err)| format!("{app}: {err}")));
-        let running_after = self.running()?;
+        let running_after = self.running(state)?;
         self.report(state, &running_after, &wanted, &waiting, &errors)
             .await;
         Ok(PassReport {
@@ -246,7 +265,7 @@ impl Agent {
     }
 
     /// What serves each app now, read back from the web stack's files.
-    fn running(&self) -> anyhow::Result<BTreeMap<AppName, Running>> {
+    fn running(&self, state: &AgentState) -> anyhow::Result<BTreeMap<AppName, Running>> {
         let mut running = BTreeMap::new();
         for name in self.web.known_apps()? {
             let Ok(app) = name.parse::<AppName>() else {
@@ -257,7 +276,15 @@ impl Agent {
                 Some(slot) if version.is_some() => self.web.is_running(app.as_str(), slot)?,
                 _ => false,
             };
-            running.insert(app, Running { version, serving });
+            let env_generation = state.live_env.get(&app).copied().unwrap_or(0);
+            running.insert(
+                app,
+                Running {
+                    version,
+                    serving,
+                    env_generation,
+                },
+            );
         }
         Ok(running)
     }
@@ -268,11 +295,13 @@ impl Agent {
         info.release_dir.file_name()?.to_str()?.parse().ok()
     }
 
+    #[allow(clippy::too_many_arguments)] // the pass's maps, threaded through one call
     async fn execute(
         &self,
         plan: &Plan,
         running: &BTreeMap<AppName, Running>,
         wanted: &BTreeMap<AppName, (Version, PackageEntry)>,
+        wanted_env: &BTreeMap<AppName, u64>,
         state: &mut AgentState,
         app_errors: &mut BTreeMap<AppName, String>,
         waiting: &mut BTreeMap<AppName, String>,
@@ -292,6 +321,14 @@ impl Agent {
                     Ok(()) => {
                         tracing::info!(%app, "removed");
                         state.failures.remove(app);
+                        state.live_env.remove(app);
+                        let _ = std::fs::remove_file(
+                            self.config
+                                .paths
+                                .state
+                                .join("env")
+                                .join(format!("{app}.json")),
+                        );
                         changes.push(format!("{app}: removed"));
                     }
                     Err(err) => {
@@ -312,6 +349,7 @@ impl Agent {
                             app,
                             version,
                             entry,
+                            wanted_env.get(app).copied().unwrap_or(0),
                             default_app.as_ref() == Some(app),
                             state,
                         )
@@ -330,7 +368,6 @@ impl Agent {
                                 Some(_) => format!("{app}: {version} restarted"),
                                 None => format!("{app}: {version} installed"),
                             };
-                            tracing::info!("{what}");
                             changes.push(what);
                         }
                         Err(err) => {
@@ -369,6 +406,7 @@ impl Agent {
         app: &AppName,
         version: &Version,
         entry: &PackageEntry,
+        env_generation: u64,
         default_server: bool,
         state: &mut AgentState,
     ) -> anyhow::Result<Deployed> {
@@ -379,11 +417,24 @@ impl Agent {
         if downloaded {
             tracing::info!(%app, %version, "unpacked into {}", release_dir.display());
         }
-        let site = self.site(&manifest, &release_dir, default_server)?;
+        let mut site = self.site(&manifest, &release_dir, default_server)?;
         let mut setup = ReleaseSetup::new(&release_dir);
         setup.python = self.config.releases.python.clone();
         setup.hooks = manifest.hooks.server.clone();
         setup.env = site.env.clone();
+        if env_generation > 0 {
+            let (env, _) = milky_core::env::read(&self.store, &self.config.group, app)
+                .await
+                .with_context(|| format!("reading the env of {app}"))?;
+            if env.generation < env_generation {
+                bail!(
+                    "the env of {app} is at generation {}, the index names {env_generation}; trying again next pass",
+                    env.generation
+                );
+            }
+            site.secret_env_file = Some(self.write_secret_env(app, &env.vars)?);
+            setup.env.extend(env.vars);
+        }
         let prepared = tokio::task::block_in_place(|| prepare_release(&setup))
             .with_context(|| format!("preparing {app} {version}"))?;
         for hook in &prepared.hooks {
@@ -444,7 +495,36 @@ impl Agent {
             }
             Ok(())
         })?;
+        state.live_env.insert(app.clone(), env_generation);
         Ok(Deployed::Switched)
+    }
+
+    /// Writes an app's env for its processes: JSON, mode 0600, owned by Apache's user, so neither
+    /// nginx's workers nor other users can read it.
+    fn write_secret_env(
+        &self,
+        app: &AppName,
+        vars: &BTreeMap<String, String>,
+    ) -> anyhow::Result<std::path::PathBuf> {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = self.config.paths.state.join("env");
+        fs_err::create_dir_all(&dir)?;
+        fs_err::set_permissions(&dir, std::fs::Permissions::from_mode(0o711))?;
+        let (uid, gid) = account_ids(&self.config.web.apache_user, &self.config.web.apache_group)?;
+        let path = dir.join(format!("{app}.json"));
+        let mut temp = tempfile::NamedTempFile::new_in(&dir)?;
+        std::io::Write::write_all(&mut temp, serde_json::to_string(vars)?.as_bytes())?;
+        std::fs::set_permissions(temp.path(), std::fs::Permissions::from_mode(0o600))?;
+        std::os::unix::fs::chown(temp.path(), Some(uid), Some(gid)).with_context(|| {
+            format!(
+                "giving {} to {}",
+                temp.path().display(),
+                self.config.web.apache_user
+            )
+        })?;
+        temp.persist(&path)
+            .with_context(|| format!("replacing {}", path.display()))?;
+        Ok(path)
     }
 
     /// Once hooks need a store that refuses a second create and a stale replace; probed once and
@@ -550,6 +630,7 @@ impl Agent {
                     serving,
                     wanted: wanted.get(app).map(|(v, _)| v.clone()),
                     failed: failure.map(|f| f.version.clone()),
+                    env_generation: state.live_env.get(app).copied().unwrap_or(0),
                     error: failure.map(|f| f.error.clone()),
                     waiting: waiting.get(app).cloned(),
                 },
@@ -589,4 +670,20 @@ impl Agent {
             Err(err) => tracing::warn!("could not write the status report {key}: {err}"),
         }
     }
+}
+
+/// The uid of `user` and gid of `group`, from /etc/passwd and /etc/group.
+fn account_ids(user: &str, group: &str) -> anyhow::Result<(u32, u32)> {
+    let find = |file: &str, name: &str| -> anyhow::Result<u32> {
+        let text = fs_err::read_to_string(file)?;
+        text.lines()
+            .filter_map(|line| {
+                let mut fields = line.split(':');
+                let entry = fields.next()?;
+                (entry == name).then(|| fields.nth(1)?.parse().ok())?
+            })
+            .next()
+            .with_context(|| format!("no {name:?} in {file}"))
+    };
+    Ok((find("/etc/passwd", user)?, find("/etc/group", group)?))
 }

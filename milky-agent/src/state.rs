@@ -16,6 +16,9 @@ pub struct AgentState {
     /// ETag of the index last read: the next pass asks the store "only if changed".
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub index_etag: Option<String>,
+    /// The env generation (`cargo milky env`) each app's live processes were started with.
+    #[serde(default)]
+    pub live_env: BTreeMap<AppName, u64>,
     /// Versions that failed to deploy, so they are not retried on every pass.
     #[serde(default)]
     pub failures: BTreeMap<AppName, Failure>,

@@ -72,6 +72,10 @@ struct IndexData {
     /// Per group and app, the versions it ran before, most recent first (for rollback).
     #[serde(default)]
     history: BTreeMap<GroupName, BTreeMap<AppName, Vec<Version>>>,
+    /// Per group and app, the generation of its env object (`cargo milky env`): a change here
+    /// tells agents to fetch the env and restart the app.
+    #[serde(default)]
+    env: BTreeMap<GroupName, BTreeMap<AppName, u64>>,
 }
 
 /// How many earlier versions the index remembers per group and app.
@@ -235,6 +239,31 @@ impl Index {
         let apps = table_at(&mut self.doc, &["groups", group.as_str()]);
         apps.insert(app.as_str(), value(version.as_str()));
         Ok(previous)
+    }
+
+    /// The generation of `app`'s env in `group` (0: none set).
+    pub fn env_generation(&self, group: &GroupName, app: &AppName) -> u64 {
+        self.data_unchecked()
+            .env
+            .remove(group)
+            .and_then(|mut apps| apps.remove(app))
+            .unwrap_or(0)
+    }
+
+    /// Every app's env generation in `group`.
+    pub fn env_generations(&self, group: &GroupName) -> BTreeMap<AppName, u64> {
+        self.data_unchecked().env.remove(group).unwrap_or_default()
+    }
+
+    /// Records a new env generation; an older one never replaces a newer.
+    pub fn set_env_generation(&mut self, group: &GroupName, app: &AppName, generation: u64) {
+        if generation > self.env_generation(group, app) {
+            let table = table_at(&mut self.doc, &["env", group.as_str()]);
+            table.insert(
+                app.as_str(),
+                value(i64::try_from(generation).unwrap_or(i64::MAX)),
+            );
+        }
     }
 
     /// The versions `group` ran of `app` before the current one, most recent first.

@@ -40,6 +40,9 @@ pub struct AppStatus {
     pub failed: Option<Version>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// The env generation (`cargo milky env`) its processes run with.
+    #[serde(default)]
+    pub env_generation: u64,
     /// Why the wanted version is staged but not switched to yet (e.g. waiting for migrations).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub waiting: Option<String>,
@@ -97,6 +100,8 @@ pub async fn read_group(
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct AppSummary {
     pub wanted: Option<Version>,
+    /// The env generation the index names.
+    pub env_generation: u64,
     /// Live servers that serve the wanted version.
     pub serving: Vec<HostName>,
     /// Live servers that do not (yet), with what they serve and why.
@@ -132,6 +137,7 @@ pub struct GroupSummary {
 /// Puts the index's wish for a group next to what its live servers report.
 pub fn summarize(
     wanted: &BTreeMap<AppName, Version>,
+    wanted_env: &BTreeMap<AppName, u64>,
     reports: &[(HostName, Result<HostStatus, String>)],
     now: std::time::SystemTime,
     stale_after: Duration,
@@ -154,14 +160,17 @@ pub fn summarize(
         .collect();
     for app in apps {
         let wanted_version = wanted.get(app).cloned();
+        let env = wanted_env.get(app).copied().unwrap_or(0);
         let mut entry = AppSummary {
             wanted: wanted_version.clone(),
+            env_generation: env,
             ..AppSummary::default()
         };
         for report in &live {
             let status = report.apps.get(app).cloned().unwrap_or_default();
             let serving_wanted = status.serving.is_some() && status.serving == wanted_version;
-            if serving_wanted && status.healthy {
+            let env_current = status.env_generation >= env;
+            if serving_wanted && status.healthy && env_current {
                 entry.serving.push(report.host.clone());
             } else if wanted_version.is_none() && status.serving.is_none() {
                 // Removed and gone: nothing to report.
@@ -172,7 +181,9 @@ pub fn summarize(
                     reason: status.error,
                 });
             } else {
-                let reason = status.waiting.or(status.error).or_else(|| {
+                let old_env = (serving_wanted && !env_current)
+                    .then(|| format!("runs env generation {} of {env}", status.env_generation));
+                let reason = status.waiting.or(status.error).or(old_env).or_else(|| {
                     (report.apps.get(app).and_then(|s| s.wanted.clone()) != wanted_version)
                         .then(|| "has not picked up the change yet".to_owned())
                 });
@@ -247,7 +258,13 @@ mod tests {
             report("c", fresh, &[("shop", broken)]),
             report("d", "2026-11-25T10:00:00Z", &[("shop", behind)]),
         ];
-        let summary = summarize(&wanted, &reports, now, DEFAULT_STALE_AFTER);
+        let summary = summarize(
+            &wanted,
+            &BTreeMap::new(),
+            &reports,
+            now,
+            DEFAULT_STALE_AFTER,
+        );
         let shop = &summary.apps[&"shop".parse::<AppName>().unwrap()];
         assert_eq!(shop.serving, vec!["a".parse::<HostName>().unwrap()]);
         assert_eq!(shop.lagging[0].host.as_str(), "b");

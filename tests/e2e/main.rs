@@ -4,5 +4,6 @@
 mod agent;
 mod controller;
 mod demo;
+mod env;
 mod install;
 mod rollout;

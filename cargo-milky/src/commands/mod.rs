@@ -1,6 +1,7 @@
 //! One module per command, each with its clap `Args` and its `run`.
 
 pub mod doctor;
+pub mod env;
 pub mod hosts;
 pub mod info;
 pub mod init;
@@ -31,6 +32,7 @@ pub async fn run(args: MilkyArgs) -> anyhow::Result<()> {
         Command::Promote(a) => promote::run(a, &args.global, printer).await,
         Command::Hosts(a) => hosts::run(a, &args.global, printer).await,
         Command::Doctor(a) => doctor::run(a, &args.global).await,
+        Command::Env(a) => env::run(a, &args.global, printer).await,
     }
 }
 

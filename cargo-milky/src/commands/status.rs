@@ -44,6 +44,7 @@ pub async fn run(args: StatusArgs, global: &GlobalArgs) -> anyhow::Result<()> {
             group.clone(),
             summarize(
                 &index.group(&group),
+                &index.env_generations(&group),
                 &reports,
                 SystemTime::now(),
                 args.stale_after,
@@ -69,8 +70,13 @@ pub async fn run(args: StatusArgs, global: &GlobalArgs) -> anyhow::Result<()> {
                 .as_ref()
                 .map(ToString::to_string)
                 .unwrap_or_else(|| "(removed)".into());
+            let env = if state.env_generation > 0 {
+                format!(" (env generation {})", state.env_generation)
+            } else {
+                String::new()
+            };
             println!(
-                "  {app:<20} {wanted:<16} {}/{} serving",
+                "  {app:<20} {wanted:<16} {}/{} serving{env}",
                 state.serving.len(),
                 summary.live.len()
             );

@@ -35,6 +35,9 @@ pub struct AppSite {
     /// Environment of the app's Python processes (mod_wsgi cannot pass Apache's environment on,
     /// so a generated WSGI wrapper sets these).
     pub env: BTreeMap<String, String>,
+    /// A JSON object of secret variables (`cargo milky env`), readable only by Apache's user:
+    /// loaded by the WSGI wrapper at start, never written into a config.
+    pub secret_env_file: Option<PathBuf>,
     /// mod_wsgi daemon processes and threads per process.
     pub processes: u32,
     pub threads: u32,
@@ -63,6 +66,7 @@ impl AppSite {
             nginx_snippet: None,
             apache_snippet: None,
             env: BTreeMap::new(),
+            secret_env_file: None,
             processes: 2,
             threads: 8,
         }
@@ -72,6 +76,9 @@ impl AppSite {
     pub fn validate(&self) -> Result<(), WebError> {
         let app = &self.name;
         validate::app_name(app)?;
+        if let Some(file) = &self.secret_env_file {
+            validate::config_path(&format!("secret env file of app {app}"), file)?;
+        }
         if self.server_names.is_empty() {
             return Err(WebError::invalid(
                 format!("server names of app {app}"),

@@ -452,6 +452,7 @@ impl WebStack {
                 "env_json": serde_json::to_string(&env).unwrap_or_default(),
                 "wsgi_file_json": serde_json::to_string(&wsgi_file).unwrap_or_default(),
                 "callable_json": serde_json::to_string(&site.wsgi_callable).unwrap_or_default(),
+                "secret_env_json": serde_json::to_string(&site.secret_env_file).unwrap_or_default(),
             }),
         )
     }

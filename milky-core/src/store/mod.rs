@@ -340,7 +340,7 @@ impl Store {
 }
 
 /// Jittered exponential backoff, capped at half a second, so racing writers spread out.
-fn backoff(attempt: u32) -> Duration {
+pub(crate) fn backoff(attempt: u32) -> Duration {
     let cap_ms = (10u64 << attempt.min(6)).min(500);
     Duration::from_millis(rand::random_range(1..=cap_ms))
 }

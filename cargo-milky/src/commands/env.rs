@@ -1,0 +1,226 @@
+//! `cargo milky env`: per-group app settings and secrets, delivered by the agents to the app.
+
+use std::collections::BTreeMap;
+
+use anyhow::Context;
+use clap::{Args, Subcommand};
+use milky_core::env::{self, AppEnv};
+use milky_core::{AppName, GroupName, IndexError, Store};
+
+use crate::cli::GlobalArgs;
+use crate::exit::user_error;
+use crate::progress::Printer;
+use crate::settings::Settings;
+
+/// Settings and secrets of an app in a group (SECRET_KEY, DATABASE_URL, ALLOWED_HOSTS, …).
+///
+/// Stored in the store (groups/GROUP/env/APP.toml), never in packages, and edited with
+/// compare-and-swap. When does a change take effect? On each server's next pass (cron: within
+/// 5 minutes; `run`: within its interval): the agent restarts the app through the same
+/// blue/green switch as a new version, so no request is dropped, and a change that makes the app
+/// fail its health check leaves the old processes serving. `cargo milky status` shows which
+/// servers run the newest generation; `--wait` blocks until all do.
+#[derive(Debug, Args)]
+pub struct EnvArgs {
+    #[command(subcommand)]
+    pub command: EnvCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum EnvCommand {
+    /// Set variables: KEY=VALUE… (the value is everything after the first '=')
+    #[command(
+        after_help = "Example:\n  cargo milky env set stable myapp DEBUG=0 'ALLOWED_HOSTS=example.com,www.example.com'"
+    )]
+    Set {
+        group: GroupName,
+        app: AppName,
+        #[arg(required = true, value_name = "KEY=VALUE")]
+        vars: Vec<String>,
+        #[command(flatten)]
+        options: EditOptions,
+    },
+    /// Remove variables
+    Unset {
+        group: GroupName,
+        app: AppName,
+        #[arg(required = true, value_name = "KEY")]
+        names: Vec<String>,
+        #[command(flatten)]
+        options: EditOptions,
+    },
+    /// List variables (values hidden unless --show)
+    List {
+        group: GroupName,
+        app: AppName,
+        /// Print the values too
+        #[arg(long)]
+        show: bool,
+        /// Print as JSON on stdout
+        #[arg(long)]
+        json: bool,
+    },
+    /// Set every variable of a .env file (KEY=VALUE lines, quotes and `export` allowed)
+    Import {
+        group: GroupName,
+        app: AppName,
+        file: std::path::PathBuf,
+        #[command(flatten)]
+        options: EditOptions,
+    },
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct EditOptions {
+    /// Show what would change; write nothing
+    #[arg(long)]
+    pub dry_run: bool,
+    #[command(flatten)]
+    pub wait: crate::wait::WaitArgs,
+}
+
+pub async fn run(args: EnvArgs, global: &GlobalArgs, printer: Printer) -> anyhow::Result<()> {
+    let settings = Settings::resolve(global)?;
+    let store = settings.open_store().await?;
+    match args.command {
+        EnvCommand::Set {
+            group,
+            app,
+            vars,
+            options,
+        } => {
+            let mut assignments = BTreeMap::new();
+            for var in &vars {
+                let (name, value) =
+                    env::parse_assignment(var).map_err(|e| user_error(e.to_string()))?;
+                assignments.insert(name, value);
+            }
+            apply(&store, &group, &app, &options, printer, |current| {
+                current.extend(assignments.clone())
+            })
+            .await
+        }
+        EnvCommand::Unset {
+            group,
+            app,
+            names,
+            options,
+        } => {
+            for name in &names {
+                env::check_name(name).map_err(|e| user_error(e.to_string()))?;
+            }
+            apply(&store, &group, &app, &options, printer, |current| {
+                names.iter().for_each(|n| {
+                    current.remove(n);
+                })
+            })
+            .await
+        }
+        EnvCommand::Import {
+            group,
+            app,
+            file,
+            options,
+        } => {
+            let text = fs_err::read_to_string(&file)?;
+            let vars = env::parse_dotenv(&text)
+                .map_err(|e| user_error(format!("{}: {e}", file.display())))?;
+            apply(&store, &group, &app, &options, printer, |current| {
+                current.extend(vars.clone())
+            })
+            .await
+        }
+        EnvCommand::List {
+            group,
+            app,
+            show,
+            json,
+        } => {
+            let (env, _) = env::read(&store, &group, &app)
+                .await
+                .context("reading the env")?;
+            let shown: BTreeMap<&String, String> = env
+                .vars
+                .iter()
+                .map(|(k, v)| (k, if show { v.clone() } else { "(hidden)".into() }))
+                .collect();
+            if json {
+                return super::print_json(
+                    &serde_json::json!({ "group": group, "app": app, "generation": env.generation, "vars": shown }),
+                );
+            }
+            println!("{app} in {group}: generation {}", env.generation);
+            for (name, value) in shown {
+                if show {
+                    println!("{name}={}", serde_json::to_string(&value)?);
+                } else {
+                    println!("{name} (hidden; --show prints values)");
+                }
+            }
+            Ok(())
+        }
+    }
+}
+
+async fn apply(
+    store: &Store,
+    group: &GroupName,
+    app: &AppName,
+    options: &EditOptions,
+    printer: Printer,
+    change: impl FnMut(&mut BTreeMap<String, String>) + Clone,
+) -> anyhow::Result<()> {
+    if options.dry_run {
+        let (env, _) = env::read(store, group, app)
+            .await
+            .context("reading the env")?;
+        let mut after = env.vars.clone();
+        change.clone()(&mut after);
+        print_diff(&env, &after);
+        printer.status("dry run: nothing written");
+        return Ok(());
+    }
+    let before = env::read(store, group, app)
+        .await
+        .context("reading the env")?
+        .0;
+    let (env, changed) = env::edit(store, group, app, change)
+        .await
+        .context("writing the env")?;
+    if !changed {
+        println!(
+            "{app} in {group}: no change (generation {})",
+            env.generation
+        );
+        return Ok(());
+    }
+    store
+        .edit_index(|index| -> Result<_, IndexError> {
+            index.set_env_generation(group, app, env.generation);
+            Ok(())
+        })
+        .await
+        .context("recording the env generation in version.info")?;
+    print_diff(&before, &env.vars);
+    println!(
+        "{app} in {group}: env generation {}; servers restart the app on their next pass",
+        env.generation
+    );
+    if options.wait.wait {
+        crate::wait::until_converged(store, group, app, &options.wait, printer).await?;
+    }
+    Ok(())
+}
+
+fn print_diff(before: &AppEnv, after: &BTreeMap<String, String>) {
+    for (name, value) in after {
+        match before.vars.get(name) {
+            None => println!("  + {name}"),
+            Some(old) if old != value => println!("  ~ {name}"),
+            Some(_) => {}
+        }
+    }
+    for name in before.vars.keys().filter(|n| !after.contains_key(*n)) {
+        println!("  - {name}");
+    }
+}
