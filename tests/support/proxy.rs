@@ -34,8 +34,8 @@ fn forward(client: TcpStream, upstream: &str) -> std::io::Result<()> {
             return Ok(());
         }
         let lower = line.to_ascii_lowercase();
-        if lower.starts_with("content-length:") {
-            length = lower["content-length:".len()..].trim().parse().unwrap_or(0);
+        if let Some(value) = lower.strip_prefix("content-length:") {
+            length = value.trim().parse().unwrap_or(0);
         }
         if lower.starts_with("if-match:")
             || lower.starts_with("if-none-match:")

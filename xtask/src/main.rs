@@ -3,6 +3,8 @@
 //! - `test`: install what the tests need (Debian packages, moto in a tools venv), start one
 //!   S3-compatible server for the whole run, build once, run every test.
 //! - `demo`: the main job on an embedded default, step by step, printing each command it runs.
+//! - `bench`: benchmarks, each against a baseline run side by side; writes docs/BENCHMARKS.md.
+//! - `dist`: release binaries, install_server.sh and the agent's .deb into target/dist.
 
 mod bench;
 mod demo;
