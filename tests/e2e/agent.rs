@@ -272,3 +272,73 @@ fn killed_mid_upgrade_the_next_pass_converges() {
         );
     }
 }
+
+#[test]
+fn a_broken_store_never_takes_down_what_serves() {
+    let ctx = TestContext::new();
+    let project = shop(&ctx);
+    let agent = Agent::new(&ctx, "stable", "steady");
+    upload(&ctx, &project, "stable", "v1");
+
+    // Two passes at once: the second leaves at once, saying so.
+    let mut first = agent
+        .command(&["sync"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(700));
+    let second = agent.sync();
+    assert_success(&second, "the overlapping pass");
+    assert!(
+        stderr(&second).contains("another pass is running"),
+        "{}",
+        stderr(&second)
+    );
+    assert!(first.wait().unwrap().success());
+    assert_eq!(serving(&agent).as_deref(), Some("v1"));
+
+    // A package whose bytes do not match the index is refused before anything is unpacked.
+    upload(&ctx, &project, "stable", "v2");
+    let key = "packages/shop/shop-v2.tar.bz2";
+    let mut tampered = ctx.object(key).unwrap();
+    let middle = tampered.len() / 2;
+    tampered[middle] ^= 0xff;
+    ctx.put_object(key, &tampered);
+    let out = agent.sync();
+    assert_failure(&out, 1, "refused");
+    assert!(stderr(&out).contains("sha256"), "{}", stderr(&out));
+    assert!(
+        !agent.release_dir("shop", "v2").exists(),
+        "nothing of it reached the release dir"
+    );
+    assert_eq!(serving(&agent).as_deref(), Some("v1"));
+
+    // A broken index: the server keeps serving and reports why.
+    ctx.put_object("version.info", b"schema = 1\n[groups.stable\n");
+    let out = agent.sync();
+    assert_failure(&out, 1, "version.info");
+    assert_eq!(serving(&agent).as_deref(), Some("v1"));
+    let status = String::from_utf8(ctx.object("groups/stable/hosts/steady.toml").unwrap()).unwrap();
+    assert!(
+        status.contains("result = \"failed\"") && status.contains("broken"),
+        "{status}"
+    );
+
+    // An unreachable store: the same.
+    let dead = format!("endpoint_url = \"http://127.0.0.1:{}\"", free_port());
+    let config = std::fs::read_to_string(&agent.config).unwrap();
+    let line = config
+        .lines()
+        .find(|l| l.starts_with("endpoint_url"))
+        .unwrap()
+        .to_owned();
+    std::fs::write(&agent.config, config.replace(&line, &dead)).unwrap();
+    let out = agent
+        .command(&["sync"])
+        .env("AWS_ENDPOINT_URL", "")
+        .output()
+        .unwrap();
+    assert_failure(&out, 1, "cannot reach the store");
+    assert_eq!(serving(&agent).as_deref(), Some("v1"));
+}
