@@ -358,3 +358,53 @@ mod sha2_check {
         milky_core::package::build::file_sha256(&path).unwrap()
     }
 }
+
+#[test]
+fn wheels_are_vendored_and_a_cargo_workspace_gets_the_package_in_its_target_dir() {
+    let ctx = TestContext::new();
+    let workspace = ctx.dir.path().join("ws");
+    write(&workspace.join("Cargo.toml"), "[workspace]\nmembers = []\n");
+    let project = {
+        let root = workspace.join("site");
+        write(
+            &root.join("manage.py"),
+            "import os\nos.environ.setdefault('DJANGO_SETTINGS_MODULE', 'conf.settings')\n",
+        );
+        write(&root.join("conf/settings.py"), "");
+        write(&root.join("conf/wsgi.py"), "application = None\n");
+        write(&root.join("requirements.txt"), "sqlparse==0.6.1\n");
+        assert_success(
+            &ctx.milky_in(&root, &["init", "--yes", "--name", "site"]),
+            "init",
+        );
+        root
+    };
+    let target = ctx.dir.path().join("cargo-target");
+    let out = ctx
+        .milky_command(
+            &project,
+            &["package", "--version", "v1", "--wheels", "--json"],
+        )
+        .env("CARGO_TARGET_DIR", &target)
+        .output()
+        .unwrap();
+    let built = json(&out);
+    let path = std::path::PathBuf::from(built["path"].as_str().unwrap());
+    assert_eq!(
+        path,
+        target.join("milky/site-v1.tar.bz2"),
+        "the package lands in the Cargo target dir"
+    );
+    assert_eq!(built["manifest"]["release"]["wheels"], true);
+    let listing = std::process::Command::new("tar")
+        .arg("-tjf")
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert_success(&listing, "tar -tjf accepts the package");
+    assert!(
+        stdout(&listing).contains("wheels/sqlparse-0.6.1-py3-none-any.whl"),
+        "{}",
+        stdout(&listing)
+    );
+}
