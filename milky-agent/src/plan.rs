@@ -132,6 +132,7 @@ mod tests {
                     Running {
                         version: Some(v(ver)),
                         serving: *serving,
+                        env_generation: 0,
                     },
                 )
             })
