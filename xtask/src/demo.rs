@@ -4,7 +4,7 @@
 //! canary on `unstable`, promote and rollback. Every step prints the command a user would type.
 //!
 //! The servers keep running afterwards; `cargo xtask demo --stop` stops them (by the pids they
-//! wrote), and so does a new `cargo xtask demo` before it starts.
+//! wrote), and so do Ctrl-C during the demo and a new `cargo xtask demo` before it starts.
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -51,6 +51,14 @@ fn demo() -> anyhow::Result<()> {
     let bin = root.join("target/debug");
     let demo = demo_root();
     stop(&demo)?;
+    // Ctrl-C: stop what was started so far (agents, nginx, Apache), then leave.
+    let on_interrupt = demo.clone();
+    ctrlc::set_handler(move || {
+        eprintln!("\ninterrupted: stopping the demo's servers");
+        let _ = stop(&on_interrupt);
+        std::process::exit(130);
+    })
+    .context("installing the Ctrl-C handler")?;
     if demo.exists() {
         std::fs::remove_dir_all(&demo).with_context(|| format!("clearing {}", demo.display()))?;
     }
@@ -264,41 +272,57 @@ fn stop(demo: &Path) -> anyhow::Result<()> {
     if !demo.exists() {
         return Ok(());
     }
-    let mut agents = Vec::new();
-    let mut servers = Vec::new();
-    for pid_file in pid_files(demo) {
-        let Some(pid) = std::fs::read_to_string(&pid_file)
-            .ok()
-            .and_then(|t| t.trim().parse::<u32>().ok())
-        else {
-            continue;
-        };
-        if pid_file.file_name().is_some_and(|n| n == "agent.pid") {
-            agents.push(pid);
-        } else {
-            servers.push(pid);
-        }
-    }
-    let stopped = agents.len() + servers.len();
-    for group in [agents, servers] {
-        for pid in &group {
-            let _ = Command::new("kill")
-                .args(["-TERM", &pid.to_string()])
-                .stderr(Stdio::null())
-                .status();
-        }
-        let start = Instant::now();
-        while group.iter().any(|pid| alive(*pid)) && start.elapsed() < Duration::from_secs(15) {
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    }
+    // Agents first, so none starts a server again. One busy in a pass finishes it before it
+    // heeds SIGTERM; after 5 s it gets SIGKILL, which a pass is built to survive.
+    let agents = pids(demo, true);
+    stop_all(&agents, Duration::from_secs(5));
+    // Read the servers' pid files only now: a pass may have started one meanwhile.
+    let servers = pids(demo, false);
+    stop_all(&servers, Duration::from_secs(15));
     for pid_file in pid_files(demo) {
         let _ = std::fs::remove_file(pid_file);
     }
+    let stopped = agents.len() + servers.len();
     if stopped > 0 {
         println!("stopped the demo's servers ({stopped} processes)");
     }
     Ok(())
+}
+
+/// Pids from the demo's pid files: the agents' (`agent.pid`) or the web servers'.
+fn pids(demo: &Path, agents: bool) -> Vec<u32> {
+    pid_files(demo)
+        .into_iter()
+        .filter(|f| f.file_name().is_some_and(|n| n == "agent.pid") == agents)
+        .filter_map(|f| std::fs::read_to_string(f).ok()?.trim().parse().ok())
+        .filter(|pid| alive(*pid))
+        .collect()
+}
+
+/// SIGTERM, up to `grace` to go, then SIGKILL.
+fn stop_all(pids: &[u32], grace: Duration) {
+    signal(pids, "-TERM");
+    let start = Instant::now();
+    while pids.iter().any(|pid| alive(*pid)) && start.elapsed() < grace {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    signal(
+        &pids
+            .iter()
+            .copied()
+            .filter(|pid| alive(*pid))
+            .collect::<Vec<_>>(),
+        "-KILL",
+    );
+}
+
+fn signal(pids: &[u32], signal: &str) {
+    for pid in pids {
+        let _ = Command::new("kill")
+            .args([signal, &pid.to_string()])
+            .stderr(Stdio::null())
+            .status();
+    }
 }
 
 fn pid_files(dir: &Path) -> Vec<PathBuf> {
