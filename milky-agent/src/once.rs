@@ -185,9 +185,9 @@ impl OnceRunner<'_> {
         renewer.abort();
         let _ = renewer.await;
         if lost.load(Ordering::SeqCst) {
-            bail!(
-                "lost the once-hooks lease of {app} {version} while running the hooks; another server took over"
-            );
+            return self
+                .follow_the_taker(app, version, result_key, "while running the hooks")
+                .await;
         }
         // Confirm we still hold the lease before anyone is told the result.
         let current = etag.lock().await.clone();
@@ -198,9 +198,9 @@ impl OnceRunner<'_> {
         {
             Ok(_) => {}
             Err(StoreError::PreconditionFailed { .. }) => {
-                bail!(
-                    "lost the once-hooks lease of {app} {version} before writing the result; another server took over"
-                )
+                return self
+                    .follow_the_taker(app, version, result_key, "before writing the result")
+                    .await;
             }
             Err(other) => return Err(other).context("confirming the once-hooks lease"),
         }
@@ -248,6 +248,26 @@ impl OnceRunner<'_> {
                 None => bail!("{result_key} vanished"),
             },
             Err(other) => Err(other).context("writing the once-hooks result"),
+        }
+    }
+}
+
+impl OnceRunner<'_> {
+    /// This server was taken for dead and another took the lease over: its own run does not
+    /// count (no result is written); the other server's result decides, as for everyone else.
+    async fn follow_the_taker(
+        &self,
+        app: &AppName,
+        version: &Version,
+        result_key: &str,
+        when: &str,
+    ) -> anyhow::Result<Once> {
+        tracing::warn!(%app, %version, "lost the once-hooks lease {when}: another server took over; following its result");
+        match self.result(result_key).await? {
+            Some(result) => outcome(app, version, &result),
+            None => Ok(Once::Waiting(format!(
+                "lost the once-hooks lease of {version}; waiting for the server that took over"
+            ))),
         }
     }
 }

@@ -410,3 +410,60 @@ fn once_runs_or_empty(db: &Path) -> Vec<String> {
         Vec::new()
     }
 }
+
+#[test]
+fn a_stale_leader_that_wakes_up_learns_it_lost_the_lease_before_writing_a_result() {
+    let ctx = TestContext::new();
+    let db = shared_db(&ctx);
+    let project = project_with_once(&ctx, "--sleep-on a --sleep 6");
+    let releases = "once_lease = \"2s\"\nonce_wait = \"40s\"";
+    let (a, b) = (
+        server(&ctx, "a", &db, releases),
+        server(&ctx, "b", &db, releases),
+    );
+    upload(&ctx, &project, "v1");
+    let leader = a
+        .command(&["sync"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let lease = format!("groups/stable/once/{APP}/v1/lease.toml");
+    let start = Instant::now();
+    while ctx
+        .object(&lease)
+        .is_none_or(|l| !String::from_utf8_lossy(&l).contains("holder = \"a\""))
+    {
+        assert!(
+            start.elapsed() < Duration::from_secs(120),
+            "a never took the lease"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // The leader freezes (its hook runs on); its lease expires and b takes over and finishes.
+    let pid = leader.id().to_string();
+    assert_success(
+        &Command::new("kill").args(["-STOP", &pid]).output().unwrap(),
+        "SIGSTOP",
+    );
+    let out = b.sync();
+    assert_success(&out, "sync on b");
+    assert!(result(&ctx, "v1").contains("host = \"b\""));
+    // Woken, the old leader must not write a result: it finds its lease gone and follows b's.
+    assert_success(
+        &Command::new("kill").args(["-CONT", &pid]).output().unwrap(),
+        "SIGCONT",
+    );
+    let out = leader.wait_with_output().unwrap();
+    assert_success(&out, "the woken leader's pass");
+    assert!(
+        stderr(&out).contains("lost the once-hooks lease"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(
+        result(&ctx, "v1").contains("host = \"b\""),
+        "b's result stands"
+    );
+    assert_eq!(serving(&a).as_deref(), Some("v1"));
+}
