@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
-use milky_core::package::{Manifest, UnpackLimits, unpack};
+use milky_core::package::{Manifest, UnpackLimits, parallel};
 use milky_core::{AppName, PackageEntry, Store, Version, layout};
 
 const STAGING_PREFIX: &str = ".staging-";
@@ -114,8 +114,8 @@ impl Releases {
         let staging = releases.join(format!("{STAGING_PREFIX}{version}-{}", std::process::id()));
         fs_err::create_dir_all(&staging)?;
         let unpacked = (|| -> anyhow::Result<Manifest> {
-            let file = std::io::BufReader::new(fs_err::File::open(download)?);
-            let manifest = unpack(file, &staging, self.limits)
+            // Decompressed on every core; the same checks as `unpack` see every entry.
+            let manifest = parallel::unpack_file(download, &staging, self.limits)
                 .with_context(|| format!("unpacking {app} {version}"))?;
             if &manifest.app.name != app || &manifest.release.version != version {
                 bail!(

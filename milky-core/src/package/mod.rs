@@ -4,6 +4,7 @@
 
 pub mod build;
 pub mod bz;
+pub mod parallel;
 pub mod source;
 pub mod unpack;
 

@@ -58,8 +58,17 @@ pub fn unpack(
     target: &Path,
     limits: UnpackLimits,
 ) -> Result<Manifest, UnpackError> {
-    let decoder = bzip2::read::MultiBzDecoder::new(archive);
-    let mut tar = tar::Archive::new(decoder);
+    unpack_tar(bzip2::read::MultiBzDecoder::new(archive), target, limits)
+}
+
+/// [`unpack`] of an already decompressed tar stream, e.g. from [`super::parallel`]: every check
+/// lives here, whoever decompresses.
+pub fn unpack_tar(
+    tar_stream: impl Read,
+    target: &Path,
+    limits: UnpackLimits,
+) -> Result<Manifest, UnpackError> {
+    let mut tar = tar::Archive::new(tar_stream);
     let mut symlinks: HashSet<PathBuf> = HashSet::new();
     let mut total = 0u64;
     let mut count = 0u64;

@@ -1,0 +1,301 @@
+//! Servers played by `milky-agent` on loopback, as in the end-to-end tests: each with its own
+//! root, nginx front port, Apache slot ports and `agent.toml`. Everything they start (nginx,
+//! Apache) is stopped by the pids in their own pid files.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+
+use super::Bench;
+
+pub const APP: &str = "shop";
+
+/// Lines of an agent's log, each with the time we read it (the agent writes each line at once).
+pub type Lines = Arc<Mutex<Vec<(Instant, String)>>>;
+
+pub struct Server {
+    pub host: String,
+    pub root: PathBuf,
+    pub front: u16,
+    config: PathBuf,
+    agent: PathBuf,
+    env: Vec<(&'static str, String)>,
+    run: Option<Child>,
+}
+
+/// The next port range to try; ranges are handed out once per process.
+static NEXT_BASE: Mutex<u16> = Mutex::new(0);
+
+/// Ten consecutive free loopback ports.
+fn free_range() -> u16 {
+    let mut next = NEXT_BASE.lock().expect("port lock");
+    if *next == 0 {
+        *next = 21_000 + (std::process::id() % 500) as u16 * 10;
+    }
+    loop {
+        let base = *next;
+        *next = if base > 60_000 { 21_000 } else { base + 10 };
+        if (base..base + 10).all(|p| TcpListener::bind(("127.0.0.1", p)).is_ok()) {
+            return base;
+        }
+    }
+}
+
+impl Server {
+    /// A server of `group`; `extra` is appended to its agent.toml.
+    pub fn new(bench: &Bench, group: &str, host: &str, extra: &str) -> anyhow::Result<Self> {
+        let root = bench.work.join(format!("server-{host}"));
+        if root.exists() {
+            std::fs::remove_dir_all(&root)?;
+        }
+        for dir in ["apps", "state", "web", "templates"] {
+            std::fs::create_dir_all(root.join(dir))?;
+        }
+        for dir in [&root, &root.join("apps"), &root.join("web")] {
+            std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755))?;
+        }
+        let base = free_range();
+        let config = root.join("agent.toml");
+        let text = format!(
+            "store = \"{store}\"\nendpoint_url = \"{endpoint}\"\ngroup = \"{group}\"\nhost = \"{host}\"\n\n\
+             [paths]\napps = \"{root}/apps\"\nstate = \"{root}/state\"\nweb = \"{root}/web\"\ntemplates = \"{root}/templates\"\n\n\
+             [web]\nlisten = \"127.0.0.1:{base}\"\nslot_ports = [{first}, {last}]\nhealth_timeout = \"120s\"\ndrain_timeout = \"10s\"\n\n{extra}",
+            store = bench.store,
+            endpoint = bench.moto.endpoint,
+            root = root.display(),
+            first = base + 1,
+            last = base + 9,
+        );
+        std::fs::write(&config, text)?;
+        Ok(Self {
+            host: host.into(),
+            root,
+            front: base,
+            config,
+            agent: bench.agent.clone(),
+            env: bench.aws_env(),
+            run: None,
+        })
+    }
+
+    pub fn config(&self) -> &Path {
+        &self.config
+    }
+
+    pub fn env(&self) -> Vec<(&'static str, String)> {
+        self.env.clone()
+    }
+
+    fn command(&self, args: &[&str]) -> Command {
+        let mut command = Command::new(&self.agent);
+        command
+            .arg("--config")
+            .arg(&self.config)
+            .args(args)
+            .env_remove("RUST_LOG");
+        for (key, value) in &self.env {
+            command.env(key, value);
+        }
+        command
+    }
+
+    /// One pass; returns whether it succeeded and its log lines with the time each was read.
+    pub fn sync(&self) -> anyhow::Result<(bool, Vec<(Instant, String)>)> {
+        let mut child = self
+            .command(&["sync"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .context("starting milky-agent sync")?;
+        let lines = Lines::default();
+        read_lines(child.stderr.take().expect("piped"), lines.clone())
+            .join()
+            .ok();
+        let ok = child.wait()?.success();
+        let lines = std::mem::take(&mut *lines.lock().expect("lines"));
+        Ok((ok, lines))
+    }
+
+    /// A pass that must succeed.
+    pub fn sync_ok(&self) -> anyhow::Result<()> {
+        let (ok, lines) = self.sync()?;
+        anyhow::ensure!(ok, "sync on {} failed:\n{}", self.host, text(&lines));
+        Ok(())
+    }
+
+    /// `milky-agent run --interval …` in the background; its log goes to the returned lines.
+    pub fn start_run(&mut self, interval: &str) -> anyhow::Result<Lines> {
+        let mut child = self
+            .command(&["run", "--interval", interval])
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .context("starting milky-agent run")?;
+        let lines = Lines::default();
+        read_lines(child.stderr.take().expect("piped"), lines.clone());
+        self.run = Some(child);
+        Ok(lines)
+    }
+
+    /// Stops the `run` loop (SIGTERM, by its pid), then nginx and Apache.
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.run.take() {
+            signal("TERM", child.id());
+            let start = Instant::now();
+            while start.elapsed() < Duration::from_secs(30) {
+                if let Ok(Some(_)) = child.try_wait() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        let pids = self.web_pids();
+        pids.iter().for_each(|pid| signal("TERM", *pid));
+        let start = Instant::now();
+        while pids.iter().any(|pid| alive(*pid)) && start.elapsed() < Duration::from_secs(15) {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        pids.iter()
+            .filter(|pid| alive(**pid))
+            .for_each(|pid| signal("KILL", *pid));
+    }
+
+    /// Pids of the nginx and Apache processes this server's agent started.
+    fn web_pids(&self) -> Vec<u32> {
+        let mut pids = Vec::new();
+        for path in walk(&self.root.join("web")) {
+            if path.extension().is_some_and(|e| e == "pid")
+                && let Ok(text) = std::fs::read_to_string(&path)
+                && let Ok(pid) = text.trim().parse()
+            {
+                pids.push(pid);
+            }
+        }
+        pids
+    }
+
+    /// The version answering `/` through this server's nginx, if it answers 200.
+    pub fn serving(&self) -> Option<String> {
+        let (status, head) = http_get(self.front, APP, "/").ok()?;
+        (status == 200)
+            .then(|| header(&head, "X-Milky-Version"))
+            .flatten()
+    }
+
+    /// The httpd.conf of the live Apache slot (from the first line of the app's nginx file).
+    pub fn live_httpd_conf(&self) -> anyhow::Result<PathBuf> {
+        let nginx_app = walk(&self.root.join("web"))
+            .into_iter()
+            .find(|p| {
+                p.file_name()
+                    .is_some_and(|n| n == format!("{APP}.conf").as_str())
+            })
+            .context("the app's nginx file")?;
+        let first = std::fs::read_to_string(&nginx_app)?;
+        let slot = first
+            .lines()
+            .next()
+            .and_then(|l| l.split_whitespace().find_map(|w| w.strip_prefix("slot=")))
+            .context("no `# milky-live: slot=…` line")?
+            .to_owned();
+        walk(&self.root.join("web"))
+            .into_iter()
+            .find(|p| p.ends_with(format!("apache/{APP}/{slot}/httpd.conf")))
+            .context("the live slot's httpd.conf")
+    }
+
+    pub fn remove(mut self) {
+        self.stop();
+        let _ = std::fs::remove_dir_all(&self.root);
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+fn read_lines(stream: impl Read + Send + 'static, lines: Lines) -> std::thread::JoinHandle<()> {
+    std::thread::spawn(move || {
+        for line in BufReader::new(stream).lines() {
+            let Ok(line) = line else { break };
+            lines.lock().expect("lines").push((Instant::now(), line));
+        }
+    })
+}
+
+pub fn text(lines: &[(Instant, String)]) -> String {
+    lines
+        .iter()
+        .map(|(_, l)| l.as_str())
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+fn signal(name: &str, pid: u32) {
+    let _ = Command::new("kill")
+        .args([&format!("-{name}"), &pid.to_string()])
+        .stderr(Stdio::null())
+        .status();
+}
+
+pub fn alive(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| {
+            s.rsplit_once(')')
+                .map(|(_, rest)| rest.trim_start().to_owned())
+        })
+        .is_some_and(|rest| !rest.starts_with('Z') && !rest.starts_with('X'))
+}
+
+fn walk(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let path = entry.path();
+        if entry.file_type().is_ok_and(|t| t.is_dir()) {
+            out.extend(walk(&path));
+        } else {
+            out.push(path);
+        }
+    }
+    out
+}
+
+/// A plain HTTP/1.0 GET on loopback: status and head.
+pub fn http_get(port: u16, host: &str, path: &str) -> std::io::Result<(u16, String)> {
+    let mut stream = TcpStream::connect(("127.0.0.1", port))?;
+    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+    write!(
+        stream,
+        "GET {path} HTTP/1.0\r\nHost: {host}\r\nConnection: close\r\n\r\n"
+    )?;
+    let mut raw = Vec::new();
+    stream.read_to_end(&mut raw)?;
+    let text = String::from_utf8_lossy(&raw);
+    let head = text.split("\r\n\r\n").next().unwrap_or_default().to_owned();
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| std::io::Error::other("not HTTP"))?;
+    Ok((status, head))
+}
+
+fn header(head: &str, name: &str) -> Option<String> {
+    head.lines().find_map(|line| {
+        let (key, value) = line.split_once(':')?;
+        key.trim()
+            .eq_ignore_ascii_case(name)
+            .then(|| value.trim().to_owned())
+    })
+}
