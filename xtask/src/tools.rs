@@ -7,7 +7,8 @@ use std::process::Command;
 use anyhow::{Context, bail};
 
 /// Debian packages: the web stack the agent drives, the Python that mod_wsgi is built against
-/// (with venv), and git for packaging versions.
+/// (with venv), git for packaging versions, and the tools tests call (shellcheck, bzip2 for
+/// `tar -xjf`, setpriv from util-linux).
 pub const APT_PACKAGES: &[&str] = &[
     "nginx",
     "apache2",
@@ -17,6 +18,8 @@ pub const APT_PACKAGES: &[&str] = &[
     "git",
     "curl",
     "shellcheck",
+    "bzip2",
+    "util-linux",
 ];
 
 /// The S3-compatible server the tests start on loopback. 5.2.5 answers conditional writes with
