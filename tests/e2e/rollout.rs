@@ -86,6 +86,23 @@ fn serving(agent: &Agent) -> Option<String> {
     (response.status == 200).then(|| response.header("X-Milky-Version").unwrap())
 }
 
+/// Waits until `host` holds the once-hooks lease of `version`.
+fn wait_for_lease_holder(ctx: &TestContext, version: &str, host: &str) {
+    let lease = format!("groups/stable/once/{APP}/{version}/lease.toml");
+    let holder = format!("holder = \"{host}\"");
+    let start = Instant::now();
+    while ctx
+        .object(&lease)
+        .is_none_or(|l| !String::from_utf8_lossy(&l).contains(&holder))
+    {
+        assert!(
+            start.elapsed() < Duration::from_secs(120),
+            "{host} never took the lease"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
 fn result(ctx: &TestContext, version: &str) -> String {
     String::from_utf8(
         ctx.object(&format!("groups/stable/once/{APP}/{version}/result.toml"))
@@ -153,18 +170,7 @@ fn a_leader_killed_mid_migration_is_taken_over_after_its_lease_expires() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let lease = format!("groups/stable/once/{APP}/v1/lease.toml");
-    let start = Instant::now();
-    while ctx
-        .object(&lease)
-        .is_none_or(|l| !String::from_utf8_lossy(&l).contains("holder = \"a\""))
-    {
-        assert!(
-            start.elapsed() < Duration::from_secs(120),
-            "a never took the lease"
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    wait_for_lease_holder(&ctx, "v1", "a");
     std::thread::sleep(Duration::from_secs(1));
     leader.kill().unwrap(); // SIGKILL: no cleanup, the lease just stops being renewed
     leader.wait().unwrap();
@@ -428,18 +434,7 @@ fn a_stale_leader_that_wakes_up_learns_it_lost_the_lease_before_writing_a_result
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let lease = format!("groups/stable/once/{APP}/v1/lease.toml");
-    let start = Instant::now();
-    while ctx
-        .object(&lease)
-        .is_none_or(|l| !String::from_utf8_lossy(&l).contains("holder = \"a\""))
-    {
-        assert!(
-            start.elapsed() < Duration::from_secs(120),
-            "a never took the lease"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    wait_for_lease_holder(&ctx, "v1", "a");
     // The leader freezes (its hook runs on); its lease expires and b takes over and finishes.
     let pid = leader.id().to_string();
     assert_success(

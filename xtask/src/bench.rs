@@ -181,14 +181,7 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
         .expect("the tools venv has a parent")
         .to_owned();
     ensure_tools_venv(&cache.join("bench-tools"))?;
-    run_cmd(Command::new("cargo").current_dir(&root).args([
-        "build",
-        "--release",
-        "-p",
-        "cargo-milky",
-        "-p",
-        "milky-agent",
-    ]))?;
+    tools::build_release()?;
 
     // Under /tmp: Apache's and nginx's users must reach the releases (FACTS.md).
     let work = PathBuf::from("/tmp/milky-bench");

@@ -72,7 +72,7 @@ fn demo() -> anyhow::Result<()> {
         demo.display()
     );
     let project = demo.join("mysite");
-    copy_tree(&root.join("tests/fixtures/django-app"), &project)?;
+    tools::copy_project(&root.join("tests/fixtures/django-app"), &project)?;
     vendor_wheels(&demo, &project)?;
 
     let mut servers = Vec::new();
@@ -295,7 +295,7 @@ fn pids(demo: &Path, agents: bool) -> Vec<u32> {
         .into_iter()
         .filter(|f| f.file_name().is_some_and(|n| n == "agent.pid") == agents)
         .filter_map(|f| std::fs::read_to_string(f).ok()?.trim().parse().ok())
-        .filter(|pid| alive(*pid))
+        .filter(|pid| tools::alive(*pid))
         .collect()
 }
 
@@ -303,14 +303,14 @@ fn pids(demo: &Path, agents: bool) -> Vec<u32> {
 fn stop_all(pids: &[u32], grace: Duration) {
     signal(pids, "-TERM");
     let start = Instant::now();
-    while pids.iter().any(|pid| alive(*pid)) && start.elapsed() < grace {
+    while pids.iter().any(|pid| tools::alive(*pid)) && start.elapsed() < grace {
         std::thread::sleep(Duration::from_millis(100));
     }
     signal(
         &pids
             .iter()
             .copied()
-            .filter(|pid| alive(*pid))
+            .filter(|pid| tools::alive(*pid))
             .collect::<Vec<_>>(),
         "-KILL",
     );
@@ -338,38 +338,8 @@ fn pid_files(dir: &Path) -> Vec<PathBuf> {
     found
 }
 
-/// Running, and not a zombie.
-fn alive(pid: u32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .ok()
-        .and_then(|s| {
-            s.rsplit_once(')')
-                .map(|(_, rest)| rest.trim_start().to_owned())
-        })
-        .is_some_and(|rest| !rest.starts_with('Z') && !rest.starts_with('X'))
-}
-
 fn chmod(path: &Path, mode: u32) -> anyhow::Result<()> {
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
         .with_context(|| format!("chmod {}", path.display()))
-}
-
-fn copy_tree(from: &Path, to: &Path) -> anyhow::Result<()> {
-    std::fs::create_dir_all(to)?;
-    for entry in std::fs::read_dir(from).with_context(|| format!("reading {}", from.display()))? {
-        let entry = entry?;
-        let name = entry.file_name();
-        if name == "__pycache__" || name.to_string_lossy().ends_with(".sqlite3") {
-            continue;
-        }
-        let target = to.join(&name);
-        if entry.file_type()?.is_dir() {
-            copy_tree(&entry.path(), &target)?;
-        } else {
-            std::fs::copy(entry.path(), &target)
-                .with_context(|| format!("copying {}", entry.path().display()))?;
-        }
-    }
-    Ok(())
 }

@@ -90,14 +90,7 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
             .binary
             .unwrap_or_else(|| target.join("release/milky-agent"))
     } else {
-        tools::run(Command::new("cargo").current_dir(&root).args([
-            "build",
-            "--release",
-            "-p",
-            "cargo-milky",
-            "-p",
-            "milky-agent",
-        ]))?;
+        tools::build_release()?;
         for name in ["cargo-milky", "milky-agent"] {
             let copy = copy_executable(&target.join("release").join(name), &out.join(name))?;
             deb::strip_debug(&copy)?;

@@ -162,3 +162,46 @@ pub fn start_moto(moto: &Path) -> anyhow::Result<(Guard, String)> {
     }
     Ok((guard, format!("http://{addr}")))
 }
+
+/// Whether a process runs (a zombie does not count: PID 1 here never reaps orphans).
+pub fn alive(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| {
+            s.rsplit_once(')')
+                .map(|(_, rest)| rest.trim_start().to_owned())
+        })
+        .is_some_and(|rest| !rest.starts_with('Z') && !rest.starts_with('X'))
+}
+
+/// Copies the Django fixture (or any project) without its caches, databases and collected files.
+pub fn copy_project(from: &Path, to: &Path) -> anyhow::Result<()> {
+    std::fs::create_dir_all(to)?;
+    for entry in std::fs::read_dir(from).with_context(|| format!("reading {}", from.display()))? {
+        let entry = entry?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if name == "__pycache__" || name.ends_with(".sqlite3") || name == "static_collected" {
+            continue;
+        }
+        let target = to.join(&name);
+        if entry.file_type()?.is_dir() {
+            copy_project(&entry.path(), &target)?;
+        } else {
+            std::fs::copy(entry.path(), &target)
+                .with_context(|| format!("copying {}", entry.path().display()))?;
+        }
+    }
+    Ok(())
+}
+
+/// Release builds of both binaries, for `bench` and `dist`.
+pub fn build_release() -> anyhow::Result<()> {
+    run(Command::new("cargo").current_dir(workspace_root()).args([
+        "build",
+        "--release",
+        "-p",
+        "cargo-milky",
+        "-p",
+        "milky-agent",
+    ]))
+}

@@ -160,11 +160,13 @@ impl Server {
         let pids = self.web_pids();
         pids.iter().for_each(|pid| signal("TERM", *pid));
         let start = Instant::now();
-        while pids.iter().any(|pid| alive(*pid)) && start.elapsed() < Duration::from_secs(15) {
+        while pids.iter().any(|pid| crate::tools::alive(*pid))
+            && start.elapsed() < Duration::from_secs(15)
+        {
             std::thread::sleep(Duration::from_millis(50));
         }
         pids.iter()
-            .filter(|pid| alive(**pid))
+            .filter(|pid| crate::tools::alive(**pid))
             .for_each(|pid| signal("KILL", *pid));
     }
 
@@ -246,16 +248,6 @@ fn signal(name: &str, pid: u32) {
         .args([&format!("-{name}"), &pid.to_string()])
         .stderr(Stdio::null())
         .status();
-}
-
-pub fn alive(pid: u32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .ok()
-        .and_then(|s| {
-            s.rsplit_once(')')
-                .map(|(_, rest)| rest.trim_start().to_owned())
-        })
-        .is_some_and(|rest| !rest.starts_with('Z') && !rest.starts_with('X'))
 }
 
 fn walk(dir: &Path) -> Vec<PathBuf> {

@@ -58,7 +58,7 @@ fn wheels(bench: &Bench) -> anyhow::Result<PathBuf> {
 pub fn project(bench: &Bench) -> anyhow::Result<PathBuf> {
     let wheels = wheels(bench)?;
     let project = bench.work.join("shop");
-    copy_tree(
+    crate::tools::copy_project(
         &workspace_root().join("tests/fixtures/django-app"),
         &project,
     )?;
@@ -111,23 +111,4 @@ pub fn tree_size(dir: &Path) -> (u64, u64) {
         }
     }
     (bytes, files)
-}
-
-fn copy_tree(from: &Path, to: &Path) -> anyhow::Result<()> {
-    std::fs::create_dir_all(to)?;
-    for entry in std::fs::read_dir(from).with_context(|| format!("reading {}", from.display()))? {
-        let entry = entry?;
-        let name = entry.file_name().to_string_lossy().into_owned();
-        if name == "__pycache__" || name.ends_with(".sqlite3") || name == "static_collected" {
-            continue;
-        }
-        let target = to.join(&name);
-        if entry.file_type()?.is_dir() {
-            copy_tree(&entry.path(), &target)?;
-        } else {
-            std::fs::copy(entry.path(), &target)
-                .with_context(|| format!("copying {}", entry.path().display()))?;
-        }
-    }
-    Ok(())
 }
