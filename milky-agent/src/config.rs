@@ -41,6 +41,8 @@ pub struct AgentConfig {
     pub commands: ServiceCommands,
     #[serde(default)]
     pub releases: Releases,
+    #[serde(default)]
+    pub logs: Logs,
     /// Environment of every app's processes and hooks on this server (e.g. a database URL
     /// that differs per server); the app's own settings come first.
     #[serde(default)]
@@ -58,6 +60,8 @@ pub struct Paths {
     pub web: PathBuf,
     /// Files here replace the embedded templates of the same name.
     pub templates: PathBuf,
+    /// The agent's own log (`agent.log`) and the hooks' output (`hooks/<app>.log`).
+    pub logs: PathBuf,
 }
 
 impl Default for Paths {
@@ -67,6 +71,7 @@ impl Default for Paths {
             state: "/var/lib/milky".into(),
             web: "/var/lib/milky/web".into(),
             templates: "/etc/milky/templates".into(),
+            logs: "/var/log/milky".into(),
         }
     }
 }
@@ -135,6 +140,36 @@ impl Default for Releases {
             max_entries: limits.max_entries,
             once_lease: Duration::from_secs(60),
             once_wait: Duration::from_secs(60),
+        }
+    }
+}
+
+/// Shipping this server's logs to the store, and how much of them it keeps itself.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Logs {
+    /// Ship nginx's, Apache's, the hooks' and the agent's logs to `logs/<group>/<host>/`.
+    pub ship: bool,
+    /// Bytes shipped per pass at most (before compression): a backlog after an outage goes out
+    /// over several passes instead of holding up the next deploy.
+    pub max_bytes_per_pass: u64,
+    /// The largest segment (before compression).
+    pub segment_bytes: u64,
+    /// The agent's log and each app's hooks log are rotated past this size (one old file kept).
+    pub local_max_bytes: u64,
+    /// nginx's logs and those of stopped Apache slots are cut down past this size once shipped.
+    pub web_max_bytes: u64,
+}
+
+impl Default for Logs {
+    fn default() -> Self {
+        const MIB: u64 = 1 << 20;
+        Self {
+            ship: true,
+            max_bytes_per_pass: 32 * MIB,
+            segment_bytes: 8 * MIB,
+            local_max_bytes: 16 * MIB,
+            web_max_bytes: 64 * MIB,
         }
     }
 }

@@ -5,6 +5,9 @@
 
 pub mod cli;
 pub mod config;
+pub mod failpoint;
+pub mod logfile;
+pub mod logship;
 pub mod once;
 pub mod plan;
 pub mod reconcile;

@@ -5,6 +5,7 @@
 pub mod env;
 pub mod index;
 pub mod layout;
+pub mod logs;
 pub mod names;
 pub mod once;
 pub mod package;

@@ -28,5 +28,8 @@ pub use error::WebError;
 pub use release::{HookRun, PreparedRelease, ReleaseSetup, prepare_release, run_hooks};
 pub use site::AppSite;
 pub use slot::Slot;
-pub use stack::{HealthReport, SlotInfo, SlotPorts, Timeouts, WebSettings, WebStack};
+pub use stack::{
+    HealthReport, LogWriter, SlotInfo, SlotPorts, Timeouts, WebLog, WebLogSource, WebSettings,
+    WebStack,
+};
 pub use templates::{APACHE_SLOT, APACHE_WSGI, NGINX_APP, NGINX_MAIN, Templates};

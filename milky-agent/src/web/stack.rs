@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use super::commands::{ServiceCommands, combined};
+use super::commands::{CommandLine, ServiceCommands, combined};
 use super::process::{children, is_alive, listening, read_pid, tail, wait_until, write_atomic};
 use super::templates::{APACHE_SLOT, APACHE_WSGI, NGINX_APP, NGINX_MAIN, Templates};
 use super::{AppSite, Slot, WebError, validate};
@@ -198,6 +198,20 @@ impl WebStack {
 
     pub fn nginx_error_log(&self) -> PathBuf {
         self.nginx_prefix().join("logs/error.log")
+    }
+
+    fn nginx_logs_dir(&self) -> PathBuf {
+        self.nginx_prefix().join("logs")
+    }
+
+    /// nginx's log of one app's server block: `kind` is `access` or `error`.
+    pub fn nginx_app_log(&self, app: &str, kind: &str) -> PathBuf {
+        self.nginx_logs_dir().join(format!("{app}.{kind}.log"))
+    }
+
+    /// Logs of removed apps' slots, kept until the agent has shipped them.
+    fn retired_logs_dir(&self) -> PathBuf {
+        self.settings.root.join("retired-logs")
     }
 
     fn nginx_apps_dir(&self) -> PathBuf {
@@ -474,6 +488,8 @@ impl WebStack {
                 "static_dir": site.static_dir.as_ref().map(|d| site.in_release(d)),
                 "static_url": site.static_url,
                 "nginx_snippet": site.nginx_snippet.as_ref().map(|s| site.in_release(s)),
+                "access_log": self.nginx_app_log(&site.name, "access"),
+                "error_log": self.nginx_app_log(&site.name, "error"),
             }),
         )?;
         let header = LiveHeader {
@@ -925,6 +941,7 @@ impl WebStack {
         for slot in Slot::ALL {
             self.stop_slot_now(app, slot)?;
         }
+        self.retire_slot_logs(app)?;
         let dir = self.app_dir(app);
         if dir.exists() {
             fs_err::remove_dir_all(&dir)?;
@@ -934,6 +951,147 @@ impl WebStack {
             self.write_ports(&ports)?;
         }
         Ok(())
+    }
+}
+
+// ---- logs ------------------------------------------------------------------------------------
+
+/// A log file the web stack writes, for the agent to ship.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WebLog {
+    pub source: WebLogSource,
+    /// `None` for nginx's own logs (requests no app claimed, nginx itself).
+    pub app: Option<String>,
+    /// `access` or `error` for nginx; the slot (`blue`, `green`) for Apache.
+    pub file: String,
+    pub path: PathBuf,
+    pub writer: LogWriter,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WebLogSource {
+    Nginx,
+    Apache,
+}
+
+/// Who writes a log file, which says how it may be cut down once shipped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogWriter {
+    /// nginx: rename it and have nginx reopen its logs ([`WebStack::reopen_nginx_logs`]).
+    Nginx,
+    /// A running Apache slot: it keeps its file open until the slot stops.
+    LiveSlot,
+    /// A stopped slot: nobody writes until it starts again.
+    IdleSlot,
+    /// Nobody, ever again (a removed app): once shipped it may go.
+    Retired,
+}
+
+impl WebStack {
+    /// Every log file of this stack that exists now.
+    pub fn log_files(&self) -> Result<Vec<WebLog>, WebError> {
+        let mut logs = Vec::new();
+        let nginx = |app: Option<&str>, file: &str, path: PathBuf, served: bool| WebLog {
+            source: WebLogSource::Nginx,
+            app: app.map(str::to_owned),
+            file: file.to_owned(),
+            path,
+            writer: if served {
+                LogWriter::Nginx
+            } else {
+                LogWriter::Retired
+            },
+        };
+        logs.push(nginx(
+            None,
+            "access",
+            self.nginx_logs_dir().join("access.log"),
+            true,
+        ));
+        logs.push(nginx(None, "error", self.nginx_error_log(), true));
+        for entry in read_dir_if_exists(&self.nginx_logs_dir())? {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let Some((app, file)) = name
+                .strip_suffix(".log")
+                .and_then(|stem| stem.split_once('.'))
+            else {
+                continue;
+            };
+            if validate::app_name(app).is_ok() && matches!(file, "access" | "error") {
+                let served = self.nginx_app_file(app).exists();
+                logs.push(nginx(Some(app), file, entry.path(), served));
+            }
+        }
+        for app in self.known_apps()? {
+            for slot in Slot::ALL {
+                let writer = if self.is_running(&app, slot)? {
+                    LogWriter::LiveSlot
+                } else {
+                    LogWriter::IdleSlot
+                };
+                logs.push(WebLog {
+                    source: WebLogSource::Apache,
+                    app: Some(app.clone()),
+                    file: slot.to_string(),
+                    path: self.slot_error_log(&app, slot),
+                    writer,
+                });
+            }
+        }
+        // <app>.<slot>.<unix time>.log, left by remove_app.
+        for entry in read_dir_if_exists(&self.retired_logs_dir())? {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let mut parts = name.split('.');
+            if let (Some(app), Some(slot)) = (parts.next(), parts.next())
+                && validate::app_name(app).is_ok()
+                && slot.parse::<Slot>().is_ok()
+            {
+                logs.push(WebLog {
+                    source: WebLogSource::Apache,
+                    app: Some(app.to_owned()),
+                    file: slot.to_owned(),
+                    path: entry.path(),
+                    writer: LogWriter::Retired,
+                });
+            }
+        }
+        logs.retain(|log| log.path.exists());
+        Ok(logs)
+    }
+
+    /// Tells nginx to reopen its log files (after they were renamed), as logrotate does.
+    pub fn reopen_nginx_logs(&self) -> Result<(), WebError> {
+        let Some(master) = self.nginx_pid()? else {
+            return Ok(());
+        };
+        let kill = CommandLine::new(&["kill", "-USR1", &master.to_string()]);
+        kill.run_ok("reopen nginx's logs", &[])?;
+        Ok(())
+    }
+
+    /// Moves the slots' error logs out of an app's dir before it is deleted, so the agent can
+    /// still ship them (same inode: the shipper carries on where it was).
+    fn retire_slot_logs(&self, app: &str) -> Result<(), WebError> {
+        let stamp = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        for slot in Slot::ALL {
+            let log = self.slot_error_log(app, slot);
+            if fs_err::metadata(&log).is_ok_and(|m| m.len() > 0) {
+                let dir = self.retired_logs_dir();
+                fs_err::create_dir_all(&dir)?;
+                fs_err::rename(&log, dir.join(format!("{app}.{slot}.{stamp}.log")))?;
+            }
+        }
+        Ok(())
+    }
+}
+
+fn read_dir_if_exists(dir: &Path) -> Result<Vec<std::fs::DirEntry>, WebError> {
+    match std::fs::read_dir(dir) {
+        Ok(entries) => Ok(entries.flatten().collect()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
+        Err(e) => Err(e.into()),
     }
 }
 

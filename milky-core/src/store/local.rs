@@ -160,7 +160,15 @@ impl LocalStore {
 
     pub fn list(&self, prefix: &str) -> Result<Vec<String>, StoreError> {
         let mut keys = Vec::new();
-        for entry in walkdir::WalkDir::new(&self.root).sort_by_file_name() {
+        // Walk only below the prefix's directory part: logs/ alone holds many files.
+        let base = match prefix.rfind('/') {
+            Some(i) => self.root.join(&prefix[..i]),
+            None => self.root.clone(),
+        };
+        if !base.is_dir() {
+            return Ok(keys);
+        }
+        for entry in walkdir::WalkDir::new(&base).sort_by_file_name() {
             let entry = entry.map_err(|e| {
                 let path = e.path().unwrap_or(&self.root).to_owned();
                 StoreError::io(path, e.into())
@@ -181,6 +189,24 @@ impl LocalStore {
             }
         }
         Ok(keys)
+    }
+
+    pub fn list_dirs(&self, prefix: &str) -> Result<Vec<String>, StoreError> {
+        let dir = self.root.join(prefix.trim_end_matches('/'));
+        let entries = match std::fs::read_dir(&dir) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(StoreError::io(dir, e)),
+        };
+        let mut names = Vec::new();
+        for entry in entries {
+            let entry = entry.map_err(|e| StoreError::io(&dir, e))?;
+            if entry.file_type().is_ok_and(|t| t.is_dir()) {
+                names.push(entry.file_name().to_string_lossy().into_owned());
+            }
+        }
+        names.sort();
+        Ok(names)
     }
 
     fn temp_file(&self, path: &Path) -> Result<tempfile::NamedTempFile, StoreError> {

@@ -281,6 +281,15 @@ impl Store {
         }
     }
 
+    /// The names one level below `prefix` (which ends in `/`), like directories: `logs/g/` gives
+    /// the hosts that shipped logs. Sorted.
+    pub async fn list_dirs(&self, prefix: &str) -> Result<Vec<String>, StoreError> {
+        match self {
+            Store::S3(s) => s.list_dirs(prefix).await,
+            Store::Local(l) => l.list_dirs(prefix),
+        }
+    }
+
     /// Reads the index; `None` when nothing was ever uploaded to this store.
     pub async fn read_index(
         &self,

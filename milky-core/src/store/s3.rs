@@ -495,6 +495,31 @@ impl S3Store {
         keys.sort();
         Ok(keys)
     }
+
+    pub async fn list_dirs(&self, prefix: &str) -> Result<Vec<String>, StoreError> {
+        let full_prefix = self.key(prefix);
+        let mut pages = self
+            .client
+            .list_objects_v2()
+            .bucket(&self.bucket)
+            .prefix(&full_prefix)
+            .delimiter("/")
+            .into_paginator()
+            .send();
+        let mut names = Vec::new();
+        while let Some(page) = pages.next().await {
+            let page = page.map_err(|err| self.error("list", prefix, err))?;
+            names.extend(
+                page.common_prefixes()
+                    .iter()
+                    .filter_map(|p| p.prefix())
+                    .filter_map(|p| p.strip_prefix(full_prefix.as_str()))
+                    .map(|p| p.trim_end_matches('/').to_owned()),
+            );
+        }
+        names.sort();
+        Ok(names)
+    }
 }
 
 fn condition_headers(condition: &Condition) -> (Option<String>, Option<String>) {
