@@ -360,6 +360,8 @@ packaging_agent_toml_example() {
 # web = "/var/lib/milky/web"
 # Files here replace the embedded nginx/Apache templates of the same name.
 # templates = "/etc/milky/templates"
+# The agent's own log (agent.log) and each app's hooks output (hooks/<app>.log).
+# logs = "/var/log/milky"
 
 # [web]
 # nginx's front address, shared by every app (told apart by server name).
@@ -387,6 +389,17 @@ packaging_agent_toml_example() {
 # once_lease = "60s"
 # How long a pass waits for another server's one-time tasks before it moves on.
 # once_wait = "60s"
+
+# [logs]
+# Ship nginx's, Apache's, the hooks' and the agent's logs to logs/<group>/<host>/ in the store.
+# ship = true
+# Bytes shipped per pass at most (before gzip): a backlog goes out over several passes.
+# max_bytes_per_pass = 33554432
+# segment_bytes = 8388608
+# The agent's log and each hooks log are rotated past this size (one old file kept).
+# local_max_bytes = 16777216
+# nginx's logs and stopped Apache slots' logs are cut down past this size once shipped.
+# web_max_bytes = 67108864
 
 # [commands]
 # How nginx and Apache are started, tested, reloaded and stopped: one argument per string,

@@ -19,7 +19,7 @@ pub enum Cargo {
     version,
     about,
     long_about,
-    after_help = "Examples:\n  cargo milky init\n  cargo milky upload --group stable ./myapp\n  cargo milky version stable myapp v1022\n  cargo milky remove stable oldapp\n  cargo milky info\n  cargo milky status"
+    after_help = "Examples:\n  cargo milky init\n  cargo milky upload --group stable ./myapp\n  cargo milky version stable myapp v1022\n  cargo milky remove stable oldapp\n  cargo milky info\n  cargo milky status\n  cargo milky logs stable --since 1h"
 )]
 pub struct MilkyArgs {
     #[command(flatten)]
@@ -61,6 +61,7 @@ pub enum Command {
     Hosts(commands::hosts::HostsArgs),
     Doctor(commands::doctor::DoctorArgs),
     Env(commands::env::EnvArgs),
+    Logs(commands::logs::LogsArgs),
 }
 
 #[cfg(test)]
@@ -82,7 +83,7 @@ mod tests {
         insta::assert_snapshot!("milky", milky.render_long_help().to_string());
         for sub in [
             "init", "package", "upload", "version", "remove", "info", "status", "rollback",
-            "promote", "hosts", "doctor",
+            "promote", "hosts", "doctor", "logs",
         ] {
             let help = milky
                 .find_subcommand_mut(sub)

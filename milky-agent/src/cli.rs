@@ -7,6 +7,7 @@ use std::time::Duration;
 use clap::{Parser, Subcommand};
 
 use crate::config::{AgentConfig, DEFAULT_PATH};
+use crate::logfile::BoundedLog;
 use crate::reconcile::{Agent, PassReport};
 
 /// Make this server run what the index in the store gives its group, on nginx + Apache mod_wsgi.
@@ -40,7 +41,6 @@ pub enum Command {
 
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging(cli.verbose);
     let config = match AgentConfig::load(&cli.config) {
         Ok(config) => config,
         Err(err) => {
@@ -48,6 +48,13 @@ pub fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    init_logging(
+        cli.verbose,
+        BoundedLog::new(
+            config.paths.logs.join("agent.log"),
+            config.logs.local_max_bytes,
+        ),
+    );
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -77,13 +84,13 @@ async fn one_pass(agent: &Agent) -> PassReport {
         },
     };
     if report.busy {
-        tracing::info!("another pass is running; nothing to do");
+        tracing::info!(target: IDLE, "another pass is running; nothing to do");
     }
     report.changes.iter().for_each(|c| tracing::info!("{c}"));
     report.waiting.iter().for_each(|w| tracing::info!("{w}"));
     report.errors.iter().for_each(|e| tracing::error!("{e}"));
     if !report.busy && report.ok() && report.changes.is_empty() && report.waiting.is_empty() {
-        tracing::info!("up to date");
+        tracing::info!(target: IDLE, "up to date");
     }
     report
 }
@@ -112,7 +119,14 @@ async fn run_loop(agent: &Agent, interval: Duration) -> ExitCode {
     ExitCode::SUCCESS
 }
 
-fn init_logging(verbose: u8) {
+/// Messages of a pass that changed nothing: shown on stderr (cron's mail, the journal) but kept
+/// out of the agent's log file, so an idle server's log does not grow and ships nothing.
+const IDLE: &str = "milky_agent::idle";
+
+/// Logs to stderr and to the agent's log file (`[paths] logs`/agent.log, bounded), which the
+/// agent ships to the store with the other logs.
+fn init_logging(verbose: u8, file: BoundedLog) {
+    use tracing_subscriber::prelude::*;
     let default = match verbose {
         0 => "info",
         1 => "debug",
@@ -120,9 +134,19 @@ fn init_logging(verbose: u8) {
     };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
+    let stderr = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
+        .with_target(false);
+    let to_file = tracing_subscriber::fmt::layer()
+        .with_writer(file)
+        .with_ansi(false)
         .with_target(false)
+        .with_filter(tracing_subscriber::filter::filter_fn(|meta| {
+            meta.target() != IDLE
+        }));
+    tracing_subscriber::registry()
+        .with(filter)
+        .with(stderr)
+        .with(to_file)
         .init();
 }

@@ -124,6 +124,9 @@ struct Tracked {
     dev: u64,
     ino: u64,
     offset: u64,
+    /// Times the file was seen truncated: part of the segment keys, as offsets start over.
+    #[serde(default)]
+    generation: u32,
     /// Hex of the file's first bytes (up to [`HEAD_BYTES`]).
     head: String,
 }
@@ -191,6 +194,7 @@ impl Shipper<'_> {
                     stream: w.stream.clone(),
                     first,
                     inode: tracked.ino,
+                    generation: tracked.generation,
                     offset: tracked.offset,
                 }
                 .key();
@@ -273,6 +277,7 @@ impl Shipper<'_> {
                 let tracked = &mut shipped.files[i];
                 tracked.stream = label.clone();
                 tracked.offset = 0;
+                tracked.generation += 1;
                 tracked.head.clear();
             }
         }
@@ -295,6 +300,7 @@ impl Shipper<'_> {
                     dev: meta.dev(),
                     ino: meta.ino(),
                     offset: 0,
+                    generation: 0,
                     head: String::new(),
                 });
                 shipped.files.len() - 1

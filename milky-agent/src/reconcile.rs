@@ -13,11 +13,15 @@ use milky_core::store::{Condition, Fetched, S3Options};
 use milky_core::{AppName, HostName, Index, PackageEntry, Store, Version, layout};
 
 use crate::config::AgentConfig;
+use crate::logfile::BoundedLog;
+use crate::logship::{self, Shipper};
 use crate::once::{Once, OnceRunner};
 use crate::plan::{self, Plan, Running, Step};
 use crate::release_store::Releases;
 use crate::state::{AgentState, ConditionalWrites, Failure, StateDir};
-use crate::web::{AppSite, ReleaseSetup, Slot, WebStack, prepare_release, run_hooks};
+use crate::web::{
+    AppSite, HookRun, ReleaseSetup, Slot, WebError, WebStack, prepare_release, run_hooks,
+};
 use milky_core::status::{AppStatus, HEARTBEAT, HostStatus};
 
 /// What a pass did.
@@ -116,7 +120,9 @@ impl Agent {
 
     async fn pass_locked(&self, state: &mut AgentState) -> anyhow::Result<PassReport> {
         let mut errors = Vec::new();
-        let index = match self.read_index(state).await {
+        let index = self.read_index(state).await;
+        let store_answered = index.is_ok();
+        let index = match index {
             Ok(index) => Some(index),
             Err(err) => {
                 errors.push(format!("index: {err:#}"));
@@ -204,6 +210,9 @@ impl Agent {
         let running_after = self.running(state)?;
         self.report(state, &running_after, &wanted, &waiting, &errors)
             .await;
+        if store_answered {
+            self.ship_logs().await;
+        }
         Ok(PassReport {
             busy: false,
             changes,
@@ -435,8 +444,15 @@ impl Agent {
             site.secret_env_file = Some(self.write_secret_env(app, &env.vars)?);
             setup.env.extend(env.vars);
         }
-        let prepared = tokio::task::block_in_place(|| prepare_release(&setup))
-            .with_context(|| format!("preparing {app} {version}"))?;
+        let prepared = tokio::task::block_in_place(|| {
+            let prepared = prepare_release(&setup);
+            match &prepared {
+                Ok(prepared) => self.hooks_log(app, version, &prepared.hooks),
+                Err(err) => self.hooks_log_failure(app, version, err),
+            }
+            prepared
+        })
+        .with_context(|| format!("preparing {app} {version}"))?;
         for hook in &prepared.hooks {
             tracing::info!(%app, %version, "hook `{}` ran in {:?}", hook.hook, hook.duration);
         }
@@ -451,7 +467,14 @@ impl Agent {
                 wait: self.config.releases.once_wait,
             };
             match runner
-                .ensure(app, version, once, || run_hooks(&setup, once))
+                .ensure(app, version, once, || {
+                    let runs = run_hooks(&setup, once);
+                    match &runs {
+                        Ok(runs) => self.hooks_log(app, version, runs),
+                        Err(err) => self.hooks_log_failure(app, version, err),
+                    }
+                    runs
+                })
                 .await?
             {
                 Once::Done => {}
@@ -497,6 +520,87 @@ impl Agent {
         })?;
         state.live_env.insert(app.clone(), env_generation);
         Ok(Deployed::Switched)
+    }
+
+    /// Appends the output of hooks to `[paths] logs`/hooks/<app>.log (shipped with the other
+    /// logs), each line stamped and tagged with the release and the hook.
+    fn hooks_log(&self, app: &AppName, version: &Version, runs: &[HookRun]) {
+        let mut text = String::new();
+        let stamp = humantime::format_rfc3339_micros(SystemTime::now());
+        for run in runs {
+            let tag = format!("{stamp} {app} {version} [{}]", run.hook);
+            for line in run.output.lines().filter(|l| !l.trim().is_empty()) {
+                text.push_str(&format!("{tag} {line}\n"));
+            }
+            text.push_str(&format!("{tag} finished in {:.1?}\n", run.duration));
+        }
+        self.append_hooks_log(app, &text);
+    }
+
+    fn hooks_log_failure(&self, app: &AppName, version: &Version, err: &WebError) {
+        let stamp = humantime::format_rfc3339_micros(SystemTime::now());
+        let text: String = err
+            .to_string()
+            .lines()
+            .map(|line| format!("{stamp} {app} {version} [failed] {line}\n"))
+            .collect();
+        self.append_hooks_log(app, &text);
+    }
+
+    fn append_hooks_log(&self, app: &AppName, text: &str) {
+        let path = logship::hooks_dir(&self.config.paths.logs).join(format!("{app}.log"));
+        let log = BoundedLog::new(&path, self.config.logs.local_max_bytes);
+        if let Err(err) = log.append(text.as_bytes()) {
+            tracing::warn!("writing {}: {err}", path.display());
+        }
+    }
+
+    /// Ships what is new in this server's logs. Never fails the pass: what the store cannot
+    /// take now waits on disk for a later pass.
+    async fn ship_logs(&self) {
+        if !self.config.logs.ship {
+            return;
+        }
+        let files = match logship::discover(&self.web, &self.config.paths.logs) {
+            Ok(files) => files,
+            Err(err) => {
+                tracing::warn!("finding the logs to ship: {err:#}");
+                return;
+            }
+        };
+        let shipper = Shipper {
+            store: &self.store,
+            group: &self.config.group,
+            host: &self.host,
+            state_file: self.state_dir.root.join("logs-shipped.json"),
+            settings: &self.config.logs,
+        };
+        let report = match shipper.ship(&files).await {
+            Ok(report) => report,
+            Err(err) => {
+                tracing::warn!("shipping logs: {err:#}");
+                return;
+            }
+        };
+        if report.segments > 0 {
+            tracing::debug!(
+                "shipped {} log segments ({} bytes)",
+                report.segments,
+                report.bytes
+            );
+        }
+        if report.backlog {
+            tracing::info!("more logs to ship than one pass takes; the next pass goes on");
+        }
+        if let Some(err) = &report.store_error {
+            tracing::warn!("logs wait on this server for a later pass: {err}");
+        }
+        report.warnings.iter().for_each(|w| tracing::warn!("{w}"));
+        if report.reopen_nginx
+            && let Err(err) = tokio::task::block_in_place(|| self.web.reopen_nginx_logs())
+        {
+            tracing::warn!("{err}");
+        }
     }
 
     /// Writes an app's env for its processes: JSON, mode 0600, owned by Apache's user, so neither

@@ -2,9 +2,9 @@
 //! reads them back in time order.
 //!
 //! A segment is a gzip of whole lines cut from one log file on one server, at
-//! `logs/<group>/<host>/<YYYY-MM-DD>/<source>/<app or _>/<HHMMSS>-<file>-<inode>-<offset>.gz`.
-//! The key is a function of the bytes it holds (the file's inode, the offset they start at and
-//! the time of their first line), so an agent that crashed after an upload and ships the same
+//! `logs/<group>/<host>/<YYYY-MM-DD>/<source>/<app or _>/<HHMMSS>-<file>-<inode>-<gen>-<offset>.gz`.
+//! The key is a function of the bytes it holds (the file's inode, how often the agent saw it
+//! truncated, the offset they start at and the time of their first line), so an agent that crashed after an upload and ships the same
 //! bytes again writes the same key: the copy replaces the first instead of doubling it.
 
 use std::fmt;
@@ -105,6 +105,8 @@ pub struct SegmentKey {
     pub first: i64,
     /// The file the bytes were cut from, and where in it they start.
     pub inode: u64,
+    /// Bumped when the file was truncated (or its inode reused): offset 0 again is other bytes.
+    pub generation: u32,
     pub offset: u64,
 }
 
@@ -112,13 +114,14 @@ impl SegmentKey {
     pub fn key(&self) -> String {
         let (day, hms) = split_time(self.first);
         format!(
-            "{}/{}/{day}/{}/{}/{hms}-{}-{}-{}.gz",
+            "{}/{}/{day}/{}/{}/{hms}-{}-{}-{}-{}.gz",
             group_prefix(&self.group).trim_end_matches('/'),
             self.host,
             self.stream.source,
             self.stream.app_str(),
             self.stream.file,
             self.inode,
+            self.generation,
             self.offset
         )
     }
@@ -131,7 +134,7 @@ impl SegmentKey {
             return None;
         };
         let name = name.strip_suffix(".gz")?;
-        let [hms, file, inode, offset] = name.split('-').collect::<Vec<_>>()[..] else {
+        let [hms, file, inode, generation, offset] = name.split('-').collect::<Vec<_>>()[..] else {
             return None;
         };
         let app = match app {
@@ -147,6 +150,7 @@ impl SegmentKey {
             stream: Stream::new(source.parse().ok()?, app, file),
             first: join_time(day, hms)?,
             inode: inode.parse().ok()?,
+            generation: generation.parse().ok()?,
             offset: offset.parse().ok()?,
         })
     }
@@ -364,6 +368,92 @@ pub fn gunzip(bytes: &[u8], limit: u64) -> std::io::Result<Vec<u8>> {
     Ok(out)
 }
 
+// ---- reading -------------------------------------------------------------------------------------
+
+/// The segments to read for lines from `since` (unix seconds) on, in the order to read them:
+/// those that begin at or after `since`, and of each host's stream the last one that begins
+/// before it (its lines may run past `since`).
+pub fn select(mut segments: Vec<SegmentKey>, since: i64) -> Vec<SegmentKey> {
+    segments.sort_by(|a, b| order(a).cmp(&order(b)));
+    let mut latest_before = std::collections::BTreeMap::new();
+    for (i, segment) in segments.iter().enumerate() {
+        if segment.first < since {
+            latest_before.insert((&segment.host, &segment.stream), i);
+        }
+    }
+    let keep: std::collections::BTreeSet<usize> = latest_before.into_values().collect();
+    segments
+        .into_iter()
+        .enumerate()
+        .filter(|(i, s)| s.first >= since || keep.contains(i))
+        .map(|(_, s)| s)
+        .collect()
+}
+
+fn order(s: &SegmentKey) -> (i64, &HostName, &Stream, u64, u32, u64) {
+    (s.first, &s.host, &s.stream, s.inode, s.generation, s.offset)
+}
+
+/// Puts lines of several segments in time order while they stream in: segments arrive in the
+/// order of their first line's time, so once a segment that begins at `t` is next, every line
+/// before `t` is final.
+#[derive(Debug)]
+pub struct Merge<T> {
+    heap: std::collections::BinaryHeap<std::cmp::Reverse<(i64, u64, Slot<T>)>>,
+    seq: u64,
+}
+
+/// A heap entry that never compares its payload (the sequence number settles ties).
+#[derive(Debug)]
+struct Slot<T>(T);
+
+impl<T> PartialEq for Slot<T> {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+impl<T> Eq for Slot<T> {}
+impl<T> PartialOrd for Slot<T> {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl<T> Ord for Slot<T> {
+    fn cmp(&self, _: &Self) -> std::cmp::Ordering {
+        std::cmp::Ordering::Equal
+    }
+}
+
+impl<T> Default for Merge<T> {
+    fn default() -> Self {
+        Merge {
+            heap: std::collections::BinaryHeap::new(),
+            seq: 0,
+        }
+    }
+}
+
+impl<T> Merge<T> {
+    pub fn push(&mut self, time_ms: i64, item: T) {
+        self.seq += 1;
+        self.heap
+            .push(std::cmp::Reverse((time_ms, self.seq, Slot(item))));
+    }
+
+    /// Takes out, in order, every item before `time_ms` (`None`: all of them).
+    pub fn take_before(&mut self, time_ms: Option<i64>) -> Vec<(i64, T)> {
+        let mut out = Vec::new();
+        while let Some(std::cmp::Reverse((time, _, _))) = self.heap.peek() {
+            if time_ms.is_some_and(|limit| *time >= limit) {
+                break;
+            }
+            let std::cmp::Reverse((time, _, Slot(item))) = self.heap.pop().expect("peeked");
+            out.push((time, item));
+        }
+        out
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -410,12 +500,13 @@ mod tests {
             stream: Stream::new(Source::Nginx, Some(AppName::new("shop").unwrap()), "access"),
             first: NOV_25_10H / 1000 + 3723,
             inode: 42,
+            generation: 3,
             offset: 1024,
         };
         let text = key.key();
         assert_eq!(
             text,
-            "logs/stable/web-1.eu/2026-11-25/nginx/shop/110203-access-42-1024.gz"
+            "logs/stable/web-1.eu/2026-11-25/nginx/shop/110203-access-42-3-1024.gz"
         );
         assert_eq!(SegmentKey::parse(&text), Some(key.clone()));
         let agent = SegmentKey {
@@ -424,14 +515,58 @@ mod tests {
         };
         assert_eq!(SegmentKey::parse(&agent.key()), Some(agent));
         for bad in [
-            "logs/stable/web-1/2026-11-25/nginx/shop/110203-access-42.gz",
-            "logs/stable/web-1/2026-13-25/nginx/shop/110203-access-42-0.gz",
-            "logs/stable/web-1/2026-11-25/mail/shop/110203-access-42-0.gz",
-            "logs/stable/web-1/2026-11-25/nginx/shop/110203-access-42-0.txt",
+            "logs/stable/web-1/2026-11-25/nginx/shop/110203-access-42-0.gz",
+            "logs/stable/web-1/2026-13-25/nginx/shop/110203-access-42-0-0.gz",
+            "logs/stable/web-1/2026-11-25/mail/shop/110203-access-42-0-0.gz",
+            "logs/stable/web-1/2026-11-25/nginx/shop/110203-access-42-0-0.txt",
             "version.info",
         ] {
             assert_eq!(SegmentKey::parse(bad), None, "{bad}");
         }
+    }
+
+    #[test]
+    fn reading_from_a_time_keeps_the_segment_that_runs_into_it() {
+        let segment = |host: &str, file: &str, first: i64| SegmentKey {
+            group: GroupName::new("g").unwrap(),
+            host: HostName::new(host).unwrap(),
+            stream: Stream::new(Source::Nginx, None, file),
+            first,
+            inode: 1,
+            generation: 0,
+            offset: first as u64,
+        };
+        let all = vec![
+            segment("a", "access", 300),
+            segment("a", "access", 100),
+            segment("a", "access", 200),
+            segment("b", "access", 150),
+            segment("a", "error", 50),
+        ];
+        let firsts: Vec<(String, i64)> = select(all, 250)
+            .into_iter()
+            .map(|s| (format!("{}/{}", s.host, s.stream.file), s.first))
+            .collect();
+        assert_eq!(
+            firsts,
+            [
+                ("a/error".to_owned(), 50),
+                ("b/access".to_owned(), 150),
+                ("a/access".to_owned(), 200),
+                ("a/access".to_owned(), 300)
+            ]
+        );
+    }
+
+    #[test]
+    fn merge_releases_lines_in_time_order() {
+        let mut merge = Merge::default();
+        merge.push(30, "c");
+        merge.push(10, "a");
+        merge.push(30, "d");
+        merge.push(20, "b");
+        assert_eq!(merge.take_before(Some(20)), [(10, "a")]);
+        assert_eq!(merge.take_before(None), [(20, "b"), (30, "c"), (30, "d")]);
     }
 
     #[test]

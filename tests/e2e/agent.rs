@@ -9,10 +9,10 @@ use milky_tests::agent::{Agent, http_get};
 use milky_tests::django::{fixture_project, set_fixture_version};
 use milky_tests::*;
 
-const APP: &str = "shop";
+pub(crate) const APP: &str = "shop";
 
 /// The fixture as app `shop`, initialised for this test's store.
-fn shop(ctx: &TestContext) -> std::path::PathBuf {
+pub(crate) fn shop(ctx: &TestContext) -> std::path::PathBuf {
     let project = fixture_project(ctx.dir.path(), APP, "v1");
     assert_success(
         &ctx.milky_in(&project, &["init", "--yes", "--name", APP]),
@@ -21,7 +21,7 @@ fn shop(ctx: &TestContext) -> std::path::PathBuf {
     project
 }
 
-fn upload(ctx: &TestContext, project: &std::path::Path, group: &str, version: &str) {
+pub(crate) fn upload(ctx: &TestContext, project: &std::path::Path, group: &str, version: &str) {
     set_fixture_version(project, version);
     let out = ctx.milky_in(
         project,
@@ -38,7 +38,7 @@ fn upload(ctx: &TestContext, project: &std::path::Path, group: &str, version: &s
     assert_success(&out, &format!("upload {version} to {group}"));
 }
 
-fn sync_ok(agent: &Agent) -> String {
+pub(crate) fn sync_ok(agent: &Agent) -> String {
     let out = agent.sync();
     assert_success(&out, &format!("sync on {}", agent.host));
     stderr(&out)

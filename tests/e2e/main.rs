@@ -6,4 +6,5 @@ mod controller;
 mod demo;
 mod env;
 mod install;
+mod logs;
 mod rollout;

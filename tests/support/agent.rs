@@ -69,7 +69,7 @@ impl Agent {
         let config = root.join("agent.toml");
         let text = format!(
             "store = \"{store}\"\nendpoint_url = \"{endpoint}\"\ngroup = \"{group}\"\nhost = \"{host}\"\n\n\
-             [paths]\napps = \"{root}/apps\"\nstate = \"{root}/state\"\nweb = \"{root}/web\"\ntemplates = \"{root}/templates\"\n\n\
+             [paths]\napps = \"{root}/apps\"\nstate = \"{root}/state\"\nweb = \"{root}/web\"\ntemplates = \"{root}/templates\"\nlogs = \"{root}/logs\"\n\n\
              [web]\nlisten = \"127.0.0.1:{front}\"\nslot_ports = [{first}, {last}]\nhealth_timeout = \"8s\"\ndrain_timeout = \"10s\"\n",
             store = ctx.store(),
             endpoint = endpoint,

@@ -238,6 +238,25 @@ impl TestContext {
         });
     }
 
+    /// The keys under `prefix` in this test's store.
+    pub fn list(&self, prefix: &str) -> Vec<String> {
+        self.runtime.block_on(async {
+            let listed = self
+                .client
+                .list_objects_v2()
+                .bucket(&self.bucket)
+                .prefix(format!("fleet/{prefix}"))
+                .send()
+                .await
+                .expect("list objects");
+            listed
+                .contents()
+                .iter()
+                .filter_map(|o| o.key()?.strip_prefix("fleet/").map(str::to_owned))
+                .collect()
+        })
+    }
+
     pub fn delete_object(&self, key: &str) {
         self.runtime.block_on(async {
             self.client

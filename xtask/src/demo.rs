@@ -203,7 +203,7 @@ fn start_agent(demo: &Path, bin: &Path, store: &str, server: &Server) -> anyhow:
     let first_slot = tools::free_port()?;
     let config = root.join("agent.toml");
     let text = format!(
-        "store = \"{store}\"\ngroup = \"{group}\"\nhost = \"{host}\"\n\n[paths]\napps = \"{root}/apps\"\nstate = \"{root}/state\"\nweb = \"{root}/web\"\ntemplates = \"{root}/templates\"\n\n[web]\nlisten = \"127.0.0.1:{front}\"\nslot_ports = [{first}, {last}]\n\n[env]\nMILKY_DB_PATH = \"{demo}/shared/{group}.sqlite3\"\n",
+        "store = \"{store}\"\ngroup = \"{group}\"\nhost = \"{host}\"\n\n[paths]\napps = \"{root}/apps\"\nstate = \"{root}/state\"\nweb = \"{root}/web\"\ntemplates = \"{root}/templates\"\nlogs = \"{root}/logs\"\n\n[web]\nlisten = \"127.0.0.1:{front}\"\nslot_ports = [{first}, {last}]\n\n[env]\nMILKY_DB_PATH = \"{demo}/shared/{group}.sqlite3\"\n",
         group = server.group,
         host = server.host,
         root = root.display(),

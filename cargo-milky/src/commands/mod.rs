@@ -5,6 +5,7 @@ pub mod env;
 pub mod hosts;
 pub mod info;
 pub mod init;
+pub mod logs;
 pub mod package;
 pub mod promote;
 pub mod remove;
@@ -33,6 +34,7 @@ pub async fn run(args: MilkyArgs) -> anyhow::Result<()> {
         Command::Hosts(a) => hosts::run(a, &args.global, printer).await,
         Command::Doctor(a) => doctor::run(a, &args.global).await,
         Command::Env(a) => env::run(a, &args.global, printer).await,
+        Command::Logs(a) => logs::run(a, &args.global, printer).await,
     }
 }
 

@@ -17,6 +17,8 @@ struct Bench {
     group: GroupName,
     host: HostName,
     written: usize,
+    /// Every line stamped with the same second (a busy server).
+    same_second: bool,
 }
 
 impl Bench {
@@ -33,6 +35,7 @@ impl Bench {
             group: "stable".parse().unwrap(),
             host: "web-1".parse().unwrap(),
             written: 0,
+            same_second: false,
             _dir: dir,
         }
     }
@@ -51,11 +54,14 @@ impl Bench {
             .unwrap();
         for _ in 0..n {
             self.written += 1;
+            let (mm, ss) = if self.same_second {
+                (0, 0)
+            } else {
+                (self.written / 60 % 60, self.written % 60)
+            };
             writeln!(
                 file,
-                "2026/11/25 10:{:02}:{:02} [error] line {}",
-                self.written / 60 % 60,
-                self.written % 60,
+                "2026/11/25 10:{mm:02}:{ss:02} [error] line {}",
                 self.written
             )
             .unwrap();
@@ -141,6 +147,28 @@ async fn rename_rotation_and_copytruncate_lose_no_line() {
 
     // Nothing new: nothing shipped.
     assert_eq!(bench.ship().await.segments, 0);
+}
+
+#[tokio::test]
+async fn a_file_truncated_within_the_same_second_does_not_overwrite_what_was_shipped() {
+    let mut bench = Bench::new();
+    bench.same_second = true;
+    bench.write("error.log", 10);
+    bench.ship().await;
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(bench.path("error.log"))
+        .unwrap()
+        .set_len(0)
+        .unwrap();
+    bench.write("error.log", 12);
+    let report = bench.ship().await;
+    assert_eq!(
+        report.warnings.len(),
+        1,
+        "no copy: the truncation is reported"
+    );
+    bench.assert_every_line_once().await;
 }
 
 #[tokio::test]

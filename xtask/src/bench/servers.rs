@@ -64,7 +64,7 @@ impl Server {
         let config = root.join("agent.toml");
         let text = format!(
             "store = \"{store}\"\nendpoint_url = \"{endpoint}\"\ngroup = \"{group}\"\nhost = \"{host}\"\n\n\
-             [paths]\napps = \"{root}/apps\"\nstate = \"{root}/state\"\nweb = \"{root}/web\"\ntemplates = \"{root}/templates\"\n\n\
+             [paths]\napps = \"{root}/apps\"\nstate = \"{root}/state\"\nweb = \"{root}/web\"\ntemplates = \"{root}/templates\"\nlogs = \"{root}/logs\"\n\n\
              [web]\nlisten = \"127.0.0.1:{base}\"\nslot_ports = [{first}, {last}]\nhealth_timeout = \"120s\"\ndrain_timeout = \"10s\"\n\n{extra}",
             store = bench.store,
             endpoint = bench.moto.endpoint,
