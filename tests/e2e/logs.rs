@@ -105,6 +105,24 @@ fn a_servers_requests_markers_tracebacks_and_hooks_reach_cargo_milky_logs() {
     assert_eq!(logs(&ctx, "stable", &["--host", "web-b"]), "");
     assert_eq!(logs(&ctx, "stable", &["--since", "2099-01-01"]), "");
 
+    // Removing the app takes its slots' dirs away: what they logged last still ships, and the
+    // retired files go once shipped.
+    request_markers(&agent, 100..101);
+    assert_success(&ctx.milky(&["remove", "stable", APP, "--yes"]), "remove");
+    sync_ok(&agent);
+    assert_eq!(agent.get(APP, "/").status, 404);
+    let after = logs(&ctx, "stable", &["--source", "apache"]);
+    assert!(after.contains("milky-marker 100"), "{after}");
+    sync_ok(&agent);
+    let retired = agent.root.join("web/retired-logs");
+    let left: Vec<_> = std::fs::read_dir(&retired)
+        .map(|d| d.flatten().map(|e| e.path()).collect())
+        .unwrap_or_default();
+    assert!(
+        left.is_empty(),
+        "retired logs kept after shipping: {left:?}"
+    );
+
     // An unknown group says why nothing shows.
     let out = ctx.milky(&["logs", "nosuchgroup"]);
     assert_failure(&out, 2, "no server of nosuchgroup has shipped logs");
