@@ -204,6 +204,46 @@ fn killed_between_upload_and_offset_save_loses_and_doubles_nothing() {
 
     let output = logs(&ctx, "stable", &["--source", "nginx", "--app", APP]);
     assert_each_once(&access_counts(&output), 0..20, &output);
+
+    // --follow prints what servers ship after it started, until it is stopped.
+    let mut follow = ctx
+        .milky_command(
+            ctx.dir.path(),
+            &[
+                "logs",
+                "stable",
+                "--source",
+                "nginx",
+                "--follow",
+                "--interval",
+                "200ms",
+            ],
+        )
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let lines = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+    let reader = {
+        let lines = lines.clone();
+        let stdout = follow.stdout.take().unwrap();
+        std::thread::spawn(move || {
+            use std::io::BufRead;
+            for line in std::io::BufReader::new(stdout)
+                .lines()
+                .map_while(Result::ok)
+            {
+                lines.lock().unwrap().push_str(&(line + "\n"));
+            }
+        })
+    };
+    request_markers(&agent, 20..21);
+    sync_ok(&agent);
+    wait_for(|| lines.lock().unwrap().contains("GET /marker?id=20 "));
+    follow.kill().unwrap();
+    follow.wait().unwrap();
+    reader.join().unwrap();
+    assert_each_once(&access_counts(&lines.lock().unwrap()), 0..21, "follow");
 }
 
 /// Polls until `done` (nginx reopens its logs asynchronously).

@@ -76,15 +76,18 @@ impl Bench {
         }]
     }
 
-    async fn ship(&self) -> ShipReport {
-        let shipper = Shipper {
+    fn shipper(&self) -> Shipper<'_> {
+        Shipper {
             store: &self.store,
             group: &self.group,
             host: &self.host,
             state_file: self.state_file.clone(),
             settings: &self.settings,
-        };
-        let report = shipper.ship(&self.files()).await.unwrap();
+        }
+    }
+
+    async fn ship(&self) -> ShipReport {
+        let report = self.shipper().ship(&self.files()).await.unwrap();
         assert_eq!(report.store_error, None);
         report
     }
@@ -223,18 +226,54 @@ async fn a_store_that_refuses_keeps_the_offsets() {
     // The store cannot write under logs/ while a file stands where its dir should be.
     let blocker = bench.logs.parent().unwrap().join("store/logs");
     std::fs::write(&blocker, "in the way").unwrap();
-    let shipper = Shipper {
-        store: &bench.store,
-        group: &bench.group,
-        host: &bench.host,
-        state_file: bench.state_file.clone(),
-        settings: &bench.settings,
-    };
-    let report = shipper.ship(&bench.files()).await.unwrap();
+    let report = bench.shipper().ship(&bench.files()).await.unwrap();
     assert!(report.store_error.is_some(), "{report:?}");
     assert_eq!(report.segments, 0);
     std::fs::remove_file(&blocker).unwrap();
     bench.write("error.log", 5);
     bench.ship().await;
+    bench.assert_every_line_once().await;
+}
+
+#[tokio::test]
+async fn shipped_web_logs_are_cut_down_and_nothing_unshipped_goes() {
+    let mut bench = Bench::new();
+    bench.settings.web_max_bytes = 1000;
+    bench.write("error.log", 100);
+    bench.write("gone.log", 5);
+    let files = vec![
+        LogFile {
+            stream: Stream::new(Source::Nginx, None, "error"),
+            path: bench.path("error.log"),
+            cut: Cut::Nginx,
+        },
+        LogFile {
+            stream: Stream::new(Source::Apache, Some("shop".parse().unwrap()), "blue"),
+            path: bench.path("gone.log"),
+            cut: Cut::WhenShipped,
+        },
+    ];
+    // A pass that could not ship everything cuts nothing.
+    let mut tight = bench.settings.clone();
+    tight.max_bytes_per_pass = 500;
+    let partial = Shipper {
+        settings: &tight,
+        ..bench.shipper()
+    };
+    let report = partial.ship(&files).await.unwrap();
+    assert!(report.backlog && !report.reopen_nginx, "{report:?}");
+    assert!(bench.path("error.log").exists() && bench.path("gone.log").exists());
+
+    let report = bench.shipper().ship(&files).await.unwrap();
+    assert!(report.reopen_nginx, "{report:?}");
+    assert!(!bench.path("error.log").exists());
+    assert!(
+        bench.path("error.log.1").exists(),
+        "renamed for nginx to reopen"
+    );
+    assert!(
+        !bench.path("gone.log").exists(),
+        "a removed app's log goes once shipped"
+    );
     bench.assert_every_line_once().await;
 }
