@@ -162,6 +162,7 @@ impl Shipper<'_> {
     /// Errors of the store end shipping for this pass (the offsets stay, nothing is lost).
     pub async fn ship(&self, files: &[LogFile]) -> anyhow::Result<ShipReport> {
         let mut shipped = self.load();
+        let loaded = serde_json::to_vec(&shipped)?;
         let mut report = ShipReport::default();
         let mut seen = BTreeSet::new();
         let mut work = Vec::new();
@@ -178,7 +179,10 @@ impl Shipper<'_> {
             }
         }
         work.retain(|w| w.tracked != usize::MAX);
-        self.save(&shipped)?;
+        // An idle pass (nothing new, nothing rotated) writes nothing.
+        if serde_json::to_vec(&shipped)? != loaded {
+            self.save(&shipped)?;
+        }
 
         let mut budget = self.settings.max_bytes_per_pass;
         'rounds: loop {
