@@ -61,6 +61,8 @@ pub enum Command {
     Hosts(commands::hosts::HostsArgs),
     Doctor(commands::doctor::DoctorArgs),
     Env(commands::env::EnvArgs),
+    Keygen(commands::keygen::KeygenArgs),
+    Sign(commands::sign::SignArgs),
 }
 
 #[cfg(test)]
@@ -82,7 +84,7 @@ mod tests {
         insta::assert_snapshot!("milky", milky.render_long_help().to_string());
         for sub in [
             "init", "package", "upload", "version", "remove", "info", "status", "rollback",
-            "promote", "hosts", "doctor",
+            "promote", "hosts", "doctor", "keygen", "sign",
         ] {
             let help = milky
                 .find_subcommand_mut(sub)

@@ -7,3 +7,4 @@ mod demo;
 mod env;
 mod install;
 mod rollout;
+mod signing;
