@@ -61,7 +61,12 @@ impl Settings {
                 .map(PathBuf::from)
                 .or_else(|| {
                     let dir = global.config.parent().unwrap_or(Path::new(""));
-                    deploy.signing_key.map(|key| dir.join(key))
+                    deploy.signing_key.map(|key| match key.strip_prefix("~") {
+                        // `~/…` as people write it; the shell never saw this path.
+                        Ok(rest) => std::env::var_os("HOME")
+                            .map_or_else(|| key.clone(), |home| PathBuf::from(home).join(rest)),
+                        Err(_) => dir.join(key),
+                    })
                 }),
         })
     }

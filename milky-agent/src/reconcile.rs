@@ -393,18 +393,28 @@ impl Agent {
                         .get(app)
                         .and_then(|r| r.version.as_ref())
                         .map(ToString::to_string);
-                    match self
-                        .deploy(
-                            app,
-                            version,
-                            entry,
-                            wanted_env.get(app).copied().unwrap_or(0),
-                            default_app.as_ref() == Some(app),
-                            state,
-                            verifier,
-                        )
-                        .await
-                    {
+                    // Before any download, for a release already on disk as much as a new one.
+                    let verified = verifier.check(
+                        app,
+                        version,
+                        entry,
+                        self.releases.unpacked_from(app, version).as_deref(),
+                    );
+                    let deployed = match verified {
+                        Ok(()) => {
+                            self.deploy(
+                                app,
+                                version,
+                                entry,
+                                wanted_env.get(app).copied().unwrap_or(0),
+                                default_app.as_ref() == Some(app),
+                                state,
+                            )
+                            .await
+                        }
+                        Err(err) => Err(err),
+                    };
+                    match deployed {
                         Ok(Deployed::Waiting(why)) => {
                             tracing::info!(%app, %version, "staged; {why}");
                             waiting.insert(app.clone(), why);
@@ -459,15 +469,7 @@ impl Agent {
         env_generation: u64,
         default_server: bool,
         state: &mut AgentState,
-        verifier: &Verifier,
     ) -> anyhow::Result<Deployed> {
-        // Before any download, and for a release already on disk as much as for a new one.
-        verifier.check(
-            app,
-            version,
-            entry,
-            self.releases.unpacked_from(app, version).as_deref(),
-        )?;
         let (release_dir, manifest, downloaded) = self
             .releases
             .fetch(&self.store, app, version, entry)
