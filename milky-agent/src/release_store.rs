@@ -37,12 +37,13 @@ impl Releases {
         Manifest::parse(&text).ok()
     }
 
-    /// Beside each release, the sha256 of the package it was unpacked from (a dot file, which
-    /// no version name can clash with).
+    /// For each release, the sha256 of the package it was unpacked from: in
+    /// `APPS/<app>/unpacked-from/<version>`, outside the release (whose files came from the
+    /// package) and outside `releases/` (which holds only releases).
     fn unpacked_from_path(&self, app: &AppName, version: &Version) -> PathBuf {
         self.app_dir(app)
-            .join("releases")
-            .join(format!(".{version}.sha256"))
+            .join("unpacked-from")
+            .join(version.as_str())
     }
 
     /// The sha256 of the package a release on disk was unpacked from; None for a release
@@ -141,6 +142,7 @@ impl Releases {
             }
             make_traversable(&staging)?;
             // Written first: a record without its release is harmless and replaced next time.
+            fs_err::create_dir_all(self.app_dir(app).join("unpacked-from"))?;
             crate::state::write_atomic(
                 &self.unpacked_from_path(app, version),
                 format!("{sha256}\n").as_bytes(),

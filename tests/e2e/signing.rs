@@ -190,6 +190,39 @@ fn servers_with_a_trusted_key_install_only_what_it_signed() {
         "holds the manifest of shop v1, not shop v3",
     );
 
+    // A release on disk is bound to the bytes it was unpacked from: an entry of v1 that names
+    // other bytes is refused even with a valid signature (here made with the real key).
+    let v1_sha = entry_field(&ctx, "v1", "sha256")
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(
+        std::fs::read_to_string(a.root.join("apps/shop/unpacked-from/v1")).unwrap(),
+        format!("{v1_sha}\n")
+    );
+    let key = milky_core::signing::SecretKey::read(&secret).unwrap();
+    let mut entry = milky_core::PackageEntry {
+        sha256: "0".repeat(64),
+        size: 1234,
+        uploaded: "2026-11-25T04:25:00Z".into(),
+        signature: None,
+    };
+    let resigned = key.sign_entry(&APP.parse().unwrap(), &"v1".parse().unwrap(), &entry);
+    entry.signature = Some(resigned);
+    edit_entry(&ctx, "v1", |row| {
+        row["sha256"] = toml_edit::value(&entry.sha256);
+        row["size"] = toml_edit::value(1234);
+        row["signature"] = toml_edit::value(entry.signature.as_deref().unwrap());
+    });
+    assert_success(&ctx.milky(&["version", "stable", APP, "v1"]), "back to v1");
+    let out = a.sync();
+    assert_failure(
+        &out,
+        1,
+        &format!("shop v1 on disk was unpacked from sha256 {v1_sha}"),
+    );
+    assert_eq!(serving(&a).as_deref(), Some("v2"));
+
     // A server that stops trusting the key says that what it serves would not be installed now.
     let other_keys = ctx.dir.path().join("other-keys");
     let (_, other_public) = keygen(&ctx, &other_keys);

@@ -164,10 +164,12 @@ pub async fn run(args: UploadArgs, global: &GlobalArgs, printer: Printer) -> any
 
     let key_id = signing_key.as_ref().map(|k| k.key.public().id());
     let (previous, signed_by) = if args.dry_run {
-        if let Some(id) = key_id {
+        // As `Index::add_package` does: a signed entry keeps its signature.
+        let before = known.as_ref().and_then(signing::signer);
+        if let (None, Some(id)) = (before, key_id) {
             printer.status(format!("dry run: would sign the entry with key {id}"));
         }
-        (None, key_id.or(known.as_ref().and_then(signing::signer)))
+        (None, before.or(key_id))
     } else {
         let ((added, previous), written) = store
             .edit_index(|index| -> Result<_, IndexError> {
