@@ -409,6 +409,15 @@ packaging_agent_toml_example() {
 # [env]
 # Environment of every app's processes and hooks on this server, after the app's own settings.
 # DATABASE_URL = "postgres://app@db-1/app"
+
+# [signing]
+# Public keys this server requires packages to be signed by (`cargo milky keygen` prints the
+# line). Without any, every package in the index is installed and the status report says that
+# signatures are not verified. The key below is only an example: nobody holds its secret half.
+# trusted_keys = ["milky-ed25519 98d7512a33eb8f6d TJSCyPulN6AyxiITrQCW+Ek7fw5lTo3AvHQCwKgzoeE="]
+# A file of such lines (# comments allowed), read at every pass; set but unreadable or empty,
+# nothing is installed until it is fixed.
+# trusted_keys_file = "/etc/milky/trusted_keys"
 EOF
 }
 

@@ -62,6 +62,8 @@ pub enum Command {
     Doctor(commands::doctor::DoctorArgs),
     Env(commands::env::EnvArgs),
     Logs(commands::logs::LogsArgs),
+    Keygen(commands::keygen::KeygenArgs),
+    Sign(commands::sign::SignArgs),
 }
 
 #[cfg(test)]
@@ -83,7 +85,7 @@ mod tests {
         insta::assert_snapshot!("milky", milky.render_long_help().to_string());
         for sub in [
             "init", "package", "upload", "version", "remove", "info", "status", "rollback",
-            "promote", "hosts", "doctor", "logs",
+            "promote", "hosts", "doctor", "logs", "keygen", "sign",
         ] {
             let help = milky
                 .find_subcommand_mut(sub)

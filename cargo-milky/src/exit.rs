@@ -35,6 +35,7 @@ fn is_user_error(err: &anyhow::Error) -> bool {
                     IndexError::UnknownVersion { .. }
                         | IndexError::NotInGroup { .. }
                         | IndexError::VersionConflict { .. }
+                        | IndexError::SizeMismatch { .. }
                 )
             )
     })

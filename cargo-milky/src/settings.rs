@@ -1,11 +1,12 @@
 //! The controller's settings, resolved once from flags, environment and the `[deploy]` table of
 //! the project's milky.toml, in that order.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use milky_core::GroupName;
 use milky_core::project::{DeploySettings, ProjectConfig};
+use milky_core::signing::{KeyError, SecretKey};
 use milky_core::store::{S3Options, Store, StoreUrl};
 
 use crate::cli::GlobalArgs;
@@ -17,6 +18,8 @@ pub struct Settings {
     pub store: StoreUrl,
     pub s3: S3Options,
     pub default_group: Option<GroupName>,
+    /// `MILKY_SIGNING_KEY`, else `[deploy] signing_key` (relative to the settings file).
+    pub signing_key: Option<PathBuf>,
 }
 
 /// The `[deploy]` table of the settings file, if there is one and it has that table.
@@ -53,7 +56,45 @@ impl Settings {
                 region: None,
             },
             default_group: deploy.group,
+            signing_key: std::env::var_os("MILKY_SIGNING_KEY")
+                .filter(|s| !s.is_empty())
+                .map(PathBuf::from)
+                .or_else(|| {
+                    let dir = global.config.parent().unwrap_or(Path::new(""));
+                    deploy.signing_key.map(|key| match key.strip_prefix("~") {
+                        // `~/…` as people write it; the shell never saw this path.
+                        Ok(rest) => std::env::var_os("HOME")
+                            .map_or_else(|| key.clone(), |home| PathBuf::from(home).join(rest)),
+                        Err(_) => dir.join(key),
+                    })
+                }),
         })
+    }
+
+    /// The secret key to sign with: `given` (--sign-key), else the environment's or the
+    /// settings file's. None when no key is configured anywhere.
+    pub fn signing_key(&self, given: Option<&Path>) -> anyhow::Result<Option<SigningKey>> {
+        let Some(path) = given.or(self.signing_key.as_deref()) else {
+            return Ok(None);
+        };
+        let key = SecretKey::read(path).map_err(|err| match err {
+            KeyError::Io { .. } => anyhow::Error::from(err).context("reading the signing key"),
+            other => user_error(other.to_string()),
+        })?;
+        use std::os::unix::fs::PermissionsExt;
+        if let Ok(meta) = fs_err::metadata(path)
+            && meta.permissions().mode() & 0o077 != 0
+        {
+            tracing::warn!(
+                "the signing key {} can be read by other users (mode {:o}); `chmod 600` it",
+                path.display(),
+                meta.permissions().mode() & 0o777
+            );
+        }
+        Ok(Some(SigningKey {
+            path: path.to_owned(),
+            key,
+        }))
     }
 
     pub async fn open_store(&self) -> anyhow::Result<Store> {
@@ -66,6 +107,13 @@ impl Settings {
             user_error("no group given: pass --group GROUP or set `group = \"…\"` under [deploy] in milky.toml")
         })
     }
+}
+
+/// A secret key and where it was read from.
+#[derive(Debug)]
+pub struct SigningKey {
+    pub path: PathBuf,
+    pub key: SecretKey,
 }
 
 /// Loads a project's milky.toml, for commands that pack.

@@ -7,7 +7,7 @@ use std::time::Duration;
 use clap::{Parser, Subcommand};
 
 use crate::config::{AgentConfig, DEFAULT_PATH};
-use crate::logfile::BoundedLog;
+use crate::logfile::{BoundedLog, QUIET};
 use crate::reconcile::{Agent, PassReport};
 
 /// Make this server run what the index in the store gives its group, on nginx + Apache mod_wsgi.
@@ -84,13 +84,13 @@ async fn one_pass(agent: &Agent) -> PassReport {
         },
     };
     if report.busy {
-        tracing::info!(target: IDLE, "another pass is running; nothing to do");
+        tracing::info!(target: QUIET, "another pass is running; nothing to do");
     }
     report.changes.iter().for_each(|c| tracing::info!("{c}"));
     report.waiting.iter().for_each(|w| tracing::info!("{w}"));
     report.errors.iter().for_each(|e| tracing::error!("{e}"));
     if !report.busy && report.ok() && report.changes.is_empty() && report.waiting.is_empty() {
-        tracing::info!(target: IDLE, "up to date");
+        tracing::info!(target: QUIET, "up to date");
     }
     report
 }
@@ -119,10 +119,6 @@ async fn run_loop(agent: &Agent, interval: Duration) -> ExitCode {
     ExitCode::SUCCESS
 }
 
-/// Messages of a pass that changed nothing: shown on stderr (cron's mail, the journal) but kept
-/// out of the agent's log file, so an idle server's log does not grow and ships nothing.
-const IDLE: &str = "milky_agent::idle";
-
 /// Logs to stderr and to the agent's log file (`[paths] logs`/agent.log, bounded), which the
 /// agent ships to the store with the other logs.
 fn init_logging(verbose: u8, file: BoundedLog) {
@@ -142,7 +138,7 @@ fn init_logging(verbose: u8, file: BoundedLog) {
         .with_ansi(false)
         .with_target(false)
         .with_filter(tracing_subscriber::filter::filter_fn(|meta| {
-            meta.target() != IDLE
+            meta.target() != QUIET
         }));
     tracing_subscriber::registry()
         .with(filter)

@@ -47,6 +47,19 @@ pub struct AgentConfig {
     /// that differs per server); the app's own settings come first.
     #[serde(default)]
     pub env: std::collections::BTreeMap<String, String>,
+    #[serde(default)]
+    pub signing: Signing,
+}
+
+/// Package signatures: with trusted keys, only packages signed by one of them are installed.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Signing {
+    /// Public key lines, `milky-ed25519 <key-id> <key>`, as `cargo milky keygen` prints them.
+    pub trusted_keys: Vec<milky_core::signing::PublicKey>,
+    /// A file of public key lines (`#` comments), read at every pass. If it is set but cannot
+    /// be read, nothing is installed.
+    pub trusted_keys_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -269,5 +282,11 @@ mod tests {
         )
         .unwrap_err();
         assert!(err.to_string().contains("health_timeout"), "{err}");
+        let err = toml::from_str::<AgentConfig>(
+            "store = \"s3://b\"\ngroup = \"g\"\n[signing]\ntrusted_keys = [\"milky-ed25519 00 AAAA\"]\n",
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("trusted_keys"), "{err}");
+        assert!(err.to_string().contains("not 16 hex digits"), "{err}");
     }
 }

@@ -13,4 +13,5 @@ pub mod plan;
 pub mod reconcile;
 pub mod release_store;
 pub mod state;
+pub mod verify;
 pub mod web;

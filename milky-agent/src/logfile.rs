@@ -9,6 +9,11 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
+/// The `tracing` target of messages every pass repeats (up to date, not verifying): shown on
+/// stderr (cron's mail, the journal) but kept out of the log file, so an idle server's log does
+/// not grow and it ships nothing.
+pub const QUIET: &str = "milky_agent::quiet";
+
 #[derive(Debug)]
 pub struct BoundedLog {
     path: PathBuf,

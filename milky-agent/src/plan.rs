@@ -115,6 +115,7 @@ mod tests {
             sha256: "a".repeat(64),
             size: 1,
             uploaded: "t".into(),
+            signature: None,
         }
     }
     fn wanted(pairs: &[(&str, &str)]) -> BTreeMap<AppName, (Version, PackageEntry)> {

@@ -19,10 +19,11 @@ use crate::once::{Once, OnceRunner};
 use crate::plan::{self, Plan, Running, Step};
 use crate::release_store::Releases;
 use crate::state::{AgentState, ConditionalWrites, Failure, StateDir};
+use crate::verify::Verifier;
 use crate::web::{
     AppSite, HookRun, ReleaseSetup, Slot, WebError, WebStack, prepare_release, run_hooks,
 };
-use milky_core::status::{AppStatus, HEARTBEAT, HostStatus};
+use milky_core::status::{AppStatus, HEARTBEAT, HostStatus, Signatures};
 
 /// What a pass did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -120,6 +121,20 @@ impl Agent {
 
     async fn pass_locked(&self, state: &mut AgentState) -> anyhow::Result<PassReport> {
         let mut errors = Vec::new();
+        let verifier = Verifier::load(&self.config.signing);
+        match &verifier {
+            // Every pass says it on stderr; the log file (shipped) stays quiet on idle passes.
+            Verifier::Off => tracing::warn!(
+                target: crate::logfile::QUIET,
+                "package signatures are not verified: no trusted keys configured ([signing] in agent.toml)"
+            ),
+            Verifier::Broken(why) => {
+                errors.push(format!(
+                    "signatures: nothing is installed, the trusted keys cannot be read: {why}"
+                ));
+            }
+            Verifier::On(_) => {}
+        }
         let index = self.read_index(state).await;
         let store_answered = index.is_ok();
         let index = match index {
@@ -136,8 +151,15 @@ impl Agent {
             errors.push(format!("nginx: {err}"));
         }
         let Some((index, cached)) = index.or_else(|| self.cached_index().map(|i| (i, true))) else {
-            self.report(state, &running, &BTreeMap::new(), &BTreeMap::new(), &errors)
-                .await;
+            self.report(
+                state,
+                &running,
+                &BTreeMap::new(),
+                &BTreeMap::new(),
+                &errors,
+                verifier.status(),
+            )
+            .await;
             return Ok(PassReport {
                 errors,
                 ..PassReport::default()
@@ -191,8 +213,29 @@ impl Agent {
                 state,
                 &mut app_errors,
                 &mut waiting,
+                &verifier,
             )
             .await;
+        // What serves already is checked too, so a server that verifies says when it runs a
+        // release it would not install now (e.g. one installed before keys were configured).
+        if let Verifier::On(_) = &verifier {
+            for (app, (version, entry)) in &wanted {
+                if !app_errors.contains_key(app)
+                    && self.running_version(app).as_ref() == Some(version)
+                    && let Err(err) = verifier.check(
+                        app,
+                        version,
+                        entry,
+                        self.releases.unpacked_from(app, version).as_deref(),
+                    )
+                {
+                    app_errors.insert(
+                        app.clone(),
+                        format!("serves {version}, which it would not install now: {err:#}"),
+                    );
+                }
+            }
+        }
         for (app, wanted_version) in wanted.iter().map(|(a, (v, _))| (a, v)) {
             let live = self.running_version(app);
             let protect: Vec<&Version> = [Some(wanted_version), live.as_ref()]
@@ -208,8 +251,15 @@ impl Agent {
         }
         errors.extend(app_errors.iter().map(|(app, err)| format!("{app}: {err}")));
         let running_after = self.running(state)?;
-        self.report(state, &running_after, &wanted, &waiting, &errors)
-            .await;
+        self.report(
+            state,
+            &running_after,
+            &wanted,
+            &waiting,
+            &errors,
+            verifier.status(),
+        )
+        .await;
         if store_answered {
             self.ship_logs().await;
         }
@@ -314,6 +364,7 @@ impl Agent {
         state: &mut AgentState,
         app_errors: &mut BTreeMap<AppName, String>,
         waiting: &mut BTreeMap<AppName, String>,
+        verifier: &Verifier,
     ) -> Vec<String> {
         let mut changes = Vec::new();
         let default_app = wanted
@@ -353,17 +404,28 @@ impl Agent {
                         .get(app)
                         .and_then(|r| r.version.as_ref())
                         .map(ToString::to_string);
-                    match self
-                        .deploy(
-                            app,
-                            version,
-                            entry,
-                            wanted_env.get(app).copied().unwrap_or(0),
-                            default_app.as_ref() == Some(app),
-                            state,
-                        )
-                        .await
-                    {
+                    // Before any download, for a release already on disk as much as a new one.
+                    let verified = verifier.check(
+                        app,
+                        version,
+                        entry,
+                        self.releases.unpacked_from(app, version).as_deref(),
+                    );
+                    let deployed = match verified {
+                        Ok(()) => {
+                            self.deploy(
+                                app,
+                                version,
+                                entry,
+                                wanted_env.get(app).copied().unwrap_or(0),
+                                default_app.as_ref() == Some(app),
+                                state,
+                            )
+                            .await
+                        }
+                        Err(err) => Err(err),
+                    };
+                    match deployed {
                         Ok(Deployed::Waiting(why)) => {
                             tracing::info!(%app, %version, "staged; {why}");
                             waiting.insert(app.clone(), why);
@@ -719,6 +781,7 @@ impl Agent {
         wanted: &BTreeMap<AppName, (Version, PackageEntry)>,
         waiting: &BTreeMap<AppName, String>,
         errors: &[String],
+        signatures: Signatures,
     ) {
         let mut apps = BTreeMap::new();
         for app in running.keys().chain(wanted.keys()) {
@@ -752,6 +815,7 @@ impl Agent {
             },
             apps,
             errors: errors.to_vec(),
+            signatures: Some(signatures),
         };
         let digest = status.digest();
         let due = state

@@ -37,6 +37,22 @@ impl Releases {
         Manifest::parse(&text).ok()
     }
 
+    /// For each release, the sha256 of the package it was unpacked from: in
+    /// `APPS/<app>/unpacked-from/<version>`, outside the release (whose files came from the
+    /// package) and outside `releases/` (which holds only releases).
+    fn unpacked_from_path(&self, app: &AppName, version: &Version) -> PathBuf {
+        self.app_dir(app)
+            .join("unpacked-from")
+            .join(version.as_str())
+    }
+
+    /// The sha256 of the package a release on disk was unpacked from; None for a release
+    /// unpacked by an agent older than this record.
+    pub fn unpacked_from(&self, app: &AppName, version: &Version) -> Option<String> {
+        let text = std::fs::read_to_string(self.unpacked_from_path(app, version)).ok()?;
+        self.manifest(app, version).map(|_| text.trim().to_owned())
+    }
+
     /// Versions of an app on disk.
     pub fn on_disk(&self, app: &AppName) -> Vec<Version> {
         let dir = self.app_dir(app).join("releases");
@@ -125,6 +141,12 @@ impl Releases {
                 );
             }
             make_traversable(&staging)?;
+            // Written first: a record without its release is harmless and replaced next time.
+            fs_err::create_dir_all(self.app_dir(app).join("unpacked-from"))?;
+            crate::state::write_atomic(
+                &self.unpacked_from_path(app, version),
+                format!("{sha256}\n").as_bytes(),
+            )?;
             fs_err::rename(&staging, &target)?;
             Ok(manifest)
         })();
@@ -180,6 +202,7 @@ impl Releases {
         let mut removed = Vec::new();
         for (kept, (_, version)) in versions.into_iter().enumerate() {
             if kept >= keep.max(1) && !protect.contains(&&version) {
+                let _ = std::fs::remove_file(self.unpacked_from_path(app, &version));
                 fs_err::remove_dir_all(self.release_dir(app, &version))?;
                 removed.push(version);
             }

@@ -40,6 +40,15 @@ pub enum IndexError {
     #[error("group {group} has no earlier version of {app} to roll back to")]
     NoHistory { group: GroupName, app: AppName },
     #[error(
+        "{app} {version} is listed with size {listed}, the package is {size} bytes; refusing to sign an entry that does not match"
+    )]
+    SizeMismatch {
+        app: AppName,
+        version: Version,
+        listed: u64,
+        size: u64,
+    },
+    #[error(
         "{app} {version} was already uploaded with other bytes (sha256 {existing}, now {new}); versions are immutable, pick a new version"
     )]
     VersionConflict {
@@ -59,6 +68,10 @@ pub struct PackageEntry {
     pub size: u64,
     /// When it was uploaded (RFC 3339).
     pub uploaded: String,
+    /// `<key-id>:<base64>`: the admin's signature over app, version, sha256 and size (see
+    /// [`crate::signing`]). Agents with trusted keys refuse entries without a valid one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signature: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -100,6 +113,8 @@ pub enum Added {
     New,
     /// The same bytes were uploaded before: nothing to do.
     AlreadyThere,
+    /// The same bytes were uploaded before without a signature; the new one was added.
+    Signed,
 }
 
 impl Default for Index {
@@ -172,8 +187,10 @@ impl Index {
         self.apps().remove(app)?.remove(version)
     }
 
-    /// Records an uploaded package. The same bytes again are [`Added::AlreadyThere`]; other bytes
-    /// under a known version are refused, because a version never changes once uploaded.
+    /// Records an uploaded package. The same bytes again are [`Added::AlreadyThere`], or
+    /// [`Added::Signed`] when the entry had no signature and `entry` brings one (so releases
+    /// uploaded before signing can be signed by uploading them again); other bytes under a known
+    /// version are refused, because a version never changes once uploaded.
     pub fn add_package(
         &mut self,
         app: &AppName,
@@ -182,7 +199,21 @@ impl Index {
     ) -> Result<Added, IndexError> {
         if let Some(existing) = self.package(app, version) {
             return if existing.sha256 == entry.sha256 {
-                Ok(Added::AlreadyThere)
+                match &entry.signature {
+                    Some(signature) if existing.signature.is_none() => {
+                        if existing.size != entry.size {
+                            return Err(IndexError::SizeMismatch {
+                                app: app.clone(),
+                                version: version.clone(),
+                                listed: existing.size,
+                                size: entry.size,
+                            });
+                        }
+                        self.set_signature(app, version, signature)?;
+                        Ok(Added::Signed)
+                    }
+                    _ => Ok(Added::AlreadyThere),
+                }
             } else {
                 Err(IndexError::VersionConflict {
                     app: app.clone(),
@@ -197,8 +228,58 @@ impl Index {
         row["sha256"] = value(&entry.sha256);
         row["size"] = value(i64::try_from(entry.size).unwrap_or(i64::MAX));
         row["uploaded"] = value(&entry.uploaded);
+        if let Some(signature) = &entry.signature {
+            row["signature"] = value(signature);
+        }
         versions.insert(version.as_str(), Item::Table(row));
         Ok(Added::New)
+    }
+
+    /// Sets (or replaces) the signature of an uploaded version's entry; the rest of the entry,
+    /// and any comments on it, stay as they are.
+    pub fn set_signature(
+        &mut self,
+        app: &AppName,
+        version: &Version,
+        signature: &str,
+    ) -> Result<(), IndexError> {
+        if self.package(app, version).is_none() {
+            return Err(IndexError::UnknownVersion {
+                app: app.clone(),
+                version: version.clone(),
+                known: self.known_versions(app),
+            });
+        }
+        let row = table_at(&mut self.doc, &["apps", app.as_str(), "versions"])
+            .get_mut(version.as_str())
+            .and_then(Item::as_table_like_mut)
+            .expect("a listed version has a table");
+        match row.get_mut("signature").and_then(Item::as_value_mut) {
+            // Keeps the key's decor (a trailing comment, say).
+            Some(existing) => {
+                let decor = existing.decor().clone();
+                *existing = signature.into();
+                *existing.decor_mut() = decor;
+            }
+            None => {
+                row.insert("signature", value(signature));
+            }
+        }
+        Ok(())
+    }
+
+    fn known_versions(&self, app: &AppName) -> String {
+        self.apps()
+            .remove(app)
+            .map(|versions| {
+                versions
+                    .keys()
+                    .map(Version::to_string)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            })
+            .filter(|list| !list.is_empty())
+            .unwrap_or_else(|| "none".into())
     }
 
     /// Makes `group` run `version` of `app`, which must have been uploaded. Returns the version the
@@ -210,22 +291,10 @@ impl Index {
         version: &Version,
     ) -> Result<Option<Version>, IndexError> {
         if self.package(app, version).is_none() {
-            let known = self
-                .apps()
-                .remove(app)
-                .map(|versions| {
-                    versions
-                        .keys()
-                        .map(Version::to_string)
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                })
-                .filter(|list| !list.is_empty())
-                .unwrap_or_else(|| "none".into());
             return Err(IndexError::UnknownVersion {
                 app: app.clone(),
                 version: version.clone(),
-                known,
+                known: self.known_versions(app),
             });
         }
         let previous = self.group(group).remove(app);
@@ -370,6 +439,7 @@ mod tests {
             sha256: sha.to_string().repeat(64),
             size: 1234,
             uploaded: "2026-11-25T04:25:00Z".into(),
+            signature: None,
         }
     }
 
@@ -465,6 +535,96 @@ mod tests {
             .add_package(&app("a"), &version("v1"), &entry('b'))
             .unwrap_err();
         assert!(matches!(err, IndexError::VersionConflict { .. }), "{err}");
+    }
+
+    #[test]
+    fn a_signature_is_written_added_to_an_unsigned_entry_and_replaced_in_place() {
+        let mut index = Index::new();
+        let signed = PackageEntry {
+            signature: Some("0011223344556677:c2ln".into()),
+            ..entry('a')
+        };
+        index
+            .add_package(&app("a"), &version("v1"), &signed)
+            .unwrap();
+        assert!(
+            index.to_string().contains(
+                "uploaded = \"2026-11-25T04:25:00Z\"\nsignature = \"0011223344556677:c2ln\"\n"
+            ),
+            "{index}"
+        );
+        assert_eq!(
+            index.package(&app("a"), &version("v1")),
+            Some(signed.clone())
+        );
+
+        // An unsigned entry, uploaded again with a key, gets the signature; a signed one keeps its.
+        index
+            .add_package(&app("a"), &version("v2"), &entry('b'))
+            .unwrap();
+        let v2 = PackageEntry {
+            signature: Some("0011223344556677:djI=".into()),
+            ..entry('b')
+        };
+        assert_eq!(
+            index.add_package(&app("a"), &version("v2"), &v2).unwrap(),
+            Added::Signed
+        );
+        assert_eq!(
+            index.package(&app("a"), &version("v2")).unwrap().signature,
+            v2.signature
+        );
+        let other = PackageEntry {
+            signature: Some("8899aabbccddeeff:b3RoZXI=".into()),
+            ..entry('b')
+        };
+        assert_eq!(
+            index
+                .add_package(&app("a"), &version("v2"), &other)
+                .unwrap(),
+            Added::AlreadyThere
+        );
+        assert_eq!(
+            index.package(&app("a"), &version("v2")).unwrap().signature,
+            v2.signature
+        );
+        // The same sha256 with another size is not signed.
+        let unsigned_v3 = entry('c');
+        index
+            .add_package(&app("a"), &version("v3"), &unsigned_v3)
+            .unwrap();
+        let err = index
+            .add_package(
+                &app("a"),
+                &version("v3"),
+                &PackageEntry {
+                    size: 1,
+                    signature: Some("x".into()),
+                    ..entry('c')
+                },
+            )
+            .unwrap_err();
+        assert!(matches!(err, IndexError::SizeMismatch { .. }), "{err}");
+
+        // set_signature replaces in place and keeps a comment on the line.
+        let text = index.to_string().replace(
+            "signature = \"0011223344556677:c2ln\"",
+            "signature = \"0011223344556677:c2ln\" # release key",
+        );
+        let mut index = Index::parse(&text).unwrap();
+        index
+            .set_signature(&app("a"), &version("v1"), "8899aabbccddeeff:bmV3")
+            .unwrap();
+        assert!(
+            index
+                .to_string()
+                .contains("signature = \"8899aabbccddeeff:bmV3\" # release key\n"),
+            "{index}"
+        );
+        let err = index
+            .set_signature(&app("a"), &version("v9"), "x")
+            .unwrap_err();
+        assert!(matches!(err, IndexError::UnknownVersion { .. }), "{err}");
     }
 
     #[test]

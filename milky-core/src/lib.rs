@@ -1,6 +1,6 @@
 //! The domain of MilkyWhite, shared by the controller (`cargo milky`) and the agent
 //! (`milky-agent`): names, the index `version.info`, the package format, the store (S3 or a local
-//! directory) and where things live in it. No CLI code and no printing here.
+//! directory), where things live in it, and package signatures. No CLI code and no printing here.
 
 pub mod env;
 pub mod index;
@@ -10,6 +10,7 @@ pub mod names;
 pub mod once;
 pub mod package;
 pub mod project;
+pub mod signing;
 pub mod status;
 pub mod store;
 

@@ -102,6 +102,11 @@ pub struct DeploySettings {
     pub endpoint_url: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub group: Option<GroupName>,
+    /// The secret key `upload` signs with (`cargo milky keygen`); relative to this file's dir,
+    /// or `~/…` under the home dir.
+    /// Keep it outside the project: `upload` refuses a key inside the directory it packs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signing_key: Option<PathBuf>,
 }
 
 /// The whole project file.

@@ -24,6 +24,55 @@ pub struct HostStatus {
     /// Errors of the last pass, one per line, app first.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub errors: Vec<String>,
+    /// Whether this server verifies package signatures (absent in reports of older agents).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signatures: Option<Signatures>,
+}
+
+/// How a server treats package signatures.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Signatures {
+    pub check: SignatureCheck,
+    /// The ids of the keys it trusts.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub trusted_keys: Vec<String>,
+    /// Why it does not verify, or what is wrong with its keys.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SignatureCheck {
+    /// Only packages signed by a trusted key are installed.
+    Verifying,
+    /// No trusted keys configured: any package in the index is installed.
+    NotVerifying,
+    /// Trusted keys are configured but cannot be read: nothing is installed.
+    Broken,
+}
+
+impl Signatures {
+    /// One line for people: "verifies signatures (keys …)", "does not verify signatures: …".
+    pub fn describe(&self) -> String {
+        let note = self
+            .note
+            .as_ref()
+            .map(|n| format!(": {n}"))
+            .unwrap_or_default();
+        match self.check {
+            SignatureCheck::Verifying => {
+                format!(
+                    "verifies signatures (keys {})",
+                    self.trusted_keys.join(", ")
+                )
+            }
+            SignatureCheck::NotVerifying => format!("does not verify signatures{note}"),
+            SignatureCheck::Broken => {
+                format!("installs nothing, its trusted keys are broken{note}")
+            }
+        }
+    }
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -131,6 +180,8 @@ pub struct GroupSummary {
     pub stale: Vec<(HostName, u64)>,
     /// Reports that could not be read.
     pub unreadable: Vec<(HostName, String)>,
+    /// Live servers that do not verify package signatures (or cannot), with why.
+    pub not_verifying: Vec<(HostName, String)>,
     pub apps: BTreeMap<AppName, AppSummary>,
 }
 
@@ -154,6 +205,14 @@ pub fn summarize(
         }
     }
     summary.live = live.iter().map(|r| r.host.clone()).collect();
+    for report in &live {
+        let why = match &report.signatures {
+            Some(s) if s.check == SignatureCheck::Verifying => continue,
+            Some(s) => s.describe(),
+            None => "does not verify signatures: its agent predates signing".to_owned(),
+        };
+        summary.not_verifying.push((report.host.clone(), why));
+    }
     let apps: std::collections::BTreeSet<&AppName> = wanted
         .keys()
         .chain(live.iter().flat_map(|r| r.apps.keys()))
@@ -219,6 +278,11 @@ mod tests {
                 .map(|(a, s)| (a.parse().unwrap(), s.clone()))
                 .collect(),
             errors: vec![],
+            signatures: Some(Signatures {
+                check: SignatureCheck::Verifying,
+                trusted_keys: vec!["0011223344556677".into()],
+                note: None,
+            }),
         };
         (host.parse().unwrap(), Ok(status))
     }
@@ -278,5 +342,59 @@ mod tests {
         );
         assert_eq!(summary.stale, vec![("d".parse().unwrap(), 7200)]);
         assert!(!shop.converged());
+        assert!(summary.not_verifying.is_empty());
+    }
+
+    #[test]
+    fn servers_that_do_not_verify_signatures_are_named() {
+        let now = humantime::parse_rfc3339("2026-11-25T12:00:00Z").unwrap();
+        let fresh = "2026-11-25T11:59:00Z";
+        let mut reports = vec![
+            report("a", fresh, &[]),
+            report("b", fresh, &[]),
+            report("c", fresh, &[]),
+        ];
+        let off = Signatures {
+            check: SignatureCheck::NotVerifying,
+            trusted_keys: vec![],
+            note: Some("no trusted keys configured".into()),
+        };
+        if let Ok(status) = &mut reports[1].1 {
+            status.signatures = Some(off.clone());
+        }
+        // An older agent's report has no signatures table at all, and still parses.
+        let old = "host = \"c\"\ngroup = \"g\"\nagent_version = \"0\"\nlast_pass = \"2026-11-25T11:59:00Z\"\nresult = \"ok\"\n";
+        reports[2].1 = HostStatus::parse(old);
+        let summary = summarize(
+            &BTreeMap::new(),
+            &BTreeMap::new(),
+            &reports,
+            now,
+            DEFAULT_STALE_AFTER,
+        );
+        assert_eq!(
+            summary.not_verifying,
+            vec![
+                (
+                    "b".parse().unwrap(),
+                    "does not verify signatures: no trusted keys configured".to_owned()
+                ),
+                (
+                    "c".parse().unwrap(),
+                    "does not verify signatures: its agent predates signing".to_owned()
+                ),
+            ]
+        );
+        // The table as agents write it.
+        let mut status = reports[0].1.clone().unwrap();
+        status.signatures = Some(off);
+        let text = toml::to_string(&status).unwrap();
+        assert!(
+            text.contains(
+                "[signatures]\ncheck = \"not-verifying\"\nnote = \"no trusted keys configured\"\n"
+            ),
+            "{text}"
+        );
+        assert_eq!(HostStatus::parse(&text).unwrap(), status);
     }
 }

@@ -8,3 +8,4 @@ mod env;
 mod install;
 mod logs;
 mod rollout;
+mod signing;

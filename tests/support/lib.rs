@@ -203,6 +203,7 @@ impl TestContext {
             .arg("milky")
             .args(args)
             .env("MILKY_STORE", self.store())
+            .env_remove("MILKY_SIGNING_KEY")
             .env_remove("RUST_LOG");
         for (key, value) in aws_env(&self.endpoint) {
             command.env(key, value);

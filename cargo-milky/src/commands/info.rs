@@ -10,6 +10,9 @@ use crate::cli::GlobalArgs;
 use crate::settings::Settings;
 
 /// List every group with its apps and versions, and every uploaded version of each app.
+///
+/// Each version shows the id of the key that signed it, as the index says; servers check the
+/// signature itself against their own trusted keys.
 #[derive(Debug, Args)]
 pub struct InfoArgs {
     /// Print the index as JSON on stdout
@@ -72,8 +75,13 @@ pub async fn run(args: InfoArgs, global: &GlobalArgs) -> anyhow::Result<()> {
             } else {
                 format!("  ← {}", running.join(", "))
             };
+            let signed = match milky_core::signing::signer(entry) {
+                Some(id) => format!("signed {id}"),
+                None if entry.signature.is_some() => "signature malformed".into(),
+                None => "unsigned".into(),
+            };
             println!(
-                "    {version:<22} {:>12} bytes  {}  sha256 {}{running}",
+                "    {version:<22} {:>12} bytes  {}  sha256 {}  {signed}{running}",
                 entry.size,
                 entry.uploaded,
                 &entry.sha256[..entry.sha256.len().min(12)]

@@ -5,11 +5,13 @@ pub mod env;
 pub mod hosts;
 pub mod info;
 pub mod init;
+pub mod keygen;
 pub mod logs;
 pub mod package;
 pub mod promote;
 pub mod remove;
 pub mod rollback;
+pub mod sign;
 pub mod status;
 pub mod upload;
 pub mod version;
@@ -35,6 +37,8 @@ pub async fn run(args: MilkyArgs) -> anyhow::Result<()> {
         Command::Doctor(a) => doctor::run(a, &args.global).await,
         Command::Env(a) => env::run(a, &args.global, printer).await,
         Command::Logs(a) => logs::run(a, &args.global, printer).await,
+        Command::Keygen(a) => keygen::run(a, printer),
+        Command::Sign(a) => sign::run(a, &args.global, printer).await,
     }
 }
 

@@ -112,9 +112,27 @@ pub async fn run(args: StatusArgs, global: &GlobalArgs) -> anyhow::Result<()> {
         for (host, err) in &summary.unreadable {
             println!("  unreadable report of {host}: {err}");
         }
+        print_not_verifying(summary);
     }
     if all.is_empty() {
         println!("no groups yet");
     }
     Ok(())
+}
+
+/// Servers that would install an unsigned package: one line when it is every live server for
+/// the same reason (a fleet without signing), else one per server.
+fn print_not_verifying(summary: &GroupSummary) {
+    let hosts = &summary.not_verifying;
+    if let [(_, why), rest @ ..] = hosts.as_slice()
+        && !rest.is_empty()
+        && hosts.len() == summary.live.len()
+        && rest.iter().all(|(_, other)| other == why)
+    {
+        println!("  all {} live servers: {why}", hosts.len());
+        return;
+    }
+    for (host, why) in hosts {
+        println!("  server {host} {why}");
+    }
 }

@@ -7,7 +7,7 @@ use clap::Args;
 use milky_core::index::Added;
 use milky_core::package::build::file_sha256;
 use milky_core::store::{Condition, StoreError};
-use milky_core::{GroupName, IndexError, Manifest, PackageEntry, layout};
+use milky_core::{GroupName, IndexError, Manifest, PackageEntry, layout, signing};
 use serde::Serialize;
 
 use super::package::{BuildArgs, build_package};
@@ -23,10 +23,14 @@ use crate::settings::Settings;
 /// is a no-op, with other bytes it is refused. Then version.info is edited (compare-and-swap) so
 /// GROUP runs this version; servers pick it up on their next pass.
 ///
+/// With a signing key (--sign-key, MILKY_SIGNING_KEY or `signing_key` under [deploy]), the index
+/// entry is signed, so servers that trust the key's public half install it; uploading an
+/// unsigned version again with a key adds the signature.
+///
 /// Both `upload --group GROUP PATH` and `upload GROUP PATH` work.
 #[derive(Debug, Args)]
 #[command(
-    after_help = "Examples:\n  cargo milky upload --group stable ./myapp\n  cargo milky upload stable target/milky/myapp-v1022.tar.bz2"
+    after_help = "Examples:\n  cargo milky upload --group stable ./myapp\n  cargo milky upload stable target/milky/myapp-v1022.tar.bz2\n  cargo milky upload --group stable --sign-key ~/.config/milky/signing.key ./myapp"
 )]
 pub struct UploadArgs {
     /// The group that will run the uploaded version [default: [deploy] group in milky.toml]
@@ -37,6 +41,9 @@ pub struct UploadArgs {
     pub targets: Vec<String>,
     #[command(flatten)]
     pub build: BuildArgs,
+    /// Sign the index entry with this secret key (from `cargo milky keygen`) [default: $MILKY_SIGNING_KEY, else [deploy] signing_key in milky.toml]
+    #[arg(long, value_name = "PATH")]
+    pub sign_key: Option<PathBuf>,
     #[command(flatten)]
     pub wait: crate::wait::WaitArgs,
     /// Show what would happen; write nothing to the store
@@ -57,6 +64,8 @@ struct Outcome {
     /// Whether the bytes were sent (false: the store already had them).
     uploaded: bool,
     previous: Option<String>,
+    /// The id of the key whose signature the entry carries now, if any.
+    signed_by: Option<String>,
     dry_run: bool,
 }
 
@@ -76,6 +85,18 @@ pub async fn run(args: UploadArgs, global: &GlobalArgs, printer: Printer) -> any
         _ => return Err(user_error("expected [GROUP] PATH")),
     };
     let path = PathBuf::from(path);
+    // A bad key is found before anything is packed or sent.
+    let signing_key = settings.signing_key(args.sign_key.as_deref())?;
+    if let Some(key) = &signing_key
+        && path.is_dir()
+        && inside(&key.path, &path)
+    {
+        return Err(user_error(format!(
+            "the signing key {} is inside the project {} and could be packed into the package; keep it outside (cargo milky keygen writes to ~/.config/milky)",
+            key.path.display(),
+            path.display()
+        )));
+    }
     let (package, manifest, sha256, size) = if path.is_dir() {
         let built = build_package(&path, &args.build, printer)?;
         (built.path, built.manifest, built.sha256, built.size)
@@ -98,11 +119,15 @@ pub async fn run(args: UploadArgs, global: &GlobalArgs, printer: Printer) -> any
     } = &manifest;
     let (app, version) = (&settings_app.name, &release.version);
     let store = settings.open_store().await?;
-    let entry = PackageEntry {
+    let mut entry = PackageEntry {
         sha256: sha256.clone(),
         size,
         uploaded: humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string(),
+        signature: None,
     };
+    if let Some(key) = &signing_key {
+        entry.signature = Some(key.key.sign_entry(app, version, &entry));
+    }
 
     // Refuse a conflicting version before sending any bytes.
     let known = match store.read_index().await.map_err(anyhow::Error::from)? {
@@ -137,19 +162,36 @@ pub async fn run(args: UploadArgs, global: &GlobalArgs, printer: Printer) -> any
         ));
     }
 
-    let previous = if args.dry_run {
-        None
+    let key_id = signing_key.as_ref().map(|k| k.key.public().id());
+    let (previous, signed_by) = if args.dry_run {
+        // As `Index::add_package` does: a signed entry keeps its signature.
+        let before = known.as_ref().and_then(signing::signer);
+        if let (None, Some(id)) = (before, key_id) {
+            printer.status(format!("dry run: would sign the entry with key {id}"));
+        }
+        (None, before.or(key_id))
     } else {
-        let (previous, _) = store
+        let ((added, previous), written) = store
             .edit_index(|index| -> Result<_, IndexError> {
-                match index.add_package(app, version, &entry)? {
-                    Added::New | Added::AlreadyThere => {}
-                }
-                index.set_version(&group, app, version)
+                let added = index.add_package(app, version, &entry)?;
+                Ok((added, index.set_version(&group, app, version)?))
             })
             .await
             .context("updating version.info")?;
-        previous
+        let signed_by = written
+            .package(app, version)
+            .as_ref()
+            .and_then(signing::signer);
+        match (added, key_id, signed_by) {
+            (Added::Signed, Some(id), _) => {
+                printer.status(format!("signed the entry of {app} {version} with key {id}"));
+            }
+            (_, Some(id), Some(before)) if before != id => printer.status(format!(
+                "{app} {version} keeps its signature by key {before}; `cargo milky sign` replaces it"
+            )),
+            _ => {}
+        }
+        (previous, signed_by)
     };
     let outcome = Outcome {
         group: group.clone(),
@@ -159,6 +201,7 @@ pub async fn run(args: UploadArgs, global: &GlobalArgs, printer: Printer) -> any
         size,
         uploaded,
         previous: previous.as_ref().map(ToString::to_string),
+        signed_by: signed_by.map(|id| id.to_string()),
         dry_run: args.dry_run,
     };
     if args.json {
@@ -170,6 +213,14 @@ pub async fn run(args: UploadArgs, global: &GlobalArgs, printer: Printer) -> any
         crate::wait::until_converged(&store, &group, app, &args.wait, printer).await?;
     }
     Ok(())
+}
+
+/// Whether `path` lies inside `dir` (both resolved, so `./key` and `key` are the same file).
+fn inside(path: &std::path::Path, dir: &std::path::Path) -> bool {
+    match (std::fs::canonicalize(path), std::fs::canonicalize(dir)) {
+        (Ok(path), Ok(dir)) => path.starts_with(dir),
+        _ => false,
+    }
 }
 
 fn print_outcome(
