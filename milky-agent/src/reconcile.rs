@@ -307,14 +307,6 @@ impl Agent {
         waiting: &mut BTreeMap<AppName, String>,
     ) -> Vec<String> {
         let mut changes = Vec::new();
-        let default_app = wanted
-            .keys()
-            .find(|app| {
-                self.releases
-                    .manifest(app, &wanted[*app].0)
-                    .is_none_or(|m| m.app.server_names.is_empty())
-            })
-            .cloned();
         for step in &plan.steps {
             match step {
                 Step::Remove { app } => match self.remove(app) {
@@ -350,7 +342,7 @@ impl Agent {
                             version,
                             entry,
                             wanted_env.get(app).copied().unwrap_or(0),
-                            default_app.as_ref() == Some(app),
+                            wanted,
                             state,
                         )
                         .await
@@ -407,7 +399,7 @@ impl Agent {
         version: &Version,
         entry: &PackageEntry,
         env_generation: u64,
-        default_server: bool,
+        wanted: &BTreeMap<AppName, (Version, PackageEntry)>,
         state: &mut AgentState,
     ) -> anyhow::Result<Deployed> {
         let (release_dir, manifest, downloaded) = self
@@ -417,6 +409,9 @@ impl Agent {
         if downloaded {
             tracing::info!(%app, %version, "unpacked into {}", release_dir.display());
         }
+        // Decided once this release's manifest is on disk: before, an app with server names
+        // could be taken for the default server.
+        let default_server = self.default_app(wanted).as_ref() == Some(app);
         let mut site = self.site(&manifest, &release_dir, default_server)?;
         let mut setup = ReleaseSetup::new(&release_dir);
         setup.python = self.config.releases.python.clone();
@@ -497,6 +492,20 @@ impl Agent {
         })?;
         state.live_env.insert(app.clone(), env_generation);
         Ok(Deployed::Switched)
+    }
+
+    /// The app nginx answers for unknown host names: the first wanted app (by name) without
+    /// server names. An app whose release is not on disk yet may be it; apps are deployed in
+    /// name order, so every app before the one being deployed is known.
+    fn default_app(&self, wanted: &BTreeMap<AppName, (Version, PackageEntry)>) -> Option<AppName> {
+        wanted
+            .iter()
+            .find(|(app, (version, _))| {
+                self.releases
+                    .manifest(app, version)
+                    .is_none_or(|m| m.app.server_names.is_empty())
+            })
+            .map(|(app, _)| app.clone())
     }
 
     /// Writes an app's env for its processes: JSON, mode 0600, owned by Apache's user, so neither
