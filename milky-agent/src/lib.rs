@@ -5,6 +5,7 @@
 
 pub mod cli;
 pub mod config;
+pub mod crash;
 pub mod once;
 pub mod plan;
 pub mod reconcile;

@@ -17,7 +17,7 @@ use crate::once::{Once, OnceRunner};
 use crate::plan::{self, Plan, Running, Step};
 use crate::release_store::Releases;
 use crate::state::{AgentState, ConditionalWrites, Failure, StateDir};
-use crate::web::{AppSite, ReleaseSetup, Slot, WebStack, prepare_release, run_hooks};
+use crate::web::{AppSite, HookUser, ReleaseSetup, Slot, WebStack, prepare_release, run_hooks};
 use milky_core::status::{AppStatus, HEARTBEAT, HostStatus};
 
 /// What a pass did.
@@ -123,6 +123,9 @@ impl Agent {
                 None
             }
         };
+        if let Err(err) = self.releases.clean_removed() {
+            tracing::warn!("{err:#}");
+        }
         let running = self.running(state)?;
         // Keep serving whatever is on disk, even when the index cannot be read (e.g. at boot);
         // with no apps, the front answers 404.
@@ -188,6 +191,9 @@ impl Agent {
             )
             .await;
         for (app, wanted_version) in wanted.iter().map(|(a, (v, _))| (a, v)) {
+            if let Err(err) = self.tidy(app) {
+                tracing::warn!(%app, "{err:#}");
+            }
             let live = self.running_version(app);
             let protect: Vec<&Version> = [Some(wanted_version), live.as_ref()]
                 .into_iter()
@@ -202,6 +208,7 @@ impl Agent {
         }
         errors.extend(app_errors.iter().map(|(app, err)| format!("{app}: {err}")));
         let running_after = self.running(state)?;
+        self.forget_gone_apps(state, &wanted, &running_after);
         self.report(state, &running_after, &wanted, &waiting, &errors)
             .await;
         Ok(PassReport {
@@ -285,6 +292,14 @@ impl Agent {
                     env_generation,
                 },
             );
+        }
+        // Files of an app the web servers no longer know: a removal that was killed half-way.
+        for app in self.releases.apps_on_disk() {
+            running.entry(app).or_insert(Running {
+                version: None,
+                serving: false,
+                env_generation: 0,
+            });
         }
         Ok(running)
     }
@@ -372,6 +387,13 @@ impl Agent {
                                 .map_or(0, |f| f.attempts)
                                 + 1;
                             let at = now();
+                            // A full disk is this server's problem, not the release's: try
+                            // again next pass (the report says why meanwhile).
+                            let retry_at = if crate::release_store::is_no_space(&err) {
+                                at
+                            } else {
+                                at + Failure::backoff_secs(attempts)
+                            };
                             state.failures.insert(
                                 app.clone(),
                                 Failure {
@@ -380,7 +402,7 @@ impl Agent {
                                     attempts,
                                     error: message.clone(),
                                     failed_at: at,
-                                    retry_at: at + Failure::backoff_secs(attempts),
+                                    retry_at,
                                 },
                             );
                             app_errors.insert(app.clone(), format!("{version} failed: {message}"));
@@ -417,6 +439,9 @@ impl Agent {
         setup.python = self.config.releases.python.clone();
         setup.hooks = manifest.hooks.server.clone();
         setup.env = site.env.clone();
+        setup.user = Some(HookUser::lookup(self.config.hook_user())?);
+        setup.home = Some(self.releases.app_dir(app).join("home"));
+        setup.static_dir = manifest.app.static_dir.as_ref().map(Into::into);
         if env_generation > 0 {
             let (env, _) = milky_core::env::read(&self.store, &self.config.group, app)
                 .await
@@ -435,6 +460,7 @@ impl Agent {
         for hook in &prepared.hooks {
             tracing::info!(%app, %version, "hook `{}` ran in {:?}", hook.hook, hook.duration);
         }
+        crate::crash::point("deploy:prepared");
         let once = &manifest.hooks.once;
         if !once.is_empty() {
             self.check_conditional_writes(state).await?;
@@ -465,6 +491,7 @@ impl Agent {
         };
         tokio::task::block_in_place(|| -> anyhow::Result<()> {
             self.web.start_slot(&site, target)?;
+            crate::crash::point("deploy:slot-started");
             let checked = self
                 .web
                 .health_check(
@@ -473,7 +500,10 @@ impl Agent {
                     &manifest.app.health,
                     Some(version.as_str()),
                 )
-                .and_then(|_| self.web.switch_nginx(&site, target));
+                .and_then(|_| {
+                    crate::crash::point("deploy:healthy");
+                    self.web.switch_nginx(&site, target)
+                });
             if let Err(err) = checked {
                 // The old slot never stopped serving; take the failed one down again.
                 if self.web.live_slot(app.as_str()).ok().flatten() != Some(target) {
@@ -481,6 +511,7 @@ impl Agent {
                 }
                 return Err(err.into());
             }
+            crate::crash::point("deploy:switched");
             self.releases.set_current(app, version)?;
             if let Some(old) = live
                 && old != target
@@ -490,6 +521,7 @@ impl Agent {
             }
             Ok(())
         })?;
+        crate::crash::point("deploy:done");
         state.live_env.insert(app.clone(), env_generation);
         Ok(Deployed::Switched)
     }
@@ -611,8 +643,59 @@ impl Agent {
     }
 
     fn remove(&self, app: &AppName) -> anyhow::Result<()> {
+        crate::crash::point("remove:start");
         tokio::task::block_in_place(|| self.web.remove_app(app.as_str()))?;
-        self.releases.remove_app(app)
+        crate::crash::point("remove:web-done");
+        self.releases.remove_app(app)?;
+        crate::crash::point("remove:done");
+        Ok(())
+    }
+
+    /// Finishes what a pass killed after a switch left behind: the old slot still running
+    /// beside the live one, `current` still naming the old release.
+    fn tidy(&self, app: &AppName) -> anyhow::Result<()> {
+        let name = app.as_str();
+        let Some(live) = self.web.live_slot(name)? else {
+            return Ok(());
+        };
+        if !self.web.is_running(name, live)? {
+            return Ok(());
+        }
+        if self.web.is_running(name, live.other())? {
+            tracing::info!(%app, slot = %live.other(), "stopping the old slot an interrupted switch left running");
+            tokio::task::block_in_place(|| self.web.stop_slot(name, live.other()))?;
+        }
+        if let Some(version) = self.running_version(app)
+            && self.releases.current(app).as_ref() != Some(&version)
+        {
+            self.releases.set_current(app, &version)?;
+        }
+        Ok(())
+    }
+
+    /// Drops what the agent remembers of apps that are neither wanted nor on this server any
+    /// more (a removal killed before its state was saved): failures, env generations, env files.
+    fn forget_gone_apps(
+        &self,
+        state: &mut AgentState,
+        wanted: &BTreeMap<AppName, (Version, PackageEntry)>,
+        running: &BTreeMap<AppName, Running>,
+    ) {
+        let here = |app: &AppName| wanted.contains_key(app) || running.contains_key(app);
+        state.failures.retain(|app, _| here(app));
+        state.live_env.retain(|app, _| here(app));
+        let dir = self.config.paths.state.join("env");
+        for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let gone = match name.strip_suffix(".json") {
+                Some(app) => app.parse::<AppName>().is_ok_and(|app| !here(&app)),
+                // A temp file of a write that was killed.
+                None => name.starts_with(".tmp"),
+            };
+            if gone && let Err(err) = std::fs::remove_file(entry.path()) {
+                tracing::warn!("deleting {}: {err}", entry.path().display());
+            }
+        }
     }
 
     /// Writes this server's status report when it changed or the heartbeat is due. Best effort:

@@ -5,5 +5,6 @@ mod agent;
 mod controller;
 mod demo;
 mod env;
+mod harden;
 mod install;
 mod rollout;
