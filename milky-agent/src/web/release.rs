@@ -143,22 +143,28 @@ pub fn prepare_release(setup: &ReleaseSetup) -> Result<PreparedRelease, WebError
         )?;
     }
 
-    // Before the hooks: the hook user reads the release as the web servers' users do.
-    make_world_readable(release)?;
     let writable = match (&setup.user, &setup.static_dir) {
         (Some(user), Some(dir)) if !setup.hooks.is_empty() => {
             let dir = hook_user::real_dir_in(release, dir)?;
-            // Left to the hook user by a killed run: taken back first, then given out again.
+            // A killed run may have left it to the hook user: taken back before root walks the
+            // release below, whose mode changes by path are safe only where nobody else writes.
             hook_user::freeze_tree(&dir)?;
-            hook_user::give_tree(&dir, user)?;
-            Some(dir)
+            Some((dir, user))
         }
         _ => None,
     };
+    // Before the hooks: the hook user reads the release as the web servers' users do.
+    make_world_readable(release)?;
+    if let Some((dir, user)) = &writable {
+        hook_user::give_tree(dir, user)?;
+    }
     let hooks = run_hooks_at(setup, &setup.hooks, "prepare:hook-running");
     crate::crash::point("prepare:hooks-done");
-    if let Some(dir) = &writable {
-        hook_user::freeze_tree(dir)?;
+    match &writable {
+        Some((dir, _)) => hook_user::freeze_tree(dir)?,
+        // Hooks that ran as the agent may have written anywhere, with its umask.
+        None if setup.user.is_none() => make_world_readable(release)?,
+        None => {}
     }
     let hooks = hooks?;
 
