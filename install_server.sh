@@ -370,6 +370,8 @@ packaging_agent_toml_example() {
 # slot_ports = [8100, 8999]
 # apache_user = "www-data"
 # apache_group = "www-data"
+# Hooks (collectstatic, migrations) run as this user, never as root; default: apache_user.
+# hook_user = "www-data"
 # nginx_user = "nobody"
 # nginx_workers = 2
 # How long a start, a health check and the draining of an old slot may take.

@@ -98,6 +98,8 @@ pub struct Web {
     pub slot_ports: [u16; 2],
     pub apache_user: String,
     pub apache_group: String,
+    /// The account hooks (collectstatic, migrations) run as; `apache_user` when unset. Never root.
+    pub hook_user: Option<String>,
     pub nginx_user: Option<String>,
     pub nginx_workers: u32,
     #[serde(with = "humantime_serde_opt")]
@@ -116,6 +118,7 @@ impl Default for Web {
             slot_ports: [8100, 8999],
             apache_user: "www-data".into(),
             apache_group: "www-data".into(),
+            hook_user: None,
             nginx_user: None,
             nginx_workers: 2,
             start_timeout: timeouts.start,
@@ -227,6 +230,14 @@ impl AgentConfig {
             .context("reading this machine's host name; set `host` in the agent's settings")?;
         HostName::new(name.trim())
             .context("this machine's host name cannot be used; set `host` in the agent's settings")
+    }
+
+    /// The account hooks run as.
+    pub fn hook_user(&self) -> &str {
+        self.web
+            .hook_user
+            .as_deref()
+            .unwrap_or(&self.web.apache_user)
     }
 
     pub fn web_settings(&self) -> WebSettings {

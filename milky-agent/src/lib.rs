@@ -5,7 +5,7 @@
 
 pub mod cli;
 pub mod config;
-pub mod failpoint;
+pub mod crash;
 pub mod logfile;
 pub mod logship;
 pub mod once;

@@ -210,7 +210,7 @@ impl Shipper<'_> {
                     report.store_error = Some(format!("shipping {key}: {err}"));
                     break 'rounds;
                 }
-                crate::failpoint::hit("log-segment-uploaded");
+                crate::crash::point(crate::crash::LOG_SHIPPED);
                 let tracked = &mut shipped.files[w.tracked];
                 tracked.offset += bytes.len() as u64;
                 if (tracked.head.len() as u64) < HEAD_BYTES * 2 {

@@ -21,7 +21,7 @@ use crate::release_store::Releases;
 use crate::state::{AgentState, ConditionalWrites, Failure, StateDir};
 use crate::verify::Verifier;
 use crate::web::{
-    AppSite, HookRun, ReleaseSetup, Slot, WebError, WebStack, prepare_release, run_hooks,
+    AppSite, HookRun, HookUser, ReleaseSetup, Slot, WebError, WebStack, prepare_release, run_hooks,
 };
 use milky_core::status::{AppStatus, HEARTBEAT, HostStatus, Signatures};
 
@@ -144,6 +144,9 @@ impl Agent {
                 None
             }
         };
+        if let Err(err) = self.releases.clean_removed() {
+            tracing::warn!("{err:#}");
+        }
         let running = self.running(state)?;
         // Keep serving whatever is on disk, even when the index cannot be read (e.g. at boot);
         // with no apps, the front answers 404.
@@ -237,6 +240,9 @@ impl Agent {
             }
         }
         for (app, wanted_version) in wanted.iter().map(|(a, (v, _))| (a, v)) {
+            if let Err(err) = self.tidy(app) {
+                tracing::warn!(%app, "{err:#}");
+            }
             let live = self.running_version(app);
             let protect: Vec<&Version> = [Some(wanted_version), live.as_ref()]
                 .into_iter()
@@ -251,6 +257,7 @@ impl Agent {
         }
         errors.extend(app_errors.iter().map(|(app, err)| format!("{app}: {err}")));
         let running_after = self.running(state)?;
+        self.forget_gone_apps(state, &wanted, &running_after);
         self.report(
             state,
             &running_after,
@@ -345,6 +352,14 @@ impl Agent {
                 },
             );
         }
+        // Files of an app the web servers no longer know: a removal that was killed half-way.
+        for app in self.releases.apps_on_disk() {
+            running.entry(app).or_insert(Running {
+                version: None,
+                serving: false,
+                env_generation: 0,
+            });
+        }
         Ok(running)
     }
 
@@ -367,14 +382,6 @@ impl Agent {
         verifier: &Verifier,
     ) -> Vec<String> {
         let mut changes = Vec::new();
-        let default_app = wanted
-            .keys()
-            .find(|app| {
-                self.releases
-                    .manifest(app, &wanted[*app].0)
-                    .is_none_or(|m| m.app.server_names.is_empty())
-            })
-            .cloned();
         for step in &plan.steps {
             match step {
                 Step::Remove { app } => match self.remove(app) {
@@ -418,7 +425,7 @@ impl Agent {
                                 version,
                                 entry,
                                 wanted_env.get(app).copied().unwrap_or(0),
-                                default_app.as_ref() == Some(app),
+                                wanted,
                                 state,
                             )
                             .await
@@ -451,6 +458,13 @@ impl Agent {
                                 .map_or(0, |f| f.attempts)
                                 + 1;
                             let at = now();
+                            // A full disk is this server's problem, not the release's: try
+                            // again next pass (the report says why meanwhile).
+                            let retry_at = if crate::release_store::is_no_space(&err) {
+                                at
+                            } else {
+                                at + Failure::backoff_secs(attempts)
+                            };
                             state.failures.insert(
                                 app.clone(),
                                 Failure {
@@ -459,7 +473,7 @@ impl Agent {
                                     attempts,
                                     error: message.clone(),
                                     failed_at: at,
-                                    retry_at: at + Failure::backoff_secs(attempts),
+                                    retry_at,
                                 },
                             );
                             app_errors.insert(app.clone(), format!("{version} failed: {message}"));
@@ -478,7 +492,7 @@ impl Agent {
         version: &Version,
         entry: &PackageEntry,
         env_generation: u64,
-        default_server: bool,
+        wanted: &BTreeMap<AppName, (Version, PackageEntry)>,
         state: &mut AgentState,
     ) -> anyhow::Result<Deployed> {
         let (release_dir, manifest, downloaded) = self
@@ -488,11 +502,17 @@ impl Agent {
         if downloaded {
             tracing::info!(%app, %version, "unpacked into {}", release_dir.display());
         }
+        // Decided once this release's manifest is on disk: before, an app with server names
+        // could be taken for the default server.
+        let default_server = self.default_app(wanted).as_ref() == Some(app);
         let mut site = self.site(&manifest, &release_dir, default_server)?;
         let mut setup = ReleaseSetup::new(&release_dir);
         setup.python = self.config.releases.python.clone();
         setup.hooks = manifest.hooks.server.clone();
         setup.env = site.env.clone();
+        setup.user = Some(HookUser::lookup(self.config.hook_user())?);
+        setup.home = Some(self.releases.app_dir(app).join("home"));
+        setup.static_dir = manifest.app.static_dir.as_ref().map(Into::into);
         if env_generation > 0 {
             let (env, _) = milky_core::env::read(&self.store, &self.config.group, app)
                 .await
@@ -518,6 +538,7 @@ impl Agent {
         for hook in &prepared.hooks {
             tracing::info!(%app, %version, "hook `{}` ran in {:?}", hook.hook, hook.duration);
         }
+        crate::crash::point("deploy:prepared");
         let once = &manifest.hooks.once;
         if !once.is_empty() {
             self.check_conditional_writes(state).await?;
@@ -555,6 +576,7 @@ impl Agent {
         };
         tokio::task::block_in_place(|| -> anyhow::Result<()> {
             self.web.start_slot(&site, target)?;
+            crate::crash::point("deploy:slot-started");
             let checked = self
                 .web
                 .health_check(
@@ -563,7 +585,10 @@ impl Agent {
                     &manifest.app.health,
                     Some(version.as_str()),
                 )
-                .and_then(|_| self.web.switch_nginx(&site, target));
+                .and_then(|_| {
+                    crate::crash::point("deploy:healthy");
+                    self.web.switch_nginx(&site, target)
+                });
             if let Err(err) = checked {
                 // The old slot never stopped serving; take the failed one down again.
                 if self.web.live_slot(app.as_str()).ok().flatten() != Some(target) {
@@ -571,6 +596,7 @@ impl Agent {
                 }
                 return Err(err.into());
             }
+            crate::crash::point("deploy:switched");
             self.releases.set_current(app, version)?;
             if let Some(old) = live
                 && old != target
@@ -580,6 +606,7 @@ impl Agent {
             }
             Ok(())
         })?;
+        crate::crash::point("deploy:done");
         state.live_env.insert(app.clone(), env_generation);
         Ok(Deployed::Switched)
     }
@@ -663,6 +690,20 @@ impl Agent {
         {
             tracing::warn!("{err}");
         }
+    }
+
+    /// The app nginx answers for unknown host names: the first wanted app (by name) without
+    /// server names. An app whose release is not on disk yet may be it; apps are deployed in
+    /// name order, so every app before the one being deployed is known.
+    fn default_app(&self, wanted: &BTreeMap<AppName, (Version, PackageEntry)>) -> Option<AppName> {
+        wanted
+            .iter()
+            .find(|(app, (version, _))| {
+                self.releases
+                    .manifest(app, version)
+                    .is_none_or(|m| m.app.server_names.is_empty())
+            })
+            .map(|(app, _)| app.clone())
     }
 
     /// Writes an app's env for its processes: JSON, mode 0600, owned by Apache's user, so neither
@@ -768,8 +809,59 @@ impl Agent {
     }
 
     fn remove(&self, app: &AppName) -> anyhow::Result<()> {
+        crate::crash::point("remove:start");
         tokio::task::block_in_place(|| self.web.remove_app(app.as_str()))?;
-        self.releases.remove_app(app)
+        crate::crash::point("remove:web-done");
+        self.releases.remove_app(app)?;
+        crate::crash::point("remove:done");
+        Ok(())
+    }
+
+    /// Finishes what a pass killed after a switch left behind: the old slot still running
+    /// beside the live one, `current` still naming the old release.
+    fn tidy(&self, app: &AppName) -> anyhow::Result<()> {
+        let name = app.as_str();
+        let Some(live) = self.web.live_slot(name)? else {
+            return Ok(());
+        };
+        if !self.web.is_running(name, live)? {
+            return Ok(());
+        }
+        if self.web.is_running(name, live.other())? {
+            tracing::info!(%app, slot = %live.other(), "stopping the old slot an interrupted switch left running");
+            tokio::task::block_in_place(|| self.web.stop_slot(name, live.other()))?;
+        }
+        if let Some(version) = self.running_version(app)
+            && self.releases.current(app).as_ref() != Some(&version)
+        {
+            self.releases.set_current(app, &version)?;
+        }
+        Ok(())
+    }
+
+    /// Drops what the agent remembers of apps that are neither wanted nor on this server any
+    /// more (a removal killed before its state was saved): failures, env generations, env files.
+    fn forget_gone_apps(
+        &self,
+        state: &mut AgentState,
+        wanted: &BTreeMap<AppName, (Version, PackageEntry)>,
+        running: &BTreeMap<AppName, Running>,
+    ) {
+        let here = |app: &AppName| wanted.contains_key(app) || running.contains_key(app);
+        state.failures.retain(|app, _| here(app));
+        state.live_env.retain(|app, _| here(app));
+        let dir = self.config.paths.state.join("env");
+        for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let gone = match name.strip_suffix(".json") {
+                Some(app) => app.parse::<AppName>().is_ok_and(|app| !here(&app)),
+                // A temp file of a write that was killed.
+                None => name.starts_with(".tmp"),
+            };
+            if gone && let Err(err) = std::fs::remove_file(entry.path()) {
+                tracing::warn!("deleting {}: {err}", entry.path().display());
+            }
+        }
     }
 
     /// Writes this server's status report when it changed or the heartbeat is due. Best effort:

@@ -5,10 +5,42 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
-use milky_core::package::{Manifest, UnpackLimits, parallel};
+use milky_core::package::{Manifest, UnpackError, UnpackLimits, parallel};
 use milky_core::{AppName, PackageEntry, Store, Version, layout};
 
 const STAGING_PREFIX: &str = ".staging-";
+/// An app dir being deleted is first renamed to this prefix (not a valid app name), so a
+/// half-deleted app is never taken for an installed one.
+const REMOVING_PREFIX: &str = ".removing-";
+
+/// The file system of the apps dir is full: a problem of this server, not of the release, so
+/// the deploy is tried again on the next pass, without backoff.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "no space left on device while unpacking {app} {version} into {}: it needs ~{} MB, {} MB are free there; the release in use is untouched",
+    dir.display(),
+    needed.div_ceil(1 << 20),
+    free / (1 << 20)
+)]
+pub struct NoSpaceLeft {
+    pub app: AppName,
+    pub version: Version,
+    pub dir: PathBuf,
+    /// What the package unpacks to, in bytes.
+    pub needed: u64,
+    /// What is free on that file system once the staging dir is gone, in bytes.
+    pub free: u64,
+}
+
+/// Whether a deploy failed because the disk is full.
+pub fn is_no_space(err: &anyhow::Error) -> bool {
+    err.chain().any(|e| e.is::<NoSpaceLeft>())
+}
+
+/// Bytes free for an unprivileged writer on the file system of `path`.
+fn free_bytes(path: &Path) -> u64 {
+    rustix::fs::statvfs(path).map_or(0, |s| s.f_bavail.saturating_mul(s.f_frsize))
+}
 
 /// The apps dir of this server.
 #[derive(Debug, Clone)]
@@ -97,6 +129,7 @@ impl Releases {
             .download(&key, &download, &|_| {})
             .await
             .with_context(|| format!("downloading {key}"))?;
+        crate::crash::point("fetch:downloaded");
         let result = self.verify_and_unpack(&download, size, app, version, entry);
         let _ = std::fs::remove_file(&download);
         let manifest = result?;
@@ -147,11 +180,22 @@ impl Releases {
                 &self.unpacked_from_path(app, version),
                 format!("{sha256}\n").as_bytes(),
             )?;
+            crate::crash::point("fetch:staged");
             fs_err::rename(&staging, &target)?;
             Ok(manifest)
         })();
-        if unpacked.is_err() {
+        if let Err(err) = &unpacked {
             let _ = std::fs::remove_dir_all(&staging);
+            if let Some(UnpackError::NoSpace { needed, .. }) = err.downcast_ref() {
+                return Err(NoSpaceLeft {
+                    app: app.clone(),
+                    version: version.clone(),
+                    dir: staging,
+                    needed: *needed,
+                    free: free_bytes(releases),
+                }
+                .into());
+            }
         }
         unpacked
     }
@@ -169,6 +213,12 @@ impl Releases {
             }
         }
         Ok(())
+    }
+
+    /// The version `APPS/<app>/current` points at.
+    pub fn current(&self, app: &AppName) -> Option<Version> {
+        let link = std::fs::read_link(self.app_dir(app).join("current")).ok()?;
+        link.file_name()?.to_str()?.parse().ok()
     }
 
     /// Points `APPS/<app>/current` at a release (a new symlink renamed over the old one).
@@ -210,11 +260,48 @@ impl Releases {
         Ok(removed)
     }
 
-    /// Removes everything of an app.
+    /// Apps with a dir here, installed or not: a pass that was killed while removing an app
+    /// may have taken it off the web servers but left its files.
+    pub fn apps_on_disk(&self) -> Vec<AppName> {
+        std::fs::read_dir(&self.apps)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+            .filter_map(|e| e.file_name().to_str()?.parse().ok())
+            .collect()
+    }
+
+    /// Removes everything of an app: renamed aside first (atomic), then deleted, so a killed
+    /// removal never leaves a half-deleted release under the app's name.
     pub fn remove_app(&self, app: &AppName) -> anyhow::Result<()> {
         let dir = self.app_dir(app);
         if dir.exists() {
-            fs_err::remove_dir_all(dir)?;
+            let aside = self
+                .apps
+                .join(format!("{REMOVING_PREFIX}{app}-{}", std::process::id()));
+            fs_err::rename(&dir, &aside)?;
+            crate::crash::point("remove:files-moved");
+            fs_err::remove_dir_all(&aside)?;
+        }
+        Ok(())
+    }
+
+    /// Deletes what killed removals left aside.
+    pub fn clean_removed(&self) -> anyhow::Result<()> {
+        for entry in std::fs::read_dir(&self.apps).into_iter().flatten() {
+            let entry = entry?;
+            if entry
+                .file_name()
+                .to_string_lossy()
+                .starts_with(REMOVING_PREFIX)
+            {
+                tracing::info!(
+                    "deleting {}, left by a removal that was interrupted",
+                    entry.path().display()
+                );
+                fs_err::remove_dir_all(entry.path())?;
+            }
         }
         Ok(())
     }

@@ -186,12 +186,12 @@ fn killed_between_upload_and_offset_save_loses_and_doubles_nothing() {
     request_markers(&agent, 0..10);
     let crashed = agent
         .command(&["sync"])
-        .env("MILKY_FAILPOINT", "log-segment-uploaded")
+        .env("MILKY_AGENT_CRASH_AT", "logs:segment-uploaded")
         .output()
         .unwrap();
-    assert!(!crashed.status.success(), "the failpoint ends the pass");
+    assert!(!crashed.status.success(), "the crash point ends the pass");
     assert!(
-        stderr(&crashed).contains("failpoint log-segment-uploaded"),
+        stderr(&crashed).contains("logs:segment-uploaded: killing this agent"),
         "{}",
         stderr(&crashed)
     );

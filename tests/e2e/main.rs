@@ -5,6 +5,7 @@ mod agent;
 mod controller;
 mod demo;
 mod env;
+mod harden;
 mod install;
 mod logs;
 mod rollout;

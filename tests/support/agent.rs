@@ -64,6 +64,28 @@ impl Agent {
         ] {
             std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755)).expect("chmod");
         }
+        // Hooks (migrations) run as www-data, as the app does: the database the fixture uses
+        // unless a test names its own lives in a dir of www-data's (never in the release,
+        // which only root may write).
+        let db_dir = root.join("db");
+        std::fs::create_dir_all(&db_dir).expect("create the db dir");
+        let chown = Command::new("chown")
+            .args(["www-data:www-data"])
+            .arg(&db_dir)
+            .status()
+            .expect("run chown");
+        assert!(chown.success(), "chown www-data {}", db_dir.display());
+        let db_line = format!(
+            "MILKY_DB_PATH = \"{}\"\n",
+            db_dir.join("db.sqlite3").display()
+        );
+        let extra = if extra.contains("MILKY_DB_PATH") {
+            extra.to_owned()
+        } else if extra.contains("[env]\n") {
+            extra.replacen("[env]\n", &format!("[env]\n{db_line}"), 1)
+        } else {
+            format!("[env]\n{db_line}\n{extra}")
+        };
         let base = port_range(10);
         let front = base;
         let config = root.join("agent.toml");

@@ -8,6 +8,7 @@
 pub mod agent;
 pub mod django;
 pub mod proxy;
+pub mod tmpfs;
 
 use std::io::Write;
 use std::net::{SocketAddr, TcpListener, TcpStream};

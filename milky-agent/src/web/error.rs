@@ -139,6 +139,9 @@ pub enum WebError {
         needs: &'static str,
     },
 
+    #[error("hooks cannot run as user {user:?}: {reason}")]
+    HookUser { user: String, reason: String },
+
     /// Creating the venv, installing requirements or a per-server hook failed.
     #[error(
         "preparing release {release}: `{step}` failed with {status}; output tail:\n{output_tail}"

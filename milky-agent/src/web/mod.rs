@@ -15,6 +15,7 @@
 
 mod commands;
 mod error;
+mod hook_user;
 mod process;
 mod release;
 mod site;
@@ -25,6 +26,7 @@ pub mod validate;
 
 pub use commands::{CommandLine, ServiceCommands};
 pub use error::WebError;
+pub use hook_user::HookUser;
 pub use release::{HookRun, PreparedRelease, ReleaseSetup, prepare_release, run_hooks};
 pub use site::AppSite;
 pub use slot::Slot;

@@ -1,6 +1,10 @@
 //! Turning an unpacked release (a Django project) into something Apache can run: a venv with
 //! its requirements, the per-server hooks (collectstatic), and permissions the web servers'
 //! users can read.
+//!
+//! The venv and the requirements are installed by the agent (root), from the package's own
+//! wheels when it has them: they land in the release, which the app must not be able to
+//! change. The hooks run the package's code and so run as the hook user (see [`super::hook_user`]).
 
 use std::collections::BTreeMap;
 use std::os::unix::fs::PermissionsExt;
@@ -10,6 +14,7 @@ use std::time::{Duration, Instant};
 
 use super::WebError;
 use super::commands::combined;
+use super::hook_user::{self, HookUser};
 
 /// Written into the venv last: a release with it is fully prepared, one without it (a crash
 /// half-way) is prepared again from scratch.
@@ -28,6 +33,14 @@ pub struct ReleaseSetup {
     pub hooks: Vec<String>,
     /// Extra environment of the hooks (e.g. `DJANGO_SETTINGS_MODULE`).
     pub env: BTreeMap<String, String>,
+    /// The account hooks run as; `None` runs them as the agent itself (tests of the web layer).
+    /// The agent always sets it, and never to root.
+    pub user: Option<HookUser>,
+    /// The hooks' HOME, made the hook user's (0700) before they run.
+    pub home: Option<PathBuf>,
+    /// The one directory of the release the per-server hooks may write (collectstatic's
+    /// STATIC_ROOT), relative to the release; taken back by the agent when they end.
+    pub static_dir: Option<PathBuf>,
 }
 
 impl ReleaseSetup {
@@ -37,6 +50,9 @@ impl ReleaseSetup {
             python: PathBuf::from("/usr/bin/python3"),
             hooks: vec!["python manage.py collectstatic --noinput".to_owned()],
             env: BTreeMap::new(),
+            user: None,
+            home: None,
+            static_dir: Some(PathBuf::from("static_collected")),
         }
     }
 
@@ -64,9 +80,10 @@ pub struct PreparedRelease {
 }
 
 /// Prepares `setup.release_dir`: creates the venv with `setup.python`, installs
-/// requirements.txt (offline from `wheels/` when the release has one), runs the hooks and makes
-/// the whole tree readable by others (Apache runs as www-data, nginx's workers as nobody).
-/// Idempotent: a prepared release is left alone, a half-prepared one is redone.
+/// requirements.txt (offline from `wheels/` when the release has one), makes the whole tree
+/// readable by others (Apache runs as www-data, nginx's workers as nobody), and runs the hooks
+/// as `setup.user` with only the static dir writable. Idempotent: a prepared release is left
+/// alone, a half-prepared one is redone.
 pub fn prepare_release(setup: &ReleaseSetup) -> Result<PreparedRelease, WebError> {
     let release = &setup.release_dir;
     let venv = setup.venv_dir();
@@ -91,7 +108,13 @@ pub fn prepare_release(setup: &ReleaseSetup) -> Result<PreparedRelease, WebError
     tracing::info!(release = %release.display(), "creating venv");
     let mut cmd = Command::new(&setup.python);
     cmd.arg("-m").arg("venv").arg(&venv);
-    run_step(release, "create the venv", cmd)?;
+    run_step(
+        release,
+        "create the venv",
+        cmd,
+        RunAs::Agent,
+        "prepare:venv-running",
+    )?;
 
     let requirements = release.join("requirements.txt");
     if requirements.exists() {
@@ -111,12 +134,40 @@ pub fn prepare_release(setup: &ReleaseSetup) -> Result<PreparedRelease, WebError
         }
         cmd.arg("-r").arg(&requirements).current_dir(release);
         tracing::info!(release = %release.display(), offline = wheels.is_dir(), "installing requirements");
-        run_step(release, "pip install -r requirements.txt", cmd)?;
+        run_step(
+            release,
+            "pip install -r requirements.txt",
+            cmd,
+            RunAs::Agent,
+            "prepare:pip-running",
+        )?;
     }
 
-    let hooks = run_hooks(setup, &setup.hooks)?;
-
+    let writable = match (&setup.user, &setup.static_dir) {
+        (Some(user), Some(dir)) if !setup.hooks.is_empty() => {
+            let dir = hook_user::real_dir_in(release, dir)?;
+            // A killed run may have left it to the hook user: taken back before root walks the
+            // release below, whose mode changes by path are safe only where nobody else writes.
+            hook_user::freeze_tree(&dir)?;
+            Some((dir, user))
+        }
+        _ => None,
+    };
+    // Before the hooks: the hook user reads the release as the web servers' users do.
     make_world_readable(release)?;
+    if let Some((dir, user)) = &writable {
+        hook_user::give_tree(dir, user)?;
+    }
+    let hooks = run_hooks_at(setup, &setup.hooks, "prepare:hook-running");
+    crate::crash::point("prepare:hooks-done");
+    match &writable {
+        Some((dir, _)) => hook_user::freeze_tree(dir)?,
+        // Hooks that ran as the agent may have written anywhere, with its umask.
+        None if setup.user.is_none() => make_world_readable(release)?,
+        None => {}
+    }
+    let hooks = hooks?;
+
     fs_err::write(venv.join(PREPARED_MARKER), "")?;
     Ok(PreparedRelease {
         release_dir: release.clone(),
@@ -126,12 +177,35 @@ pub fn prepare_release(setup: &ReleaseSetup) -> Result<PreparedRelease, WebError
     })
 }
 
-/// Runs hook command lines in a prepared release: each by `/bin/sh -c` in the release dir, with
-/// the venv's `bin` first on PATH and `setup.env` set. Stops at the first failure, whose error
-/// carries the exit status and the output tail.
+/// Runs hook command lines in a prepared release (the once hooks): each by `/bin/sh -c` in the
+/// release dir, as `setup.user`, with the venv's `bin` first on PATH and `setup.env` set, and
+/// nothing else of the agent's environment (its store credentials stay its own). Stops at the
+/// first failure, whose error carries the exit status and the output tail.
 pub fn run_hooks(setup: &ReleaseSetup, hooks: &[String]) -> Result<Vec<HookRun>, WebError> {
+    run_hooks_at(setup, hooks, "once:hook-running")
+}
+
+/// Variables of the agent's own environment that hooks get too: locale and time zone.
+const PASSED_ENV: &[&str] = &["LANG", "LANGUAGE", "LC_ALL", "LC_CTYPE", "TZ"];
+
+fn run_hooks_at(
+    setup: &ReleaseSetup,
+    hooks: &[String],
+    crash_point: &str,
+) -> Result<Vec<HookRun>, WebError> {
+    if hooks.is_empty() {
+        return Ok(Vec::new());
+    }
     let release = &setup.release_dir;
     let venv = setup.venv_dir();
+    let home = match (&setup.user, &setup.home) {
+        (Some(user), Some(home)) => {
+            hook_user::ensure_home(home, user)?;
+            Some(home.clone().into_os_string())
+        }
+        (None, Some(home)) => Some(home.clone().into_os_string()),
+        (_, None) => std::env::var_os("HOME"),
+    };
     let path = match std::env::var_os("PATH") {
         Some(p) => {
             let mut dirs = vec![venv.join("bin")];
@@ -144,15 +218,29 @@ pub fn run_hooks(setup: &ReleaseSetup, hooks: &[String]) -> Result<Vec<HookRun>,
     for hook in hooks {
         let started = Instant::now();
         let mut cmd = Command::new("/bin/sh");
-        cmd.arg("-c")
-            .arg(hook)
-            .current_dir(release)
-            .env("PATH", &path)
+        cmd.arg("-c").arg(hook).current_dir(release).env_clear();
+        for name in PASSED_ENV {
+            if let Some(value) = std::env::var_os(name) {
+                cmd.env(name, value);
+            }
+        }
+        if let Some(home) = &home {
+            cmd.env("HOME", home);
+        }
+        if let Some(user) = &setup.user {
+            cmd.env("USER", &user.name).env("LOGNAME", &user.name);
+        }
+        cmd.env("PATH", &path)
             .env("VIRTUAL_ENV", &venv)
-            .env_remove("PYTHONHOME")
             .envs(&setup.env);
-        tracing::info!(release = %release.display(), hook, "running hook");
-        let output = run_step(release, hook, cmd)?;
+        tracing::info!(release = %release.display(), hook, user = setup.user.as_ref().map(|u| u.name.as_str()), "running hook");
+        let output = run_step(
+            release,
+            hook,
+            cmd,
+            RunAs::Hook(setup.user.as_ref()),
+            crash_point,
+        )?;
         runs.push(HookRun {
             hook: hook.clone(),
             output,
@@ -162,16 +250,36 @@ pub fn run_hooks(setup: &ReleaseSetup, hooks: &[String]) -> Result<Vec<HookRun>,
     Ok(runs)
 }
 
+/// Who runs a step, and with which environment.
+#[derive(Debug, Clone, Copy)]
+enum RunAs<'a> {
+    /// The agent, with its own environment: creating the venv, pip.
+    Agent,
+    /// A hook: the environment set on the command and nothing else, as the hook user if any.
+    Hook(Option<&'a HookUser>),
+}
+
 /// Runs one step to completion; on failure the error carries the exit status and the tail of
-/// its output.
-fn run_step(release: &Path, what: &str, cmd: Command) -> Result<String, WebError> {
-    let output = dies_with_agent(cmd)
+/// its output. `crash_point` is passed while the step runs.
+fn run_step(
+    release: &Path,
+    what: &str,
+    cmd: Command,
+    run_as: RunAs<'_>,
+    crash_point: &str,
+) -> Result<String, WebError> {
+    let spawn_error = |source| WebError::Spawn {
+        command: what.to_owned(),
+        source,
+    };
+    let child = dies_with_agent(cmd, run_as)?
         .stdin(Stdio::null())
-        .output()
-        .map_err(|source| WebError::Spawn {
-            command: what.to_owned(),
-            source,
-        })?;
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(spawn_error)?;
+    crate::crash::point(crash_point);
+    let output = child.wait_with_output().map_err(spawn_error)?;
     let text = combined(&output);
     if output.status.success() {
         Ok(text)
@@ -187,12 +295,34 @@ fn run_step(release: &Path, what: &str, cmd: Command) -> Result<String, WebError
 
 /// Runs `cmd` under `setpriv --pdeathsig KILL` where util-linux has it, so a step cannot outlive
 /// an agent that was killed (kill -9, OOM): the next pass then never races a leftover pip.
-fn dies_with_agent(cmd: Command) -> Command {
+/// A hook with a user also drops to that user (its uid, primary gid and groups); that needs
+/// setpriv, so without it the hook is refused rather than run as root.
+fn dies_with_agent(cmd: Command, run_as: RunAs<'_>) -> Result<Command, WebError> {
     const SETPRIV: &str = "/usr/bin/setpriv";
+    let (user, clean_env) = match run_as {
+        RunAs::Agent => (None, false),
+        RunAs::Hook(Some(user)) if hook_user::own_ids()?.0 != user.uid => (Some(user), true),
+        RunAs::Hook(_) => (None, true),
+    };
     if !Path::new(SETPRIV).exists() {
-        return cmd;
+        return match user {
+            Some(user) => Err(WebError::HookUser {
+                user: user.name.clone(),
+                reason: format!("{SETPRIV} (util-linux) is missing"),
+            }),
+            None => Ok(cmd),
+        };
     }
     let mut wrapped = Command::new(SETPRIV);
+    if let Some(user) = user {
+        wrapped
+            .arg(format!("--reuid={}", user.uid))
+            .arg(format!("--regid={}", user.gid))
+            .arg("--init-groups");
+    }
+    if clean_env {
+        wrapped.env_clear();
+    }
     wrapped
         .args(["--pdeathsig", "KILL", "--"])
         .arg(cmd.get_program())
@@ -206,7 +336,7 @@ fn dies_with_agent(cmd: Command) -> Command {
             None => wrapped.env_remove(key),
         };
     }
-    wrapped
+    Ok(wrapped)
 }
 
 fn tail_lines(text: &str, n: usize) -> String {

@@ -820,6 +820,7 @@ impl WebStack {
             None => remove_if_exists(&final_file)?,
         }
         self.write_main_conf(&apps, None)?;
+        crate::crash::point("nginx:file-changed");
         if self.reload_or_start(start)? {
             remove_if_exists(&self.reload_marker())?;
         }
@@ -932,6 +933,7 @@ impl WebStack {
         if self.nginx_app_file(app).exists() {
             self.apply_nginx(app, None, false)?;
         }
+        crate::crash::point("remove:nginx-done");
         if Slot::ALL
             .iter()
             .any(|s| self.is_running(app, *s).unwrap_or(false))
@@ -941,6 +943,7 @@ impl WebStack {
         for slot in Slot::ALL {
             self.stop_slot_now(app, slot)?;
         }
+        crate::crash::point("remove:slots-stopped");
         self.retire_slot_logs(app)?;
         let dir = self.app_dir(app);
         if dir.exists() {

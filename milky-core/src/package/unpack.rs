@@ -49,6 +49,30 @@ pub enum UnpackError {
     BadManifest(String),
     #[error("{path}: {source}")]
     Io { path: PathBuf, source: io::Error },
+    /// The file system of the target is full (or out of inodes). `needed` is what the whole
+    /// package unpacks to, counted on through the rest of the archive without writing it.
+    #[error(
+        "no space left on device writing {path}: the package unpacks to {needed} bytes in {entries} entries"
+    )]
+    NoSpace {
+        path: PathBuf,
+        needed: u64,
+        entries: u64,
+    },
+}
+
+impl UnpackError {
+    fn is_no_space(&self) -> bool {
+        matches!(self, UnpackError::Io { source, .. } if source.kind() == io::ErrorKind::StorageFull || source.kind() == io::ErrorKind::QuotaExceeded)
+    }
+}
+
+/// What the tar loop has seen so far.
+#[derive(Default)]
+struct Progress {
+    symlinks: HashSet<PathBuf>,
+    total: u64,
+    count: u64,
 }
 
 /// Unpacks a `.tar.bz2` read from `archive` into the existing, empty directory `target` and
@@ -69,122 +93,37 @@ pub fn unpack_tar(
     limits: UnpackLimits,
 ) -> Result<Manifest, UnpackError> {
     let mut tar = tar::Archive::new(tar_stream);
-    let mut symlinks: HashSet<PathBuf> = HashSet::new();
-    let mut total = 0u64;
-    let mut count = 0u64;
-    for entry in tar.entries().map_err(UnpackError::Corrupt)? {
-        let mut entry = entry.map_err(UnpackError::Corrupt)?;
-        count += 1;
-        if count > limits.max_entries {
-            return Err(UnpackError::TooManyEntries {
-                limit: limits.max_entries,
+    let mut progress = Progress::default();
+    let mut entries = tar.entries().map_err(UnpackError::Corrupt)?;
+    while let Some(entry) = entries.next() {
+        let entry = entry.map_err(UnpackError::Corrupt)?;
+        if let Err(err) = unpack_entry(entry, target, limits, &mut progress) {
+            if !err.is_no_space() {
+                return Err(err);
+            }
+            let UnpackError::Io { path, .. } = err else {
+                unreachable!("is_no_space is only true for Io")
+            };
+            // Count the rest, so the error can say how much room the release needs.
+            let (mut needed, mut count) = (progress.total, progress.count);
+            for entry in entries.by_ref() {
+                let Ok(entry) = entry else { break };
+                count += 1;
+                if entry.header().entry_type().is_file() {
+                    needed = needed.saturating_add(entry.header().size().unwrap_or(0));
+                }
+                if needed > limits.max_bytes || count > limits.max_entries {
+                    break;
+                }
+            }
+            return Err(UnpackError::NoSpace {
+                path,
+                needed,
+                entries: count,
             });
         }
-        let raw_name = String::from_utf8_lossy(&entry.path_bytes()).into_owned();
-        let refuse = |why: &str| UnpackError::Refused {
-            entry: raw_name.clone(),
-            why: why.to_owned(),
-        };
-        let rel = safe_relative_path(&raw_name).map_err(&refuse)?;
-        if rel.as_os_str().is_empty() {
-            continue; // "./" itself
-        }
-        if rel
-            .ancestors()
-            .skip(1)
-            .any(|parent| symlinks.contains(parent))
-        {
-            return Err(refuse(
-                "it would be written through a symlink of the same package",
-            ));
-        }
-        let dest = target.join(&rel);
-        let io_err = |source| UnpackError::Io {
-            path: dest.clone(),
-            source,
-        };
-        let kind = entry.header().entry_type();
-        match kind {
-            tar::EntryType::Directory => {
-                std::fs::create_dir_all(&dest).map_err(io_err)?;
-                set_mode(&dest, 0o755)?;
-            }
-            tar::EntryType::Regular | tar::EntryType::Continuous => {
-                let size = entry.header().size().map_err(UnpackError::Corrupt)?;
-                total = total.saturating_add(size);
-                if total > limits.max_bytes {
-                    return Err(UnpackError::TooLarge {
-                        limit: limits.max_bytes,
-                    });
-                }
-                if let Some(parent) = dest.parent() {
-                    std::fs::create_dir_all(parent).map_err(|source| UnpackError::Io {
-                        path: parent.to_owned(),
-                        source,
-                    })?;
-                }
-                let executable = entry.header().mode().map_err(UnpackError::Corrupt)? & 0o111 != 0;
-                // create_new: never replace (or follow) something already there.
-                let mut file = std::fs::OpenOptions::new()
-                    .write(true)
-                    .create_new(true)
-                    .open(&dest)
-                    .map_err(|e| {
-                        if e.kind() == io::ErrorKind::AlreadyExists {
-                            refuse("the same path appears twice")
-                        } else {
-                            UnpackError::Io {
-                                path: dest.clone(),
-                                source: e,
-                            }
-                        }
-                    })?;
-                let copied = io::copy(&mut (&mut entry).take(size), &mut file)
-                    .map_err(UnpackError::Corrupt)?;
-                if copied != size {
-                    return Err(UnpackError::Corrupt(io::Error::new(
-                        io::ErrorKind::UnexpectedEof,
-                        format!("{raw_name} is truncated"),
-                    )));
-                }
-                set_mode(&dest, if executable { 0o755 } else { 0o644 })?;
-            }
-            tar::EntryType::Symlink => {
-                let target_path = entry
-                    .link_name()
-                    .map_err(UnpackError::Corrupt)?
-                    .ok_or_else(|| refuse("symlink without a target"))?;
-                if !symlink_stays_inside(&rel, &target_path) {
-                    return Err(refuse(&format!(
-                        "symlink to {} points outside the release",
-                        target_path.display()
-                    )));
-                }
-                if let Some(parent) = dest.parent() {
-                    std::fs::create_dir_all(parent).map_err(|source| UnpackError::Io {
-                        path: parent.to_owned(),
-                        source,
-                    })?;
-                }
-                std::os::unix::fs::symlink(&target_path, &dest).map_err(io_err)?;
-                symlinks.insert(rel);
-            }
-            tar::EntryType::Link => return Err(refuse("hard links are not allowed in packages")),
-            tar::EntryType::Char | tar::EntryType::Block => {
-                return Err(refuse("device files are not allowed in packages"));
-            }
-            tar::EntryType::Fifo => return Err(refuse("fifos are not allowed in packages")),
-            tar::EntryType::XGlobalHeader
-            | tar::EntryType::XHeader
-            | tar::EntryType::GNULongName
-            | tar::EntryType::GNULongLink => {}
-            other => {
-                return Err(refuse(&format!(
-                    "entry type {other:?} is not allowed in packages"
-                )));
-            }
-        }
     }
+    let symlinks = progress.symlinks;
     let manifest_path = target.join(FILE_NAME);
     if symlinks.contains(Path::new(FILE_NAME)) {
         return Err(UnpackError::BadManifest("milky.toml is a symlink".into()));
@@ -200,6 +139,138 @@ pub fn unpack_tar(
         }
     };
     Manifest::parse(&text).map_err(UnpackError::BadManifest)
+}
+
+/// Checks and writes one entry of the archive.
+fn unpack_entry<R: Read>(
+    mut entry: tar::Entry<'_, R>,
+    target: &Path,
+    limits: UnpackLimits,
+    progress: &mut Progress,
+) -> Result<(), UnpackError> {
+    progress.count += 1;
+    if progress.count > limits.max_entries {
+        return Err(UnpackError::TooManyEntries {
+            limit: limits.max_entries,
+        });
+    }
+    let raw_name = String::from_utf8_lossy(&entry.path_bytes()).into_owned();
+    let refuse = |why: &str| UnpackError::Refused {
+        entry: raw_name.clone(),
+        why: why.to_owned(),
+    };
+    let rel = safe_relative_path(&raw_name).map_err(&refuse)?;
+    if rel.as_os_str().is_empty() {
+        return Ok(()); // "./" itself
+    }
+    if rel
+        .ancestors()
+        .skip(1)
+        .any(|parent| progress.symlinks.contains(parent))
+    {
+        return Err(refuse(
+            "it would be written through a symlink of the same package",
+        ));
+    }
+    let dest = target.join(&rel);
+    let io_err = |source| UnpackError::Io {
+        path: dest.clone(),
+        source,
+    };
+    let kind = entry.header().entry_type();
+    match kind {
+        tar::EntryType::Directory => {
+            std::fs::create_dir_all(&dest).map_err(io_err)?;
+            set_mode(&dest, 0o755)?;
+        }
+        tar::EntryType::Regular | tar::EntryType::Continuous => {
+            let size = entry.header().size().map_err(UnpackError::Corrupt)?;
+            progress.total = progress.total.saturating_add(size);
+            if progress.total > limits.max_bytes {
+                return Err(UnpackError::TooLarge {
+                    limit: limits.max_bytes,
+                });
+            }
+            if let Some(parent) = dest.parent() {
+                std::fs::create_dir_all(parent).map_err(|source| UnpackError::Io {
+                    path: parent.to_owned(),
+                    source,
+                })?;
+            }
+            let executable = entry.header().mode().map_err(UnpackError::Corrupt)? & 0o111 != 0;
+            // create_new: never replace (or follow) something already there.
+            let mut file = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(&dest)
+                .map_err(|e| {
+                    if e.kind() == io::ErrorKind::AlreadyExists {
+                        refuse("the same path appears twice")
+                    } else {
+                        UnpackError::Io {
+                            path: dest.clone(),
+                            source: e,
+                        }
+                    }
+                })?;
+            // Reading is the package's fault (corrupt), writing the disk's (e.g. full).
+            let mut copied = 0u64;
+            let mut buf = vec![0u8; 64 * 1024];
+            let mut data = (&mut entry).take(size);
+            loop {
+                let n = match data.read(&mut buf) {
+                    Ok(0) => break,
+                    Ok(n) => n,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                    Err(e) => return Err(UnpackError::Corrupt(e)),
+                };
+                io::Write::write_all(&mut file, &buf[..n]).map_err(io_err)?;
+                copied += n as u64;
+            }
+            if copied != size {
+                return Err(UnpackError::Corrupt(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    format!("{raw_name} is truncated"),
+                )));
+            }
+            set_mode(&dest, if executable { 0o755 } else { 0o644 })?;
+        }
+        tar::EntryType::Symlink => {
+            let target_path = entry
+                .link_name()
+                .map_err(UnpackError::Corrupt)?
+                .ok_or_else(|| refuse("symlink without a target"))?;
+            if !symlink_stays_inside(&rel, &target_path) {
+                return Err(refuse(&format!(
+                    "symlink to {} points outside the release",
+                    target_path.display()
+                )));
+            }
+            if let Some(parent) = dest.parent() {
+                std::fs::create_dir_all(parent).map_err(|source| UnpackError::Io {
+                    path: parent.to_owned(),
+                    source,
+                })?;
+            }
+            std::os::unix::fs::symlink(&target_path, &dest).map_err(io_err)?;
+            progress.symlinks.insert(rel);
+        }
+        tar::EntryType::Link => return Err(refuse("hard links are not allowed in packages")),
+        tar::EntryType::Char | tar::EntryType::Block => {
+            return Err(refuse("device files are not allowed in packages"));
+        }
+        tar::EntryType::Fifo => return Err(refuse("fifos are not allowed in packages")),
+        tar::EntryType::XGlobalHeader
+        | tar::EntryType::XHeader
+        | tar::EntryType::GNULongName
+        | tar::EntryType::GNULongLink => {}
+        other => {
+            return Err(refuse(&format!(
+                "entry type {other:?} is not allowed in packages"
+            )));
+        }
+    }
+    Ok(())
 }
 
 fn set_mode(path: &Path, mode: u32) -> Result<(), UnpackError> {

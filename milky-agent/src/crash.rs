@@ -1,0 +1,62 @@
+//! Crash points, for tests of crash safety.
+//!
+//! Every step of a pass must be safe to interrupt (kill -9, power loss): the next pass
+//! converges. Timed kills only hit some steps, and not the same ones from run to run. With
+//! `MILKY_AGENT_CRASH_AT=<point>` in its environment, the agent kills itself with SIGKILL
+//! when it reaches that point, as `kill -9` would: no destructor runs, no file is flushed,
+//! children started under `setpriv --pdeathsig` die with it. The e2e tests loop over the
+//! points of an upgrade and of a removal (see [`UPGRADE`] and [`REMOVAL`]).
+//!
+//! Without the variable a point costs one comparison.
+
+use std::sync::OnceLock;
+
+/// The environment variable that names the point to crash at.
+pub const ENV: &str = "MILKY_AGENT_CRASH_AT";
+
+/// Points passed in an upgrade to a version that is not on disk yet, in order.
+pub const UPGRADE: &[&str] = &[
+    "fetch:downloaded",
+    "fetch:staged",
+    "prepare:venv-running",
+    "prepare:pip-running",
+    "prepare:hook-running",
+    "prepare:hooks-done",
+    "deploy:prepared",
+    "once:hook-running",
+    "deploy:slot-started",
+    "deploy:healthy",
+    "nginx:file-changed",
+    "deploy:switched",
+    "deploy:done",
+];
+
+/// Points passed in the removal of an app, in order.
+pub const REMOVAL: &[&str] = &[
+    "remove:start",
+    "nginx:file-changed",
+    "remove:nginx-done",
+    "remove:slots-stopped",
+    "remove:web-done",
+    "remove:files-moved",
+    "remove:done",
+];
+
+/// The point between shipping a log segment and saving its offset.
+pub const LOG_SHIPPED: &str = "logs:segment-uploaded";
+
+/// Kills this process with SIGKILL if `MILKY_AGENT_CRASH_AT` names `point`.
+pub fn point(point: &str) {
+    static AT: OnceLock<Option<String>> = OnceLock::new();
+    let at = AT.get_or_init(|| std::env::var(ENV).ok().filter(|v| !v.is_empty()));
+    if at.as_deref() != Some(point) {
+        return;
+    }
+    tracing::warn!("{ENV}={point}: killing this agent with SIGKILL");
+    let pid = std::process::id().to_string();
+    let _ = std::process::Command::new("kill")
+        .args(["-KILL", &pid])
+        .status();
+    // `kill` missing: still die on the spot, without unwinding.
+    std::process::abort();
+}
