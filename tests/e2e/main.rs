@@ -1,6 +1,7 @@
 //! End-to-end tests: the real binaries against a real S3-compatible server on loopback.
 //! One test binary, so it links once.
 
+mod access;
 mod agent;
 mod controller;
 mod demo;

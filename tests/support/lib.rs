@@ -7,6 +7,7 @@
 
 pub mod agent;
 pub mod django;
+pub mod iam;
 pub mod proxy;
 pub mod tmpfs;
 

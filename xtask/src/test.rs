@@ -26,7 +26,9 @@ fn run_tests(extra: &[String]) -> anyhow::Result<()> {
     let mut command = Command::new("cargo");
     command
         .current_dir(&root)
-        .env("MILKY_TEST_S3_ENDPOINT", &endpoint);
+        .env("MILKY_TEST_S3_ENDPOINT", &endpoint)
+        // For tests that start a moto of their own (with IAM checks on).
+        .env("MILKY_TEST_MOTO", &moto);
     if has_nextest {
         command.args(["nextest", "run", "--workspace", "--no-fail-fast"]);
     } else {
