@@ -47,11 +47,24 @@ impl S3Store {
             .retry_config(aws_config::retry::RetryConfig::standard().with_max_attempts(4));
         if let Some(endpoint) = &options.endpoint_url {
             loader = loader.endpoint_url(endpoint);
+            if endpoint.starts_with("http://") {
+                loader = loader.http_client(aws_smithy_http_client::Builder::new().build_http());
+            }
         }
         let shared = loader.load().await;
         let custom_endpoint = options.endpoint_url.is_some() || shared.endpoint_url().is_some();
         let mut config =
             aws_sdk_s3::config::Builder::from(&shared).force_path_style(custom_endpoint);
+        // A plain-http endpoint (MinIO on a private network, a local test server) needs no TLS:
+        // an HTTP-only client spares every pass loading the system's ~150 CA certificates.
+        let endpoint = options
+            .endpoint_url
+            .as_deref()
+            .or(shared.endpoint_url())
+            .unwrap_or_default();
+        if endpoint.starts_with("http://") {
+            config = config.http_client(aws_smithy_http_client::Builder::new().build_http());
+        }
         if shared.region().is_none() {
             let region = options.region.clone().unwrap_or_else(|| "us-east-1".into());
             config = config.region(aws_sdk_s3::config::Region::new(region));

@@ -60,12 +60,18 @@ impl Server {
         for dir in [&root, &root.join("apps"), &root.join("web")] {
             std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755))?;
         }
+        // Hooks (migrations) run as www-data, as the app does: its SQLite database lives in a dir
+        // that user can write, never in the (root-owned) release.
+        let db = root.join("db");
+        std::fs::create_dir_all(&db)?;
+        std::fs::set_permissions(&db, std::fs::Permissions::from_mode(0o777))?;
         let base = free_range();
         let config = root.join("agent.toml");
         let text = format!(
             "store = \"{store}\"\nendpoint_url = \"{endpoint}\"\ngroup = \"{group}\"\nhost = \"{host}\"\n\n\
              [paths]\napps = \"{root}/apps\"\nstate = \"{root}/state\"\nweb = \"{root}/web\"\ntemplates = \"{root}/templates\"\nlogs = \"{root}/logs\"\n\n\
-             [web]\nlisten = \"127.0.0.1:{base}\"\nslot_ports = [{first}, {last}]\nhealth_timeout = \"120s\"\ndrain_timeout = \"10s\"\n\n{extra}",
+             [web]\nlisten = \"127.0.0.1:{base}\"\nslot_ports = [{first}, {last}]\nhealth_timeout = \"120s\"\ndrain_timeout = \"10s\"\n\n\
+             [env]\nMILKY_DB_PATH = \"{root}/db/db.sqlite3\"\n\n{extra}",
             store = bench.store,
             endpoint = bench.moto.endpoint,
             root = root.display(),
