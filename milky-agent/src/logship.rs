@@ -187,9 +187,18 @@ impl Shipper<'_> {
         let mut budget = self.settings.max_bytes_per_pass;
         'rounds: loop {
             let mut progressed = false;
+            // A stream's files are queued oldest first; a newer one waits until the older ones
+            // are shipped to their end, so a rotated-away file is finished first.
+            let mut unfinished: BTreeSet<&Stream> = BTreeSet::new();
             for w in &work {
+                if unfinished.contains(&w.stream) {
+                    continue;
+                }
                 let tracked = &shipped.files[w.tracked];
                 let Some((bytes, first)) = self.next_segment(w, tracked.offset, budget)? else {
+                    if tracked.offset < w.size && w.finished {
+                        unfinished.insert(&w.stream);
+                    }
                     continue;
                 };
                 let key = SegmentKey {
@@ -221,6 +230,9 @@ impl Shipper<'_> {
                 report.segments += 1;
                 report.bytes += bytes.len() as u64;
                 progressed = true;
+                if shipped.files[w.tracked].offset < w.size {
+                    unfinished.insert(&w.stream);
+                }
             }
             if !progressed {
                 break;

@@ -9,6 +9,16 @@ use milky_tests::*;
 
 use crate::agent::{APP, shop, sync_ok, upload};
 
+/// A test world with one server of `stable`, named `host`, serving v1 of the fixture.
+fn serving_v1(host: &str) -> (TestContext, Agent) {
+    let ctx = TestContext::new();
+    let project = shop(&ctx);
+    let agent = Agent::new(&ctx, "stable", host);
+    upload(&ctx, &project, "stable", "v1");
+    sync_ok(&agent);
+    (ctx, agent)
+}
+
 /// `cargo milky logs GROUP ARGS…`, which must succeed; its stdout.
 fn logs(ctx: &TestContext, group: &str, args: &[&str]) -> String {
     let mut all = vec!["logs", group];
@@ -47,11 +57,7 @@ fn assert_each_once(counts: &BTreeMap<usize, usize>, ids: std::ops::Range<usize>
 
 #[test]
 fn a_servers_requests_markers_tracebacks_and_hooks_reach_cargo_milky_logs() {
-    let ctx = TestContext::new();
-    let project = shop(&ctx);
-    let agent = Agent::new(&ctx, "stable", "web-a");
-    upload(&ctx, &project, "stable", "v1");
-    sync_ok(&agent);
+    let (ctx, agent) = serving_v1("web-a");
     // nginx stamps whole seconds: the requests come in a later second than the install.
     std::thread::sleep(std::time::Duration::from_millis(1100));
     request_markers(&agent, 0..3);
@@ -130,11 +136,7 @@ fn a_servers_requests_markers_tracebacks_and_hooks_reach_cargo_milky_logs() {
 
 #[test]
 fn rotation_mid_stream_by_rename_and_by_copytruncate_loses_no_line() {
-    let ctx = TestContext::new();
-    let project = shop(&ctx);
-    let agent = Agent::new(&ctx, "stable", "rotating");
-    upload(&ctx, &project, "stable", "v1");
-    sync_ok(&agent);
+    let (ctx, agent) = serving_v1("rotating");
     let nginx_logs = agent.root.join("web/nginx/logs");
     let access = nginx_logs.join("shop.access.log");
     let nginx_pid = std::fs::read_to_string(agent.root.join("web/nginx/nginx.pid")).unwrap();
@@ -178,11 +180,7 @@ fn rotation_mid_stream_by_rename_and_by_copytruncate_loses_no_line() {
 
 #[test]
 fn killed_between_upload_and_offset_save_loses_and_doubles_nothing() {
-    let ctx = TestContext::new();
-    let project = shop(&ctx);
-    let agent = Agent::new(&ctx, "stable", "crashy");
-    upload(&ctx, &project, "stable", "v1");
-    sync_ok(&agent);
+    let (ctx, agent) = serving_v1("crashy");
     request_markers(&agent, 0..10);
     let crashed = agent
         .command(&["sync"])

@@ -119,6 +119,16 @@ impl Bench {
     }
 }
 
+/// Truncates a file in place, as logrotate's copytruncate does after its copy.
+fn truncate(path: &Path) {
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(path)
+        .unwrap()
+        .set_len(0)
+        .unwrap();
+}
+
 #[tokio::test]
 async fn rename_rotation_and_copytruncate_lose_no_line() {
     let mut bench = Bench::new();
@@ -137,12 +147,7 @@ async fn rename_rotation_and_copytruncate_lose_no_line() {
     bench.write("error.log", 12);
     std::fs::rename(bench.path("error.log.1"), bench.path("error.log.2")).unwrap();
     std::fs::copy(bench.path("error.log"), bench.path("error.log.1")).unwrap();
-    std::fs::OpenOptions::new()
-        .write(true)
-        .open(bench.path("error.log"))
-        .unwrap()
-        .set_len(0)
-        .unwrap();
+    truncate(&bench.path("error.log"));
     bench.write("error.log", 7);
     let report = bench.ship().await;
     assert!(report.warnings.is_empty(), "{:?}", report.warnings);
@@ -158,12 +163,7 @@ async fn a_file_truncated_within_the_same_second_does_not_overwrite_what_was_shi
     bench.same_second = true;
     bench.write("error.log", 10);
     bench.ship().await;
-    std::fs::OpenOptions::new()
-        .write(true)
-        .open(bench.path("error.log"))
-        .unwrap()
-        .set_len(0)
-        .unwrap();
+    truncate(&bench.path("error.log"));
     bench.write("error.log", 12);
     let report = bench.ship().await;
     assert_eq!(
@@ -275,5 +275,25 @@ async fn shipped_web_logs_are_cut_down_and_nothing_unshipped_goes() {
         !bench.path("gone.log").exists(),
         "a removed app's log goes once shipped"
     );
+    bench.assert_every_line_once().await;
+}
+
+#[tokio::test]
+async fn a_rotated_file_is_finished_before_the_new_one_starts() {
+    let mut bench = Bench::new();
+    bench.write("error.log", 1);
+    bench.ship().await;
+    bench.write("error.log", 60);
+    std::fs::rename(bench.path("error.log"), bench.path("error.log.1")).unwrap();
+    bench.write("error.log", 30);
+    bench.settings.segment_bytes = 400;
+    bench.settings.max_bytes_per_pass = 1000;
+    assert!(bench.ship().await.backlog);
+    let shipped = bench.lines_out().await;
+    assert!(
+        shipped.keys().all(|n| *n <= 61),
+        "the new file started before the rotated one was done: {shipped:?}"
+    );
+    while bench.ship().await.backlog {}
     bench.assert_every_line_once().await;
 }
