@@ -8,6 +8,7 @@
 
 use std::collections::HashSet;
 use std::io::{self, Read};
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Component, Path, PathBuf};
 
 use super::Manifest;
@@ -71,8 +72,25 @@ impl UnpackError {
 #[derive(Default)]
 struct Progress {
     symlinks: HashSet<PathBuf>,
+    /// Directories this unpack made (or found): each is made once, not once per file in it
+    /// (directory calls are slow on some file systems).
+    dirs: HashSet<PathBuf>,
     total: u64,
     count: u64,
+}
+
+impl Progress {
+    fn ensure_dir(&mut self, dir: &Path) -> Result<(), UnpackError> {
+        if self.dirs.contains(dir) {
+            return Ok(());
+        }
+        std::fs::create_dir_all(dir).map_err(|source| UnpackError::Io {
+            path: dir.to_owned(),
+            source,
+        })?;
+        self.dirs.insert(dir.to_owned());
+        Ok(())
+    }
 }
 
 /// Unpacks a `.tar.bz2` read from `archive` into the existing, empty directory `target` and
@@ -180,7 +198,7 @@ fn unpack_entry<R: Read>(
     let kind = entry.header().entry_type();
     match kind {
         tar::EntryType::Directory => {
-            std::fs::create_dir_all(&dest).map_err(io_err)?;
+            progress.ensure_dir(&dest)?;
             set_mode(&dest, 0o755)?;
         }
         tar::EntryType::Regular | tar::EntryType::Continuous => {
@@ -192,16 +210,15 @@ fn unpack_entry<R: Read>(
                 });
             }
             if let Some(parent) = dest.parent() {
-                std::fs::create_dir_all(parent).map_err(|source| UnpackError::Io {
-                    path: parent.to_owned(),
-                    source,
-                })?;
+                progress.ensure_dir(parent)?;
             }
             let executable = entry.header().mode().map_err(UnpackError::Corrupt)? & 0o111 != 0;
+            let mode = if executable { 0o755 } else { 0o644 };
             // create_new: never replace (or follow) something already there.
             let mut file = std::fs::OpenOptions::new()
                 .write(true)
                 .create_new(true)
+                .mode(mode)
                 .open(&dest)
                 .map_err(|e| {
                     if e.kind() == io::ErrorKind::AlreadyExists {
@@ -233,7 +250,9 @@ fn unpack_entry<R: Read>(
                     format!("{raw_name} is truncated"),
                 )));
             }
-            set_mode(&dest, if executable { 0o755 } else { 0o644 })?;
+            // The umask may have taken bits off; set on the open file, no second path lookup.
+            file.set_permissions(std::fs::Permissions::from_mode(mode))
+                .map_err(io_err)?;
         }
         tar::EntryType::Symlink => {
             let target_path = entry
@@ -247,10 +266,7 @@ fn unpack_entry<R: Read>(
                 )));
             }
             if let Some(parent) = dest.parent() {
-                std::fs::create_dir_all(parent).map_err(|source| UnpackError::Io {
-                    path: parent.to_owned(),
-                    source,
-                })?;
+                progress.ensure_dir(parent)?;
             }
             std::os::unix::fs::symlink(&target_path, &dest).map_err(io_err)?;
             progress.symlinks.insert(rel);
