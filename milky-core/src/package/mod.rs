@@ -7,6 +7,7 @@ pub mod bz;
 pub mod parallel;
 pub mod source;
 pub mod unpack;
+mod writers;
 
 use serde::{Deserialize, Serialize};
 

@@ -12,6 +12,7 @@ use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Component, Path, PathBuf};
 
 use super::Manifest;
+use super::writers::{MAX_QUEUED_FILE, WriteJob, Writers};
 use crate::project::FILE_NAME;
 
 /// Caps against decompression bombs.
@@ -112,10 +113,17 @@ pub fn unpack_tar(
 ) -> Result<Manifest, UnpackError> {
     let mut tar = tar::Archive::new(tar_stream);
     let mut progress = Progress::default();
+    let writers = Writers::new();
     let mut entries = tar.entries().map_err(UnpackError::Corrupt)?;
-    while let Some(entry) = entries.next() {
-        let entry = entry.map_err(UnpackError::Corrupt)?;
-        if let Err(err) = unpack_entry(entry, target, limits, &mut progress) {
+    loop {
+        let next = entries.next();
+        let result = match next {
+            Some(entry) => entry
+                .map_err(UnpackError::Corrupt)
+                .and_then(|entry| unpack_entry(entry, target, limits, &mut progress, &writers)),
+            None => break,
+        };
+        if let Err(err) = result.and_then(|()| writers.check()) {
             if !err.is_no_space() {
                 return Err(err);
             }
@@ -141,6 +149,16 @@ pub fn unpack_tar(
             });
         }
     }
+    // Every queued file is on disk before the manifest is read; a full disk met by a writer
+    // at the very end still gets its clear error.
+    writers.finish().map_err(|err| match err {
+        UnpackError::Io { path, .. } if err.is_no_space() => UnpackError::NoSpace {
+            path,
+            needed: progress.total,
+            entries: progress.count,
+        },
+        err => err,
+    })?;
     let symlinks = progress.symlinks;
     let manifest_path = target.join(FILE_NAME);
     if symlinks.contains(Path::new(FILE_NAME)) {
@@ -165,6 +183,7 @@ fn unpack_entry<R: Read>(
     target: &Path,
     limits: UnpackLimits,
     progress: &mut Progress,
+    writers: &Writers,
 ) -> Result<(), UnpackError> {
     progress.count += 1;
     if progress.count > limits.max_entries {
@@ -214,6 +233,25 @@ fn unpack_entry<R: Read>(
             }
             let executable = entry.header().mode().map_err(UnpackError::Corrupt)? & 0o111 != 0;
             let mode = if executable { 0o755 } else { 0o644 };
+            if size <= MAX_QUEUED_FILE {
+                let mut bytes = Vec::with_capacity(size as usize);
+                (&mut entry)
+                    .take(size)
+                    .read_to_end(&mut bytes)
+                    .map_err(UnpackError::Corrupt)?;
+                if bytes.len() as u64 != size {
+                    return Err(UnpackError::Corrupt(io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        format!("{raw_name} is truncated"),
+                    )));
+                }
+                return writers.send(WriteJob {
+                    entry: raw_name.clone(),
+                    dest,
+                    mode,
+                    bytes,
+                });
+            }
             // create_new: never replace (or follow) something already there.
             let mut file = std::fs::OpenOptions::new()
                 .write(true)
