@@ -166,19 +166,32 @@ impl Shipper<'_> {
         let mut report = ShipReport::default();
         let mut seen = BTreeSet::new();
         let mut work = Vec::new();
+        // Several logs share a directory (nginx's): each is listed once per pass.
+        let mut listings = DirListings::default();
         for file in files {
-            self.plan_file(file, &mut shipped, &mut seen, &mut work, &mut report);
+            let siblings = listings.rotated_siblings(&file.path);
+            self.plan_file(
+                file,
+                &siblings,
+                &mut shipped,
+                &mut seen,
+                &mut work,
+                &mut report,
+            );
         }
-        shipped.files.retain(|t| seen.contains(&(t.dev, t.ino)));
-        // `retain` moved entries: find each work item's entry again.
-        for w in &mut work {
-            let meta = std::fs::metadata(&w.path);
-            match meta.ok().and_then(|m| shipped.find(&m)) {
-                Some(i) => w.tracked = i,
-                None => w.tracked = usize::MAX,
+        // Forget files that are gone; every work item's entry was seen, so it keeps a place.
+        let mut moved_to = vec![None; shipped.files.len()];
+        let mut kept = Vec::new();
+        for (i, tracked) in shipped.files.drain(..).enumerate() {
+            if seen.contains(&(tracked.dev, tracked.ino)) {
+                moved_to[i] = Some(kept.len());
+                kept.push(tracked);
             }
         }
-        work.retain(|w| w.tracked != usize::MAX);
+        shipped.files = kept;
+        for w in &mut work {
+            w.tracked = moved_to[w.tracked].expect("work items are of seen files");
+        }
         // An idle pass (nothing new, nothing rotated) writes nothing.
         if serde_json::to_vec(&shipped)? != loaded {
             self.save(&shipped)?;
@@ -254,6 +267,7 @@ impl Shipper<'_> {
     fn plan_file(
         &self,
         file: &LogFile,
+        siblings: &[(PathBuf, Metadata)],
         shipped: &mut Shipped,
         seen: &mut BTreeSet<(u64, u64)>,
         work: &mut Vec<Work>,
@@ -261,7 +275,6 @@ impl Shipper<'_> {
     ) {
         let label = file.stream.label();
         let current = std::fs::metadata(&file.path).ok().filter(Metadata::is_file);
-        let siblings = rotated_siblings(&file.path);
         if let Some(meta) = &current
             && let Some(i) = shipped.find(meta)
         {
@@ -297,7 +310,7 @@ impl Shipper<'_> {
                 tracked.head.clear();
             }
         }
-        for (path, meta) in &siblings {
+        for (path, meta) in siblings {
             if let Some(i) = shipped.find(meta) {
                 seen.insert((meta.dev(), meta.ino()));
                 work.push(Work {
@@ -432,31 +445,49 @@ impl Shipper<'_> {
     }
 }
 
-/// Rotated copies of `path` beside it (`name.1`, `name-20261125`), oldest first; compressed
-/// ones are left out (their offsets mean nothing).
-fn rotated_siblings(path: &Path) -> Vec<(PathBuf, Metadata)> {
-    let (Some(dir), Some(name)) = (path.parent(), path.file_name()) else {
-        return Vec::new();
-    };
-    let name = name.to_string_lossy();
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return Vec::new();
-    };
-    let mut siblings: Vec<(PathBuf, Metadata)> = entries
-        .flatten()
-        .filter(|e| {
-            let other = e.file_name().to_string_lossy().into_owned();
-            other
-                .strip_prefix(name.as_ref())
-                .is_some_and(|rest| rest.starts_with(['.', '-']))
-                && ![".gz", ".bz2", ".xz", ".zst"]
-                    .iter()
-                    .any(|ext| other.ends_with(ext))
-        })
-        .filter_map(|e| Some((e.path(), e.metadata().ok().filter(Metadata::is_file)?)))
-        .collect();
-    siblings.sort_by_key(|(_, m)| (m.mtime(), m.mtime_nsec()));
-    siblings
+/// The names in each directory, read once per pass.
+#[derive(Default)]
+struct DirListings(std::collections::HashMap<PathBuf, Vec<String>>);
+
+impl DirListings {
+    /// Rotated copies of `path` beside it (`name.1`, `name-20261125`), oldest first; compressed
+    /// ones are left out (their offsets mean nothing).
+    fn rotated_siblings(&mut self, path: &Path) -> Vec<(PathBuf, Metadata)> {
+        let (Some(dir), Some(name)) = (path.parent(), path.file_name()) else {
+            return Vec::new();
+        };
+        let name = name.to_string_lossy();
+        let names = self.0.entry(dir.to_owned()).or_insert_with(|| {
+            std::fs::read_dir(dir)
+                .map(|entries| {
+                    entries
+                        .flatten()
+                        .map(|e| e.file_name().to_string_lossy().into_owned())
+                        .collect()
+                })
+                .unwrap_or_default()
+        });
+        let mut siblings: Vec<(PathBuf, Metadata)> = names
+            .iter()
+            .filter(|other| {
+                other
+                    .strip_prefix(name.as_ref())
+                    .is_some_and(|rest| rest.starts_with(['.', '-']))
+                    && ![".gz", ".bz2", ".xz", ".zst"]
+                        .iter()
+                        .any(|ext| other.ends_with(ext))
+            })
+            .filter_map(|other| {
+                let path = dir.join(other);
+                let meta = std::fs::symlink_metadata(&path)
+                    .ok()
+                    .filter(Metadata::is_file)?;
+                Some((path, meta))
+            })
+            .collect();
+        siblings.sort_by_key(|(_, m)| (m.mtime(), m.mtime_nsec()));
+        siblings
+    }
 }
 
 fn unix_now() -> i64 {
