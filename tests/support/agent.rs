@@ -22,14 +22,16 @@ pub struct Agent {
     env: Vec<(&'static str, String)>,
 }
 
-/// `count` consecutive free loopback ports, different for every agent of this process.
+/// `count` consecutive free loopback ports, different for every agent of this process, below
+/// the kernel's ephemeral range (32768 and up): an outgoing connection's local port must never
+/// take a port an Apache slot binds only later.
 fn port_range(count: u16) -> u16 {
     static NEXT: AtomicU16 = AtomicU16::new(0);
     let spread = (std::process::id() % 997) as u16;
     loop {
         let slot = NEXT.fetch_add(1, Ordering::Relaxed);
         let base =
-            20_000 + ((spread.wrapping_mul(37).wrapping_add(slot.wrapping_mul(11))) % 3_900) * 10;
+            20_000 + ((spread.wrapping_mul(37).wrapping_add(slot.wrapping_mul(11))) % 1_270) * 10;
         if (base..base + count).all(|p| std::net::TcpListener::bind(("127.0.0.1", p)).is_ok()) {
             return base;
         }

@@ -84,7 +84,7 @@ fn demo() -> anyhow::Result<()> {
         let server = Server {
             host,
             group,
-            front: tools::free_port()?,
+            front: tools::free_port_range(),
         };
         start_agent(&demo, &bin, &store, &server)?;
         servers.push(server);
@@ -200,7 +200,7 @@ fn start_agent(demo: &Path, bin: &Path, store: &str, server: &Server) -> anyhow:
         std::fs::create_dir_all(root.join(dir))?;
     }
     chmod(&root, 0o755)?;
-    let first_slot = tools::free_port()?;
+    let first_slot = server.front + 1;
     let config = root.join("agent.toml");
     let text = format!(
         "store = \"{store}\"\ngroup = \"{group}\"\nhost = \"{host}\"\n\n[paths]\napps = \"{root}/apps\"\nstate = \"{root}/state\"\nweb = \"{root}/web\"\ntemplates = \"{root}/templates\"\nlogs = \"{root}/logs\"\n\n[web]\nlisten = \"127.0.0.1:{front}\"\nslot_ports = [{first}, {last}]\n\n[env]\nMILKY_DB_PATH = \"{demo}/shared/{group}.sqlite3\"\n",
@@ -209,7 +209,7 @@ fn start_agent(demo: &Path, bin: &Path, store: &str, server: &Server) -> anyhow:
         root = root.display(),
         front = server.front,
         first = first_slot,
-        last = first_slot.saturating_add(40),
+        last = server.front + 9,
         demo = demo.display(),
     );
     std::fs::write(&config, text)?;

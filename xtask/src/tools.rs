@@ -132,6 +132,24 @@ pub fn free_port() -> anyhow::Result<u16> {
         .port())
 }
 
+/// Ten consecutive free loopback ports, a new range per call. They lie below the kernel's
+/// ephemeral range (32768 and up), so an outgoing connection's local port can never take one
+/// that an Apache slot binds only later.
+pub fn free_port_range() -> u16 {
+    static NEXT_BASE: std::sync::Mutex<u16> = std::sync::Mutex::new(0);
+    let mut next = NEXT_BASE.lock().unwrap_or_else(|e| e.into_inner());
+    if *next == 0 {
+        *next = 21_000 + (std::process::id() % 500) as u16 * 10;
+    }
+    loop {
+        let base = *next;
+        *next = if base >= 32_750 { 21_000 } else { base + 10 };
+        if (base..base + 10).all(|p| std::net::TcpListener::bind(("127.0.0.1", p)).is_ok()) {
+            return base;
+        }
+    }
+}
+
 /// A child process that is killed (by its own pid) when this guard goes.
 pub struct Guard(pub std::process::Child);
 

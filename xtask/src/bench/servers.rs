@@ -3,7 +3,7 @@
 //! Apache) is stopped by the pids in their own pid files.
 
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -29,24 +29,6 @@ pub struct Server {
     run: Option<Child>,
 }
 
-/// The next port range to try; ranges are handed out once per process.
-static NEXT_BASE: Mutex<u16> = Mutex::new(0);
-
-/// Ten consecutive free loopback ports.
-fn free_range() -> u16 {
-    let mut next = NEXT_BASE.lock().expect("port lock");
-    if *next == 0 {
-        *next = 21_000 + (std::process::id() % 500) as u16 * 10;
-    }
-    loop {
-        let base = *next;
-        *next = if base > 60_000 { 21_000 } else { base + 10 };
-        if (base..base + 10).all(|p| TcpListener::bind(("127.0.0.1", p)).is_ok()) {
-            return base;
-        }
-    }
-}
-
 impl Server {
     /// A server of `group`; `extra` is appended to its agent.toml.
     pub fn new(bench: &Bench, group: &str, host: &str, extra: &str) -> anyhow::Result<Self> {
@@ -65,7 +47,7 @@ impl Server {
         let db = root.join("db");
         std::fs::create_dir_all(&db)?;
         std::fs::set_permissions(&db, std::fs::Permissions::from_mode(0o777))?;
-        let base = free_range();
+        let base = crate::tools::free_port_range();
         let config = root.join("agent.toml");
         let text = format!(
             "store = \"{store}\"\nendpoint_url = \"{endpoint}\"\ngroup = \"{group}\"\nhost = \"{host}\"\n\n\
