@@ -27,6 +27,8 @@ fn the_demo_runs_end_to_end_and_stops_cleanly() {
             .output()
             .expect("run cargo xtask demo")
     };
+    // Whatever fails below, the demo's servers are stopped (by the pids it recorded).
+    let _stop = StopOnDrop(&demo_dir);
     let out = xtask(&[]);
     assert_success(&out, "cargo xtask demo");
     let text = stdout(&out);
@@ -57,6 +59,19 @@ fn the_demo_runs_end_to_end_and_stops_cleanly() {
     assert_success(&out, "cargo xtask demo --stop");
     for pid in pids {
         assert!(!alive(pid), "process {pid} still runs after --stop");
+    }
+}
+
+/// Runs `cargo xtask demo --stop` for a demo dir when dropped (a second stop finds nothing).
+struct StopOnDrop<'a>(&'a std::path::Path);
+
+impl Drop for StopOnDrop<'_> {
+    fn drop(&mut self) {
+        let _ = Command::new("cargo")
+            .current_dir(workspace_root())
+            .args(["xtask", "demo", "--stop"])
+            .env("MILKY_DEMO_DIR", self.0)
+            .output();
     }
 }
 
