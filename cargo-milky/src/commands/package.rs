@@ -7,7 +7,7 @@ use anyhow::Context;
 use clap::Args;
 use milky_core::Version;
 use milky_core::package::source::{self, GitState};
-use milky_core::package::{BuildRequest, BuiltPackage, build};
+use milky_core::package::{BuildRequest, BuiltPackage, ProjectTree, build};
 
 use crate::exit::user_error;
 use crate::progress::Printer;
@@ -85,8 +85,8 @@ pub fn build_package(
     // Absolute, so the printed path works from wherever the caller is.
     let out_dir = std::path::absolute(&out_dir)?;
     let git = GitState::read(dir);
-    let newest = milky_core::package::build::newest_mtime(dir, &config, &out_dir)?;
-    let source_date = source::source_date(&git, newest);
+    let tree = ProjectTree::walk(dir, &config, &out_dir)?;
+    let source_date = source::source_date(&git, tree.newest_mtime());
     let version = match &args.version {
         Some(version) => version.clone(),
         None => source::default_version(&git, source_date)
@@ -104,7 +104,7 @@ pub fn build_package(
         .threads
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()));
     let built = build(&BuildRequest {
-        project_dir: dir,
+        tree: &tree,
         config: &config,
         version,
         commit: git.commit_label(),

@@ -1,7 +1,7 @@
 //! Small Linux process helpers: pid files, liveness and children through /proc, waiting.
 //!
-//! No signals are sent from here (the workspace forbids `unsafe`, and the service commands are the
-//! one way the agent acts on nginx and Apache); these only observe.
+//! No signals are sent from here (the workspace denies `unsafe`, and the service commands are
+//! the one way the agent acts on nginx and Apache); these only observe.
 
 use std::io::ErrorKind;
 use std::net::{Ipv4Addr, SocketAddr, TcpStream};

@@ -46,7 +46,8 @@ fn io_err(path: &Path) -> impl FnOnce(io::Error) -> BuildError + '_ {
 /// What to build.
 #[derive(Debug, Clone)]
 pub struct BuildRequest<'a> {
-    pub project_dir: &'a Path,
+    /// What to pack, walked once: [`ProjectTree::walk`].
+    pub tree: &'a ProjectTree,
     pub config: &'a ProjectConfig,
     pub version: Version,
     pub commit: Option<String>,
@@ -69,14 +70,14 @@ pub struct BuiltPackage {
     pub size: u64,
 }
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 enum Kind {
     Dir,
     File { executable: bool },
     Symlink(PathBuf),
 }
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 struct Entry {
     /// Path inside the archive, `/`-separated.
     name: String,
@@ -84,22 +85,32 @@ struct Entry {
     kind: Kind,
 }
 
-/// The newest mtime among what would be packed: the source date of a tree that is not a clean
-/// git checkout.
-pub fn newest_mtime(
-    project_dir: &Path,
-    config: &ProjectConfig,
-    out_dir: &Path,
-) -> Result<SystemTime, BuildError> {
-    let mut newest = UNIX_EPOCH;
-    for entry in walk(project_dir, config, out_dir)? {
-        let meta = entry
-            .source
-            .symlink_metadata()
-            .map_err(io_err(&entry.source))?;
-        newest = newest.max(meta.modified().unwrap_or(UNIX_EPOCH));
+/// The entries to pack, sorted by name, as walked from a project directory.
+#[derive(Debug, Clone)]
+pub struct ProjectTree {
+    entries: Vec<Entry>,
+    newest_mtime: SystemTime,
+}
+
+impl ProjectTree {
+    /// Walks the project with its ignore rules; symlinks out of the tree are refused here.
+    pub fn walk(
+        project_dir: &Path,
+        config: &ProjectConfig,
+        out_dir: &Path,
+    ) -> Result<Self, BuildError> {
+        let (entries, newest_mtime) = walk(project_dir, config, out_dir)?;
+        Ok(Self {
+            entries,
+            newest_mtime,
+        })
     }
-    Ok(newest)
+
+    /// The newest mtime among what is packed: the source date of a tree that is not a clean
+    /// git checkout.
+    pub fn newest_mtime(&self) -> SystemTime {
+        self.newest_mtime
+    }
 }
 
 fn excludes(project_dir: &Path, config: &ProjectConfig) -> Result<Gitignore, BuildError> {
@@ -122,7 +133,7 @@ fn walk(
     project_dir: &Path,
     config: &ProjectConfig,
     out_dir: &Path,
-) -> Result<Vec<Entry>, BuildError> {
+) -> Result<(Vec<Entry>, SystemTime), BuildError> {
     let excludes = excludes(project_dir, config)?;
     let out_dir = out_dir
         .canonicalize()
@@ -151,6 +162,7 @@ fn walk(
         })
         .build();
     let mut entries = Vec::new();
+    let mut newest = UNIX_EPOCH;
     for item in walker {
         let item = item?;
         let path = item.path();
@@ -172,6 +184,8 @@ fn walk(
         if name == FILE_NAME {
             continue; // replaced by the manifest
         }
+        let meta = item.metadata()?;
+        newest = newest.max(meta.modified().unwrap_or(UNIX_EPOCH));
         let kind = if file_type.is_dir() {
             Kind::Dir
         } else if file_type.is_symlink() {
@@ -180,7 +194,7 @@ fn walk(
             Kind::Symlink(target)
         } else if file_type.is_file() {
             use std::os::unix::fs::PermissionsExt;
-            let mode = item.metadata()?.permissions().mode();
+            let mode = meta.permissions().mode();
             Kind::File {
                 executable: mode & 0o111 != 0,
             }
@@ -195,7 +209,7 @@ fn walk(
         });
     }
     entries.sort_by(|a, b| a.name.cmp(&b.name));
-    Ok(entries)
+    Ok((entries, newest))
 }
 
 /// A symlink is packed only if it stays inside the tree: servers refuse any other.
@@ -249,7 +263,7 @@ fn wheel_entries(wheels_dir: &Path) -> Result<Vec<Entry>, BuildError> {
 /// Packs the project into `out_dir/<app>-<version>.tar.bz2`, written under a temporary name and
 /// renamed when complete, so a half-written package never carries the final name.
 pub fn build(request: &BuildRequest<'_>) -> Result<BuiltPackage, BuildError> {
-    let mut entries = walk(request.project_dir, request.config, request.out_dir)?;
+    let mut entries = request.tree.entries.clone();
     if let Some(wheels) = request.wheels_dir {
         entries.retain(|e| e.name != "wheels" && !e.name.starts_with("wheels/"));
         entries.extend(wheel_entries(wheels)?);

@@ -11,6 +11,8 @@ use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
+use super::memory::KeepFreedMemory;
+
 type Job = (u64, Vec<u8>);
 
 /// A `Write` that compresses what it is given on `threads` threads into `inner`.
@@ -21,6 +23,7 @@ pub struct ParallelBzWriter<W: Write + Send + 'static> {
     jobs: Option<SyncSender<Job>>,
     workers: Vec<JoinHandle<()>>,
     writer: Option<JoinHandle<io::Result<W>>>,
+    _memory: KeepFreedMemory,
 }
 
 impl<W: Write + Send + 'static> ParallelBzWriter<W> {
@@ -49,6 +52,7 @@ impl<W: Write + Send + 'static> ParallelBzWriter<W> {
             jobs: Some(jobs),
             workers,
             writer: Some(writer),
+            _memory: KeepFreedMemory::new(),
         }
     }
 
@@ -115,12 +119,22 @@ fn compress_jobs(jobs: &Mutex<Receiver<Job>>, results: &SyncSender<io::Result<Jo
 }
 
 fn compress(block: &[u8], level: u32) -> io::Result<Vec<u8>> {
-    let mut encoder = bzip2::write::BzEncoder::new(
-        Vec::with_capacity(block.len() / 3),
-        bzip2::Compression::new(level),
-    );
-    encoder.write_all(block)?;
-    encoder.finish()
+    // bzip2's worst case (incompressible input) in one buffer: one call, no copy, no regrowth.
+    let mut out = Vec::with_capacity(block.len() + block.len() / 100 + 600);
+    let mut stream = bzip2::Compress::new(bzip2::Compression::new(level), 0);
+    let mut input = block;
+    loop {
+        let before = stream.total_in();
+        let status = stream
+            .compress_vec(input, &mut out, bzip2::Action::Finish)
+            .map_err(io::Error::other)?;
+        input = &input[usize::try_from(stream.total_in() - before).expect("fits")..];
+        if status == bzip2::Status::StreamEnd {
+            return Ok(out);
+        }
+        // Not reached with the worst-case capacity above; kept so that no input is ever lost.
+        out.reserve(block.len() / 2 + 600);
+    }
 }
 
 fn write_in_order<W: Write>(mut inner: W, results: &Receiver<io::Result<Job>>) -> io::Result<W> {

@@ -4,6 +4,7 @@
 
 pub mod build;
 pub mod bz;
+mod memory;
 pub mod parallel;
 pub mod source;
 pub mod unpack;
@@ -14,7 +15,7 @@ use serde::{Deserialize, Serialize};
 use crate::names::Version;
 use crate::project::{AppSettings, Hooks, Snippets};
 
-pub use build::{BuildRequest, BuiltPackage, build};
+pub use build::{BuildRequest, BuiltPackage, ProjectTree, build};
 pub use unpack::{UnpackError, UnpackLimits, read_manifest, unpack};
 
 /// The package format this build writes and reads.

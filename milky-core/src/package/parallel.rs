@@ -26,6 +26,7 @@ use std::sync::Mutex;
 use std::sync::mpsc::{Receiver, Sender, SyncSender, channel, sync_channel};
 
 use super::Manifest;
+use super::memory::KeepFreedMemory;
 use super::unpack::{UnpackError, UnpackLimits, unpack_tar};
 
 /// A segment larger than this, compressed or decoded, is not decoded ahead: what follows it is
@@ -118,6 +119,7 @@ fn decode_segments<T>(
     if threads < 2 || segments.len() < 2 || segments[0].0 != 0 {
         segments.clear();
     }
+    let _memory = KeepFreedMemory::new();
     let (jobs, queue) = channel::<Job>();
     let queue = Mutex::new(queue);
     std::thread::scope(|scope| {

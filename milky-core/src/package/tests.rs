@@ -41,7 +41,7 @@ fn project() -> tempfile::TempDir {
 fn build_into(project: &Path, out: &Path, threads: usize) -> BuiltPackage {
     let config = ProjectConfig::load(project).unwrap();
     build(&BuildRequest {
-        project_dir: project,
+        tree: &ProjectTree::walk(project, &config, out).unwrap(),
         config: &config,
         version: "v1".parse().unwrap(),
         commit: None,
@@ -147,18 +147,7 @@ fn symlink_out_of_the_project_is_refused_when_packing() {
     std::os::unix::fs::symlink("../../etc/passwd", project.path().join("mysite/passwd")).unwrap();
     let config = ProjectConfig::load(project.path()).unwrap();
     let out = tempfile::tempdir().unwrap();
-    let err = build(&BuildRequest {
-        project_dir: project.path(),
-        config: &config,
-        version: "v1".parse().unwrap(),
-        commit: None,
-        source_date: UNIX_EPOCH,
-        wheels_dir: None,
-        out_dir: out.path(),
-        level: 1,
-        threads: 1,
-    })
-    .unwrap_err();
+    let err = ProjectTree::walk(project.path(), &config, out.path()).unwrap_err();
     assert!(
         err.to_string().contains("points outside the project"),
         "{err}"

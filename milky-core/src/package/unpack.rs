@@ -377,21 +377,26 @@ fn symlink_stays_inside(link: &Path, target: &Path) -> bool {
 
 /// Reads the manifest of a package file without unpacking it.
 pub fn read_manifest(path: &Path) -> Result<Manifest, UnpackError> {
-    let file = std::fs::File::open(path).map_err(|source| UnpackError::Io {
+    let io_error = |source| UnpackError::Io {
         path: path.to_owned(),
         source,
-    })?;
-    let mut tar = tar::Archive::new(bzip2::read::MultiBzDecoder::new(io::BufReader::new(file)));
-    for entry in tar.entries().map_err(UnpackError::Corrupt)? {
-        let mut entry = entry.map_err(UnpackError::Corrupt)?;
-        let is_manifest = entry.path().map_err(UnpackError::Corrupt)?.as_os_str() == FILE_NAME;
-        if is_manifest && entry.header().entry_type().is_file() {
-            let mut text = String::new();
-            entry
-                .read_to_string(&mut text)
-                .map_err(UnpackError::Corrupt)?;
-            return Manifest::parse(&text).map_err(UnpackError::BadManifest);
+    };
+    let threads = std::thread::available_parallelism().map_or(1, usize::from);
+    // The manifest is the last entry: decoding on every core halves the wait for it.
+    super::parallel::with_decoded(path, threads, |decoded| {
+        let mut tar = tar::Archive::new(decoded);
+        for entry in tar.entries().map_err(UnpackError::Corrupt)? {
+            let mut entry = entry.map_err(UnpackError::Corrupt)?;
+            let is_manifest = entry.path().map_err(UnpackError::Corrupt)?.as_os_str() == FILE_NAME;
+            if is_manifest && entry.header().entry_type().is_file() {
+                let mut text = String::new();
+                entry
+                    .read_to_string(&mut text)
+                    .map_err(UnpackError::Corrupt)?;
+                return Manifest::parse(&text).map_err(UnpackError::BadManifest);
+            }
         }
-    }
-    Err(UnpackError::NoManifest)
+        Err(UnpackError::NoManifest)
+    })
+    .map_err(io_error)?
 }
