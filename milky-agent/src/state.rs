@@ -98,10 +98,13 @@ impl StateDir {
     }
 
     pub fn save(&self, state: &AgentState) -> anyhow::Result<()> {
-        write_atomic(
-            &self.root.join(STATE_FILE),
-            toml::to_string(state)?.as_bytes(),
-        )
+        let path = self.root.join(STATE_FILE);
+        let text = toml::to_string(state)?;
+        // An idle pass changes nothing: no write, no fsync.
+        if std::fs::read(&path).is_ok_and(|old| old == text.as_bytes()) {
+            return Ok(());
+        }
+        write_atomic(&path, text.as_bytes())
     }
 
     pub fn cached_index(&self) -> Option<String> {
@@ -160,5 +163,29 @@ mod tests {
         assert_eq!(states.load(), state);
         std::fs::write(dir.path().join(STATE_FILE), "not = [toml").unwrap();
         assert_eq!(states.load(), AgentState::default());
+    }
+
+    #[test]
+    fn an_unchanged_state_is_not_written_again() {
+        use std::os::unix::fs::MetadataExt;
+        let dir = tempfile::tempdir().unwrap();
+        let states = StateDir::new(dir.path()).unwrap();
+        let inode = || {
+            std::fs::metadata(dir.path().join(STATE_FILE))
+                .unwrap()
+                .ino()
+        };
+        let mut state = AgentState {
+            index_etag: Some("\"abc\"".into()),
+            ..AgentState::default()
+        };
+        states.save(&state).unwrap();
+        let first = inode();
+        states.save(&state).unwrap();
+        assert_eq!(inode(), first, "an identical state was rewritten");
+        state.index_etag = Some("\"def\"".into());
+        states.save(&state).unwrap();
+        assert_ne!(inode(), first, "a changed state was not written");
+        assert_eq!(states.load(), state);
     }
 }
