@@ -414,6 +414,10 @@ fn table_at<'d>(doc: &'d mut DocumentMut, path: &[&str]) -> &'d mut Table {
         // Implicit tables print no header of their own while they hold only tables, so the
         // file shows `[apps.myapp.versions.v1]` rather than three headers.
         let item = table.entry(key).or_insert_with(implicit_table);
+        // A hand-written `key = { … }` on the path: same content, edited as a table.
+        if let Some(inline) = item.as_inline_table_mut() {
+            *item = Item::Table(std::mem::take(inline).into_table());
+        }
         table = item
             .as_table_mut()
             .expect("validated index has tables at these paths");
@@ -457,6 +461,40 @@ mod tests {
         assert_eq!(
             reparsed.group(&group("stable"))[&app("myapp")],
             version("1.4.0")
+        );
+    }
+
+    #[test]
+    fn hand_written_inline_tables_can_be_edited() {
+        let text = "schema = 1\ngroups = { stable = { myapp = \"v1\" } }\n\n[apps.myapp]\nversions = { v1 = { sha256 = \"aaaa\", size = 1, uploaded = \"x\" } }\n";
+        let mut index = Index::parse(text).unwrap();
+        index
+            .add_package(&app("myapp"), &version("v2"), &entry('b'))
+            .unwrap();
+        index
+            .set_signature(&app("myapp"), &version("v1"), "sig")
+            .unwrap();
+        index
+            .set_version(&group("stable"), &app("myapp"), &version("v2"))
+            .unwrap();
+        index
+            .set_version(&group("beta"), &app("myapp"), &version("v1"))
+            .unwrap();
+        let reparsed = Index::parse(&index.to_string()).unwrap();
+        assert_eq!(
+            reparsed.group(&group("stable"))[&app("myapp")],
+            version("v2")
+        );
+        assert_eq!(reparsed.group(&group("beta"))[&app("myapp")], version("v1"));
+        let v1 = reparsed.package(&app("myapp"), &version("v1")).unwrap();
+        assert_eq!(
+            (v1.sha256.as_str(), v1.signature.as_deref()),
+            ("aaaa", Some("sig"))
+        );
+        assert!(reparsed.package(&app("myapp"), &version("v2")).is_some());
+        assert_eq!(
+            reparsed.history(&group("stable"), &app("myapp")),
+            [version("v1")]
         );
     }
 
