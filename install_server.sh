@@ -34,6 +34,9 @@ Options:
   --host NAME           this server's name in reports (default: the machine's host name)
   --endpoint-url URL    an S3-compatible server instead of AWS
   --listen ADDR:PORT    nginx's front address (default 0.0.0.0:80)
+  --trusted-key KEY     a public key (`cargo milky keygen` prints it: milky-ed25519 ID BASE64)
+                        whose signature packages must carry; repeat for several keys. Without
+                        one, packages are not verified (see README, "Signed packages")
   --force               overwrite an existing /etc/milky/agent.toml
   --scheduler KIND      auto (default), systemd or cron: how the agent is run
   --root DIR            install into DIR instead of / (every path prefixed; apt and systemctl
@@ -55,6 +58,7 @@ GROUP=""
 HOST=""
 ENDPOINT=""
 LISTEN=""
+TRUSTED_KEYS=()
 FORCE=0
 SCHEDULER=auto
 CHANGES=0
@@ -135,6 +139,11 @@ while [[ $# -gt 0 ]]; do
         LISTEN=$2
         shift
         ;;
+    --trusted-key)
+        need_value "$@"
+        TRUSTED_KEYS+=("$2")
+        shift
+        ;;
     --scheduler)
         need_value "$@"
         SCHEDULER=$2
@@ -168,6 +177,11 @@ endpoint_re='^https?://[]A-Za-z0-9.:[-]+(/[A-Za-z0-9._/-]*)?$'
 [[ -z $LISTEN || $LISTEN =~ ^([0-9]{1,3}(\.[0-9]{1,3}){3}|\[[0-9A-Fa-f:.]+\]):[0-9]{1,5}$ ]] ||
     die "--listen must be IPV4:PORT or [IPV6]:PORT, not '$LISTEN'"
 [[ $SCHEDULER =~ ^(auto|systemd|cron)$ ]] || die "--scheduler must be auto, systemd or cron"
+key_re='^milky-ed25519 [0-9a-f]{16} [A-Za-z0-9+/]{43}=( [A-Za-z0-9._@ -]*)?$'
+for key in "${TRUSTED_KEYS[@]}"; do
+    [[ $key =~ $key_re ]] ||
+        die "--trusted-key must be a public key line, 'milky-ed25519 ID BASE64' (cargo milky keygen prints it), not '$key'"
+done
 
 if [[ -n $ROOT ]]; then
     mkdir -p -- "$ROOT"
@@ -182,7 +196,7 @@ fi
 if [[ -z $AGENT && ! -x $ROOT$BIN ]]; then
     die "no agent binary: give its path or URL (see --help)"
 fi
-if [[ (-z $STORE || -z $GROUP) && (! -e $ROOT/etc/milky/agent.toml || -n $HOST$ENDPOINT$LISTEN || $FORCE -eq 1) ]]; then
+if [[ (-z $STORE || -z $GROUP) && (! -e $ROOT/etc/milky/agent.toml || -n $HOST$ENDPOINT$LISTEN${TRUSTED_KEYS[*]} || $FORCE -eq 1) ]]; then
     die "--store and --group are needed to write /etc/milky/agent.toml"
 fi
 if [[ -n $AGENT && ! $AGENT =~ ^https?:// && ! -f $AGENT ]]; then
@@ -572,6 +586,13 @@ step_config() {
         say ""
         say "[web]"
         say "listen = \"${LISTEN:-0.0.0.0:80}\""
+        if [[ ${#TRUSTED_KEYS[@]} -gt 0 ]]; then
+            say ""
+            say "[signing]"
+            say "trusted_keys = ["
+            for key in "${TRUSTED_KEYS[@]}"; do say "    \"$key\","; done
+            say "]"
+        fi
     } >"$TMP/agent.toml"
     if [[ -e $config && $FORCE -eq 0 ]] && ! cmp -s -- "$TMP/agent.toml" "$config"; then
         unchanged "/etc/milky/agent.toml kept: it differs from the options (--force overwrites it)"

@@ -341,6 +341,57 @@ fn install_server_refuses_bad_arguments_before_changing_anything() {
     assert!(stdout(&help).contains("--root DIR"));
 }
 
+#[test]
+fn install_server_writes_trusted_keys_the_agent_takes() {
+    let tmp = temp_dir();
+    let root = tmp.path().join("root");
+    let agent = agent_copy(tmp.path()).display().to_string();
+    let keys: Vec<String> = ["a", "b"]
+        .iter()
+        .map(|name| {
+            let out = Command::new(bin("cargo-milky"))
+                .args(["milky", "keygen", "--out"])
+                .arg(tmp.path().join(name))
+                .output()
+                .expect("run cargo milky keygen");
+            assert_success(&out, "cargo milky keygen");
+            stdout(&out).trim().to_owned()
+        })
+        .collect();
+    let mut args = vec!["--store", "s3://b/p", "--group", "stable"];
+    for key in &keys {
+        args.extend(["--trusted-key", key.as_str()]);
+    }
+    args.push(&agent);
+    assert_success(&install(&root, &args), "install_server.sh --trusted-key");
+    let config = read(&root.join("etc/milky/agent.toml"));
+    assert!(
+        config.ends_with(&format!(
+            "\n[signing]\ntrusted_keys = [\n    \"{}\",\n    \"{}\",\n]\n",
+            keys[0], keys[1]
+        )),
+        "{config}"
+    );
+    assert_accepted(&agent_check(&config, &tmp.path().join("check")));
+
+    // A key that is not a public key line is refused before anything is written.
+    let other = tmp.path().join("other");
+    let out = install(
+        &other,
+        &[
+            "--store",
+            "s3://b/p",
+            "--group",
+            "stable",
+            "--trusted-key",
+            "ssh-ed25519 AAAA",
+            &agent,
+        ],
+    );
+    assert_failure(&out, 2, "--trusted-key must be a public key line");
+    assert!(!other.join("etc/milky/agent.toml").exists());
+}
+
 /// A child process ended (by its own pid) when the test ends, however it ends.
 struct Child(std::process::Child);
 
