@@ -13,20 +13,22 @@ const STAGING_PREFIX: &str = ".staging-";
 /// half-deleted app is never taken for an installed one.
 const REMOVING_PREFIX: &str = ".removing-";
 
-/// The file system of the apps dir is full: a problem of this server, not of the release, so
-/// the deploy is tried again on the next pass, without backoff.
+/// The file system of the downloads or apps dir is full: a problem of this server, not of the
+/// release, so the deploy is tried again on the next pass, without backoff.
 #[derive(Debug, thiserror::Error)]
 #[error(
-    "no space left on device while unpacking {app} {version} into {}: it needs ~{} MB, {} MB are free there; the release in use is untouched",
+    "no space left on device while {doing} {app} {version} into {}: it needs ~{} MB, {} MB are free there; the release in use is untouched",
     dir.display(),
     needed.div_ceil(1 << 20),
     free / (1 << 20)
 )]
 pub struct NoSpaceLeft {
+    /// "downloading" or "unpacking".
+    pub doing: &'static str,
     pub app: AppName,
     pub version: Version,
     pub dir: PathBuf,
-    /// What the package unpacks to, in bytes.
+    /// What the package is, or unpacks to, in bytes.
     pub needed: u64,
     /// What is free on that file system once the staging dir is gone, in bytes.
     pub free: u64,
@@ -37,9 +39,31 @@ pub fn is_no_space(err: &anyhow::Error) -> bool {
     err.chain().any(|e| e.is::<NoSpaceLeft>())
 }
 
+/// Whether an error comes from a full file system (or quota).
+fn is_storage_full(err: &(dyn std::error::Error + 'static)) -> bool {
+    let mut source = Some(err);
+    while let Some(err) = source {
+        if let Some(io) = err.downcast_ref::<std::io::Error>()
+            && matches!(
+                io.kind(),
+                std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded
+            )
+        {
+            return true;
+        }
+        source = err.source();
+    }
+    false
+}
+
 /// Bytes free for an unprivileged writer on the file system of `path`.
 fn free_bytes(path: &Path) -> u64 {
-    rustix::fs::statvfs(path).map_or(0, |s| s.f_bavail.saturating_mul(s.f_frsize))
+    available_bytes(path).unwrap_or(0)
+}
+
+fn available_bytes(path: &Path) -> Option<u64> {
+    let stats = rustix::fs::statvfs(path).ok()?;
+    Some(stats.f_bavail.saturating_mul(stats.f_frsize))
 }
 
 /// The apps dir of this server.
@@ -125,10 +149,30 @@ impl Releases {
         let download = self.downloads.join(format!("{app}-{version}.tar.bz2.part"));
         let key = layout::package(app, version);
         tracing::info!(%app, %version, "downloading {key} ({} bytes)", entry.size);
-        let size = store
-            .download(&key, &download, &|_| {})
-            .await
-            .with_context(|| format!("downloading {key}"))?;
+        let no_space = |free| NoSpaceLeft {
+            doing: "downloading",
+            app: app.clone(),
+            version: version.clone(),
+            dir: self.downloads.clone(),
+            needed: entry.size,
+            free,
+        };
+        // Refused before a byte is fetched when it cannot fit.
+        if let Some(free) = available_bytes(&self.downloads)
+            && free < entry.size
+        {
+            return Err(no_space(free).into());
+        }
+        let size = match store.download(&key, &download, &|_| {}).await {
+            Ok(size) => size,
+            Err(err) => {
+                let _ = std::fs::remove_file(&download);
+                if is_storage_full(&err) {
+                    return Err(no_space(free_bytes(&self.downloads)).into());
+                }
+                return Err(anyhow::Error::new(err).context(format!("downloading {key}")));
+            }
+        };
         crate::crash::point("fetch:downloaded");
         let result = self.verify_and_unpack(&download, size, app, version, entry);
         let _ = std::fs::remove_file(&download);
@@ -188,6 +232,7 @@ impl Releases {
             let _ = std::fs::remove_dir_all(&staging);
             if let Some(UnpackError::NoSpace { needed, .. }) = err.downcast_ref() {
                 return Err(NoSpaceLeft {
+                    doing: "unpacking",
                     app: app.clone(),
                     version: version.clone(),
                     dir: staging,

@@ -1,6 +1,6 @@
 //! Hardening: hooks run unprivileged and cannot change a release; the agent killed (SIGKILL) at
 //! every step of an upgrade and of a removal converges on the next pass without an error
-//! answer for a healthy app; a disk that fills up while unpacking fails cleanly.
+//! answer for a healthy app; a disk too full to download or unpack a package fails cleanly.
 
 use std::os::unix::fs::MetadataExt;
 use std::os::unix::process::ExitStatusExt;
@@ -480,4 +480,46 @@ fn a_disk_full_while_unpacking_fails_cleanly_and_the_next_pass_recovers() {
     apps.resize(512 << 20);
     sync_ok(&agent);
     assert_eq!(serving(&agent).as_deref(), Some("v2"));
+}
+
+#[test]
+fn a_package_that_cannot_fit_in_the_downloads_dir_is_not_fetched() {
+    let ctx = TestContext::new();
+    let project = shop(&ctx);
+    // 4 MB for downloads; the package carries 8 MB of random bytes, which do not compress.
+    let downloads = Tmpfs::mount(&ctx.dir.path().join("server-dl/state/downloads"), "4m");
+    let agent = Agent::new(&ctx, "stable", "dl");
+    let noise: Vec<u8> = (0..8u32 << 20)
+        .scan(0x2545_f491_u32, |x, _| {
+            *x ^= *x << 13;
+            *x ^= *x >> 17;
+            *x ^= *x << 5;
+            Some(*x as u8)
+        })
+        .collect();
+    std::fs::write(project.join("noise.bin"), noise).unwrap();
+    upload(&ctx, &project, "stable", "v1");
+    let out = agent.sync();
+    assert_failure(&out, 1, "no space left on device while downloading shop v1");
+    let log = stderr(&out);
+    assert!(
+        log.contains("it needs ~") && log.contains("MB are free there"),
+        "{log}"
+    );
+    assert_eq!(
+        hidden_entries(&downloads.dir),
+        Vec::<String>::new(),
+        "nothing left in downloads"
+    );
+    assert_eq!(
+        std::fs::read_dir(&downloads.dir).unwrap().count(),
+        0,
+        "nothing was downloaded"
+    );
+    assert!(!agent.root.join("apps/shop/releases/v1").exists());
+
+    // Room again: the next pass installs it (not held back: the disk is not the release's fault).
+    downloads.resize(64 << 20);
+    sync_ok(&agent);
+    assert_eq!(serving(&agent).as_deref(), Some("v1"));
 }
