@@ -1,4 +1,4 @@
-//! Hardening: hooks run unprivileged and cannot change a release; the agent killed (SIGKILL) at
+//! Hardening: hooks run unprivileged, cannot change a release and leave nothing running; the agent killed (SIGKILL) at
 //! every step of an upgrade and of a removal converges on the next pass without an error
 //! answer for a healthy app; a disk too full to download or unpack a package fails cleanly.
 
@@ -66,7 +66,7 @@ fn hooks_run_unprivileged_and_cannot_change_the_release() {
     set_line(
         &project,
         "server",
-        r#"server = ["python manage.py collectstatic --noinput", 'id -u > static_collected/who.txt; id -un >> static_collected/who.txt; echo "$HOME" >> static_collected/who.txt; env > "$HOME/hook-env.txt"']"#,
+        r#"server = ["python manage.py collectstatic --noinput", 'id -u > static_collected/who.txt; id -un >> static_collected/who.txt; echo "$HOME" >> static_collected/who.txt; env > "$HOME/hook-env.txt"; sleep 300 >/dev/null 2>&1 & echo $! > "$HOME/background.pid"; sleep 100000 & echo $! > "$HOME/holder.pid"']"#,
     );
     set_line(
         &project,
@@ -80,6 +80,19 @@ fn hooks_run_unprivileged_and_cannot_change_the_release() {
 
     let uid = www_data_uid();
     let home = agent.root.join("apps/shop/home");
+    // What the hook left running ended with it: a detached `sleep`, and one that held the
+    // hook's output pipe (which would have held the pass until it exited).
+    for file in ["background.pid", "holder.pid"] {
+        let pid: u32 = std::fs::read_to_string(home.join(file))
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        assert!(
+            !Path::new(&format!("/proc/{pid}")).exists(),
+            "a process the hook left running outlived it: {file} {pid}"
+        );
+    }
     let who = agent.get(APP, "/static/who.txt");
     assert_eq!(who.status, 200, "{}", who.body);
     let lines: Vec<&str> = who.body.lines().collect();

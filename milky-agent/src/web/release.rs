@@ -7,7 +7,9 @@
 //! change. The hooks run the package's code and so run as the hook user (see [`super::hook_user`]).
 
 use std::collections::BTreeMap;
+use std::io::Read;
 use std::os::unix::fs::PermissionsExt;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -272,14 +274,25 @@ fn run_step(
         command: what.to_owned(),
         source,
     };
-    let child = dies_with_agent(cmd, run_as)?
+    let mut child = dies_with_agent(cmd, run_as)?
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
+        .process_group(0)
         .spawn()
         .map_err(spawn_error)?;
     crate::crash::point(crash_point);
-    let output = child.wait_with_output().map_err(spawn_error)?;
+    let stdout = read_all(child.stdout.take());
+    let stderr = read_all(child.stderr.take());
+    let status = child.wait().map_err(spawn_error)?;
+    // Whatever the step left running (`worker &`) ends with it: it would hold the output pipes
+    // open, and the pass with them, and outlive the release it came from.
+    end_process_group(child.id());
+    let output = std::process::Output {
+        status,
+        stdout: stdout.join().unwrap_or_default(),
+        stderr: stderr.join().unwrap_or_default(),
+    };
     let text = combined(&output);
     if output.status.success() {
         Ok(text)
@@ -290,6 +303,41 @@ fn run_step(
             status: output.status.to_string(),
             output_tail: tail_lines(&text, 30),
         })
+    }
+}
+
+fn read_all(pipe: Option<impl Read + Send + 'static>) -> std::thread::JoinHandle<Vec<u8>> {
+    std::thread::spawn(move || {
+        let mut bytes = Vec::new();
+        if let Some(mut pipe) = pipe {
+            let _ = pipe.read_to_end(&mut bytes);
+        }
+        bytes
+    })
+}
+
+/// SIGTERM to what is left of the process group `pgid` (a step and its children), SIGKILL to
+/// whatever still runs 2 s later. A process that made itself a session of its own escapes.
+fn end_process_group(pgid: u32) {
+    let group = format!("-{pgid}");
+    let signal = |signal: &str| {
+        Command::new("kill")
+            .args([signal, "--", &group])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    if !signal("-TERM") {
+        return; // none left
+    }
+    let start = Instant::now();
+    while signal("-0") {
+        if start.elapsed() > Duration::from_secs(2) {
+            signal("-KILL");
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
     }
 }
 
