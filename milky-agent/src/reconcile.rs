@@ -513,6 +513,7 @@ impl Agent {
         setup.user = Some(HookUser::lookup(self.config.hook_user())?);
         setup.home = Some(self.releases.app_dir(app).join("home"));
         setup.static_dir = manifest.app.static_dir.as_ref().map(Into::into);
+        setup.pip_home = Some(self.state_dir.root.clone());
         if env_generation > 0 {
             let (env, _) = milky_core::env::read(&self.store, &self.config.group, app)
                 .await

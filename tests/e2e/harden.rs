@@ -126,6 +126,19 @@ fn hooks_run_unprivileged_and_cannot_change_the_release() {
     // The release, its venv and the static files the hooks wrote are root's: neither the app
     // (www-data) nor anything a hook left running can change them.
     let release = agent.release_dir(APP, "v1");
+    // pip came from the agent's one pip venv, not from a copy in every release's venv.
+    assert!(
+        agent
+            .root
+            .join("state/pip-usr-bin-python3/.milky-pip-ready")
+            .exists()
+    );
+    assert!(!release.join("venv/bin/pip").exists());
+    assert!(
+        release
+            .join("venv/lib/python3.11/site-packages/django")
+            .is_dir()
+    );
     for dir in [
         release.clone(),
         release.join("venv"),

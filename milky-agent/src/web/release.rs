@@ -43,6 +43,9 @@ pub struct ReleaseSetup {
     /// The one directory of the release the per-server hooks may write (collectstatic's
     /// STATIC_ROOT), relative to the release; taken back by the agent when they end.
     pub static_dir: Option<PathBuf>,
+    /// Where the agent keeps one venv with pip per Python ([`pip_venv`]); `None`: each release's
+    /// venv gets pip of its own.
+    pub pip_home: Option<PathBuf>,
 }
 
 impl ReleaseSetup {
@@ -55,6 +58,7 @@ impl ReleaseSetup {
             user: None,
             home: None,
             static_dir: Some(PathBuf::from("static_collected")),
+            pip_home: None,
         }
     }
 
@@ -107,9 +111,17 @@ pub fn prepare_release(setup: &ReleaseSetup) -> Result<PreparedRelease, WebError
             tracing::warn!("could not delete {} yet: {err}", stale.display());
         }
     }
+    let requirements = release.join("requirements.txt");
+    let pip = match &setup.pip_home {
+        Some(home) if requirements.exists() => pip_venv(home, &setup.python)?,
+        _ => None,
+    };
     tracing::info!(release = %release.display(), "creating venv");
     let mut cmd = Command::new(&setup.python);
     cmd.arg("-m").arg("venv").arg(&venv);
+    if pip.is_some() || !requirements.exists() {
+        cmd.arg("--without-pip");
+    }
     run_step(
         release,
         "create the venv",
@@ -118,17 +130,21 @@ pub fn prepare_release(setup: &ReleaseSetup) -> Result<PreparedRelease, WebError
         "prepare:venv-running",
     )?;
 
-    let requirements = release.join("requirements.txt");
     if requirements.exists() {
-        let mut cmd = Command::new(venv.join("bin/python"));
-        cmd.args([
-            "-m",
-            "pip",
-            "install",
-            "--disable-pip-version-check",
-            "--no-input",
-            "-q",
-        ]);
+        let mut cmd = match &pip {
+            Some(pip) => {
+                let mut cmd = Command::new(pip.join("bin/python"));
+                cmd.args(["-m", "pip", "--python"])
+                    .arg(venv.join("bin/python"));
+                cmd
+            }
+            None => {
+                let mut cmd = Command::new(venv.join("bin/python"));
+                cmd.args(["-m", "pip"]);
+                cmd
+            }
+        };
+        cmd.args(["install", "--disable-pip-version-check", "--no-input", "-q"]);
         let wheels = release.join("wheels");
         if wheels.is_dir() {
             // The package brought every dependency: install exactly those, never from an index.
@@ -304,6 +320,60 @@ fn run_step(
             output_tail: tail_lines(&text, 30),
         })
     }
+}
+
+/// The venv with pip that installs requirements into the releases' venvs made with `python`
+/// (`pip --python`, pip ≥ 22.3), made once in `home`: a venv with its own pip costs ~3 s more to
+/// make, for every release. `None` when that pip is too old for `--python` (then each release's
+/// venv gets pip of its own, as before).
+fn pip_venv(home: &Path, python: &Path) -> Result<Option<PathBuf>, WebError> {
+    const READY: &str = ".milky-pip-ready";
+    const TOO_OLD: &str = ".milky-pip-too-old";
+    let name: String = python
+        .to_string_lossy()
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
+        .collect();
+    let venv = home.join(format!("pip{name}"));
+    if venv.join(READY).exists() {
+        return Ok(Some(venv));
+    }
+    if venv.join(TOO_OLD).exists() {
+        return Ok(None);
+    }
+    if venv.exists() {
+        fs_err::remove_dir_all(&venv)?; // half made
+    }
+    fs_err::create_dir_all(home)?;
+    tracing::info!(venv = %venv.display(), "creating the venv pip installs releases from");
+    let mut cmd = Command::new(python);
+    cmd.arg("-m").arg("venv").arg(&venv);
+    run_step(
+        home,
+        "create the pip venv",
+        cmd,
+        RunAs::Agent,
+        "prepare:venv-running",
+    )?;
+    let mut cmd = Command::new(venv.join("bin/python"));
+    cmd.args(["-c", "import pip; print(pip.__version__)"]);
+    let version = run_step(
+        home,
+        "read pip's version",
+        cmd,
+        RunAs::Agent,
+        "prepare:venv-running",
+    )?;
+    let mut parts = version
+        .trim()
+        .split('.')
+        .map(|p| p.parse::<u32>().unwrap_or(0));
+    let has_python_option = (parts.next().unwrap_or(0), parts.next().unwrap_or(0)) >= (22, 3);
+    fs_err::write(
+        venv.join(if has_python_option { READY } else { TOO_OLD }),
+        "",
+    )?;
+    Ok(has_python_option.then_some(venv))
 }
 
 fn read_all(pipe: Option<impl Read + Send + 'static>) -> std::thread::JoinHandle<Vec<u8>> {
