@@ -274,10 +274,10 @@ fn stop(demo: &Path) -> anyhow::Result<()> {
     }
     // Agents first, so none starts a server again. One busy in a pass finishes it before it
     // heeds SIGTERM; after 5 s it gets SIGKILL, which a pass is built to survive.
-    let agents = pids(demo, true);
+    let agents = with_running(pids(demo, true), demo, true);
     stop_all(&agents, Duration::from_secs(5));
     // Read the servers' pid files only now: a pass may have started one meanwhile.
-    let servers = pids(demo, false);
+    let servers = with_running(pids(demo, false), demo, false);
     stop_all(&servers, Duration::from_secs(15));
     for pid_file in pid_files(demo) {
         let _ = std::fs::remove_file(pid_file);
@@ -297,6 +297,36 @@ fn pids(demo: &Path, agents: bool) -> Vec<u32> {
         .filter_map(|f| std::fs::read_to_string(f).ok()?.trim().parse().ok())
         .filter(|pid| tools::alive(*pid))
         .collect()
+}
+
+/// Adds the demo's processes that its pid files miss (one started just before an interrupted
+/// demo could write its pid file, or whose files a new demo cleared): agents run with a config
+/// in the demo dir, nginx and Apache with their config root there.
+fn with_running(mut pids: Vec<u32>, demo: &Path, agents: bool) -> Vec<u32> {
+    let demo = demo.to_string_lossy().into_owned();
+    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else {
+            continue;
+        };
+        // Split on spaces too: nginx's master rewrites its command line into one string.
+        let cmdline = String::from_utf8_lossy(&cmdline);
+        let words: Vec<&str> = cmdline.split(['\0', ' ']).collect();
+        let program = words.first().map(|w| w.rsplit('/').next().unwrap_or(w));
+        let is_agent = program == Some("milky-agent");
+        let is_server = matches!(program, Some("nginx:" | "nginx" | "apache2"));
+        let in_demo = words.iter().any(|w| w.starts_with(&demo));
+        if in_demo && (if agents { is_agent } else { is_server }) && !pids.contains(&pid) {
+            pids.push(pid);
+        }
+    }
+    pids
 }
 
 /// SIGTERM, up to `grace` to go, then SIGKILL.
