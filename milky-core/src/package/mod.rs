@@ -4,6 +4,7 @@
 
 pub mod build;
 pub mod bz;
+mod bzdecode;
 mod memory;
 pub mod parallel;
 pub mod source;

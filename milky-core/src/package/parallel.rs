@@ -26,6 +26,7 @@ use std::sync::Mutex;
 use std::sync::mpsc::{Receiver, Sender, SyncSender, channel, sync_channel};
 
 use super::Manifest;
+use super::bzdecode;
 use super::memory::KeepFreedMemory;
 use super::unpack::{UnpackError, UnpackLimits, unpack_tar};
 
@@ -172,6 +173,9 @@ fn decode_segment(file: &File, start: u64, end: u64) -> Option<Vec<u8>> {
     }
     let mut input = vec![0; usize::try_from(size).ok()?];
     file.read_exact_at(&mut input, start).ok()?;
+    if let Some(output) = bzdecode::decode_streams(&input, SEGMENT_CAP as usize) {
+        return Some(output);
+    }
     let mut output = Vec::with_capacity(input.len() * 3);
     // Reads to the end of the input: an error unless the last stream ends at the last byte.
     bzip2::read::MultiBzDecoder::new(&input[..])
