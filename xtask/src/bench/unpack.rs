@@ -169,4 +169,13 @@ and it would be as untrusted as the file, so the agent would have to check each 
 The scan is one more read of a file the sha256 check has just read (so from the page cache), and
 it works on any multi-stream bzip2 (pbzip2's too; a single-stream file such as `bzip2`'s or
 `lbzip2`'s own is decoded sequentially, as before); the package stays a plain `.tar.bz2`.
+
+### The decoder (milky-core/src/package/bzdecode.rs)
+
+Each segment is decoded first by a bzip2 decoder in safe Rust, and by libbz2 when it declines:
+it reads Huffman codes through lookup tables (libbz2 reads them a bit at a time) and follows the
+inverse BWT from both ends of a block at once. Single-threaded on this package: 1.00 s of CPU
+against libbz2's 1.65 s, byte-identical output. It checks every block CRC and stream CRC and
+declines anything else unusual (a randomised block, trailing bytes, over the cap), and a panic
+in it would only send that segment to libbz2.
 ";
