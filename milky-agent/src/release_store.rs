@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
-use milky_core::package::{Manifest, UnpackError, UnpackLimits, parallel};
+use milky_core::package::{Manifest, UnpackError, UnpackLimits, parallel, unpack};
 use milky_core::{AppName, PackageEntry, Store, Version, layout};
 
 const STAGING_PREFIX: &str = ".staging-";
@@ -43,11 +43,9 @@ pub fn is_no_space(err: &anyhow::Error) -> bool {
 fn is_storage_full(err: &(dyn std::error::Error + 'static)) -> bool {
     let mut source = Some(err);
     while let Some(err) = source {
-        if let Some(io) = err.downcast_ref::<std::io::Error>()
-            && matches!(
-                io.kind(),
-                std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded
-            )
+        if err
+            .downcast_ref::<std::io::Error>()
+            .is_some_and(unpack::is_disk_full)
         {
             return true;
         }

@@ -99,11 +99,7 @@ impl ProjectTree {
         config: &ProjectConfig,
         out_dir: &Path,
     ) -> Result<Self, BuildError> {
-        let (entries, newest_mtime) = walk(project_dir, config, out_dir)?;
-        Ok(Self {
-            entries,
-            newest_mtime,
-        })
+        walk(project_dir, config, out_dir)
     }
 
     /// The newest mtime among what is packed: the source date of a tree that is not a clean
@@ -133,7 +129,7 @@ fn walk(
     project_dir: &Path,
     config: &ProjectConfig,
     out_dir: &Path,
-) -> Result<(Vec<Entry>, SystemTime), BuildError> {
+) -> Result<ProjectTree, BuildError> {
     let excludes = excludes(project_dir, config)?;
     let out_dir = out_dir
         .canonicalize()
@@ -209,7 +205,10 @@ fn walk(
         });
     }
     entries.sort_by(|a, b| a.name.cmp(&b.name));
-    Ok((entries, newest))
+    Ok(ProjectTree {
+        entries,
+        newest_mtime: newest,
+    })
 }
 
 /// A symlink is packed only if it stays inside the tree: servers refuse any other.

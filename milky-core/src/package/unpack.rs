@@ -65,8 +65,16 @@ pub enum UnpackError {
 
 impl UnpackError {
     fn is_no_space(&self) -> bool {
-        matches!(self, UnpackError::Io { source, .. } if source.kind() == io::ErrorKind::StorageFull || source.kind() == io::ErrorKind::QuotaExceeded)
+        matches!(self, UnpackError::Io { source, .. } if is_disk_full(source))
     }
+}
+
+/// Whether an I/O error means the file system (or the writer's quota) is full.
+pub fn is_disk_full(err: &io::Error) -> bool {
+    matches!(
+        err.kind(),
+        io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded
+    )
 }
 
 /// What the tar loop has seen so far.
