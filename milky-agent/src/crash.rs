@@ -26,7 +26,7 @@ pub const UPGRADE: &[&str] = &[
     "once:hook-running",
     "deploy:slot-started",
     "deploy:healthy",
-    "nginx:file-changed",
+    "nginx:live-link-replaced",
     "deploy:switched",
     "deploy:done",
 ];

@@ -370,6 +370,72 @@ fn get(port: u16, host: &str, path: &str) -> Response {
     }
 }
 
+/// One HTTP/1.1 request on a kept-alive connection; returns status line and body (framed by
+/// Content-Length or chunked, so the connection stays usable for the next request).
+fn keep_alive_get(conn: &mut std::net::TcpStream, host: &str) -> (String, String) {
+    use std::io::{BufRead, BufReader, Read};
+    write!(conn, "GET / HTTP/1.1\r\nHost: {host}\r\n\r\n").unwrap();
+    let mut reader = BufReader::new(conn);
+    let mut line = |reader: &mut BufReader<_>| {
+        let mut line = String::new();
+        reader.read_line(&mut line).unwrap();
+        line.trim().to_owned()
+    };
+    let status = line(&mut reader);
+    let (mut length, mut chunked) = (None, false);
+    loop {
+        let header = line(&mut reader);
+        if header.is_empty() {
+            break;
+        }
+        let (name, value) = header.split_once(':').unwrap_or((&header, ""));
+        if name.eq_ignore_ascii_case("content-length") {
+            length = value.trim().parse::<usize>().ok();
+        }
+        chunked |= name.eq_ignore_ascii_case("transfer-encoding") && value.contains("chunked");
+    }
+    let mut body = Vec::new();
+    if chunked {
+        loop {
+            let size = usize::from_str_radix(&line(&mut reader), 16).unwrap();
+            let mut chunk = vec![0; size];
+            reader.read_exact(&mut chunk).unwrap();
+            line(&mut reader);
+            if size == 0 {
+                break;
+            }
+            body.extend(chunk);
+        }
+    } else {
+        let length = length.unwrap_or_else(|| panic!("no body length after {status}"));
+        body.resize(length, 0);
+        reader.read_exact(&mut body).unwrap();
+    }
+    (status, String::from_utf8_lossy(&body).into_owned())
+}
+
+/// The pids of nginx's workers: a reload replaces them all.
+fn nginx_workers(stack: &WebStack) -> Vec<u32> {
+    let master = stack.nginx_pid().unwrap().expect("nginx runs");
+    let mut workers: Vec<u32> = std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                .ok()
+                .and_then(|s| {
+                    let rest = s.rsplit_once(')')?.1.to_owned();
+                    rest.split_whitespace().nth(1)?.parse::<u32>().ok()
+                })
+                == Some(master)
+        })
+        .filter(|pid| alive(*pid))
+        .collect();
+    workers.sort();
+    workers
+}
+
 fn assert_serves(port: u16, host: &str, version: &str) {
     let r = get(port, host, "/");
     assert_eq!(r.status, 200, "{host}: {}", r.body);
@@ -505,6 +571,16 @@ fn blue_green_switches_under_load_fail_no_request() {
     let v2 = site("shop", "shop.test", &shared_release("v2"));
     t.deploy(&v1, Slot::Blue, "v1");
     assert_serves(t.front(), "shop.test", "v1");
+    // A client connection kept alive across all the switches below.
+    let mut kept = std::net::TcpStream::connect(("127.0.0.1", t.front())).unwrap();
+    kept.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let (status, body) = keep_alive_get(&mut kept, "shop.test");
+    assert!(
+        status.ends_with("200 OK") && body.contains("v1"),
+        "{status} {body}"
+    );
+    let workers = nginx_workers(&t.stack);
 
     let stop = Arc::new(AtomicBool::new(false));
     let ok = Arc::new(AtomicU64::new(0));
@@ -581,6 +657,14 @@ fn blue_green_switches_under_load_fail_no_request() {
     );
 
     assert_serves(t.front(), "shop.test", "v2");
+    // The releases' nginx files are the same, so no switch reloaded nginx: the same workers
+    // serve, and the connection opened before the first switch now gets the new release.
+    assert_eq!(nginx_workers(&t.stack), workers, "nginx was reloaded");
+    let (status, body) = keep_alive_get(&mut kept, "shop.test");
+    assert!(
+        status.ends_with("200 OK") && body.contains("v2"),
+        "{status} {body}"
+    );
     // A restarted agent reads back which slot is live and what runs where.
     let again = WebStack::new(t.stack.settings().clone()).unwrap();
     assert_eq!(again.live_slot("shop").unwrap(), Some(Slot::Green));
@@ -686,6 +770,76 @@ fn broken_snippet_fails_only_its_app() {
     assert!(err.contains("server name of app shop"), "{err}");
 }
 
+/// nginx reloads on a switch only when the app's file changes: here when the package's nginx
+/// snippet does. Copies of snippets no file includes are removed.
+#[test]
+fn only_a_changed_nginx_snippet_reloads_nginx() {
+    let t = TestStack::new(&["shop"]);
+    let shared = shared_release("v1");
+    let plain = site("shop", "shop.test", &shared);
+    t.deploy(&plain, Slot::Blue, "v1");
+    let snippets = || -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir(t.stack.nginx_prefix().join("snippets"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        names
+    };
+    let with_robots = |name: &str, text: &str| {
+        let release = overlay_release(
+            t.root.path(),
+            name,
+            &shared,
+            &[(
+                "deploy/nginx.conf",
+                &format!("location = /robots.txt {{ return 200 \"{text}\\n\"; }}\n"),
+            )],
+        );
+        let mut site = overlay_site("shop", "shop.test", &release, &shared);
+        site.nginx_snippet = Some("deploy/nginx.conf".into());
+        site
+    };
+
+    // A snippet appears: the file changes, nginx reloads (new workers) and serves it.
+    let before = nginx_workers(&t.stack);
+    t.deploy(&with_robots("robots-a", "a"), Slot::Green, "v1");
+    t.stack.stop_slot("shop", Slot::Blue).unwrap();
+    assert_ne!(
+        nginx_workers(&t.stack),
+        before,
+        "a new snippet needs a reload"
+    );
+    assert_eq!(get(t.front(), "shop.test", "/robots.txt").body, "a\n");
+    assert_eq!(snippets().len(), 1, "{:?}", snippets());
+
+    // The same snippet in another release: no reload.
+    let before = nginx_workers(&t.stack);
+    t.deploy(&with_robots("robots-a2", "a"), Slot::Blue, "v1");
+    t.stack.stop_slot("shop", Slot::Green).unwrap();
+    assert_eq!(
+        nginx_workers(&t.stack),
+        before,
+        "same snippet, yet nginx reloaded"
+    );
+    assert_eq!(t.stack.live_slot("shop").unwrap(), Some(Slot::Blue));
+    assert!(get(t.front(), "shop.test", "/").body.contains("slot blue"));
+
+    // A changed snippet: reload, and only the new copy is left.
+    t.deploy(&with_robots("robots-b", "b"), Slot::Green, "v1");
+    t.stack.stop_slot("shop", Slot::Blue).unwrap();
+    assert_ne!(
+        nginx_workers(&t.stack),
+        before,
+        "a changed snippet needs a reload"
+    );
+    assert_eq!(get(t.front(), "shop.test", "/robots.txt").body, "b\n");
+    let left = snippets();
+    assert_eq!(left.len(), 1, "{left:?}");
+    let app_file = std::fs::read_to_string(t.stack.nginx_app_file("shop")).unwrap();
+    assert!(app_file.contains(&left[0]), "{left:?} not in {app_file}");
+}
+
 /// (d) A release that fails its health check is never switched to; the old slot keeps serving.
 #[test]
 fn unhealthy_release_is_never_switched_to() {
@@ -761,6 +915,17 @@ fn remove_app_stops_slots_and_front_answers_404() {
     }
     assert_eq!(t.stack.live_slot("shop").unwrap(), None);
     assert!(!t.stack.slot_dir("shop", Slot::Blue).exists());
+    // nginx's records of the app go too; the blog's stay.
+    assert!(std::fs::symlink_metadata(t.stack.nginx_live_link("shop")).is_err());
+    assert!(t.stack.nginx_live_link("blog").exists());
+    let slot_dirs: Vec<String> = std::fs::read_dir(t.stack.nginx_prefix().join("slots"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(
+        slot_dirs.iter().all(|d| d.starts_with("blog.")) && !slot_dirs.is_empty(),
+        "{slot_dirs:?}"
+    );
     assert_eq!(
         t.stack
             .known_apps()
@@ -789,6 +954,13 @@ fn rendered_configs_snapshots() {
     site.server_names.push("www.shop.example.com".to_owned());
     site.nginx_snippet = Some("deploy/nginx.conf".into());
     site.apache_snippet = Some("deploy/apache.conf".into());
+    // The nginx snippet is read: its copy is named by its contents.
+    std::fs::create_dir_all(release.join("deploy")).unwrap();
+    std::fs::write(
+        release.join("deploy/nginx.conf"),
+        "client_max_body_size 20m;\n",
+    )
+    .unwrap();
     site.env.insert(
         "DJANGO_SETTINGS_MODULE".to_owned(),
         "mysite.settings".to_owned(),
@@ -808,10 +980,7 @@ fn rendered_configs_snapshots() {
             "apache_wsgi",
             stack.render_wsgi(&site, Slot::Green).unwrap()
         );
-        insta::assert_snapshot!(
-            "nginx_app_conf",
-            stack.render_nginx_app(&site, Slot::Green).unwrap()
-        );
+        insta::assert_snapshot!("nginx_app_conf", stack.render_nginx_app(&site).unwrap());
         let includes = [stack.nginx_app_file("shop")];
         insta::assert_snapshot!(
             "nginx_main_conf",
@@ -836,7 +1005,7 @@ fn templates_can_be_overridden_per_server() {
     let overrides = root.path().join("templates");
     std::fs::create_dir_all(&overrides).unwrap();
     let mut f = std::fs::File::create(overrides.join("nginx-app.conf.j2")).unwrap();
-    writeln!(f, "# custom for {{{{ app }}}} on {{{{ port }}}}").unwrap();
+    writeln!(f, "# custom for {{{{ app }}}} via {{{{ live_link }}}}").unwrap();
     let mut settings = WebSettings::new(root.path().join("web"), "127.0.0.1:8080".parse().unwrap());
     settings
         .slot_ports
@@ -845,13 +1014,14 @@ fn templates_can_be_overridden_per_server() {
     settings.template_dir = Some(overrides);
     let stack = WebStack::new(settings).unwrap();
     let site = site("shop", "shop.test", &root.path().join("release"));
-    let text = stack.render_nginx_app(&site, Slot::Blue).unwrap();
-    assert!(text.ends_with("# custom for shop on 8101\n"), "{text}");
-    // The live-slot header comes from the agent, not the template, so overrides cannot lose it.
+    let text = stack.render_nginx_app(&site).unwrap();
+    let live = stack.nginx_live_link("shop");
     assert!(
-        text.starts_with("# milky-live: slot=blue port=8101"),
+        text.ends_with(&format!("# custom for shop via {}\n", live.display())),
         "{text}"
     );
+    // The header comes from the agent, not the template, so overrides cannot lose it.
+    assert!(text.starts_with("# milky-site: default=false\n"), "{text}");
     // The other templates stay the embedded ones.
     assert!(
         stack
@@ -913,4 +1083,35 @@ fn ensure_nginx_recovers_after_nginx_died() {
     t.stack.ensure_nginx().unwrap_or_else(|e| panic!("{e}"));
     assert!(!t.stack.nginx_prefix().join("reload-pending").exists());
     assert_serves(t.front(), "shop.test", "v1");
+}
+
+/// An app file written by an older agent (an `upstream` to the live slot's port, which its
+/// header names) is read back as it routes, and the next switch replaces it.
+#[test]
+fn an_older_agents_nginx_file_is_read_back_and_replaced() {
+    let t = TestStack::new(&["shop"]);
+    let v1 = site("shop", "shop.test", &shared_release("v1"));
+    t.deploy(&v1, Slot::Blue, "v1");
+    let blue_port = t.stack.slot_port("shop", Slot::Blue).unwrap();
+    let legacy = format!(
+        "# milky-live: slot=blue port={blue_port} default=false\n\
+         upstream milky_shop {{\n    server 127.0.0.1:{blue_port};\n}}\n\
+         server {{\n    listen 127.0.0.1:{};\n    server_name shop.test;\n    \
+         location / {{\n        proxy_pass http://milky_shop;\n        proxy_set_header Host $host;\n    }}\n}}\n",
+        t.front()
+    );
+    std::fs::write(t.stack.nginx_app_file("shop"), legacy).unwrap();
+    std::fs::remove_file(t.stack.nginx_live_link("shop")).unwrap();
+    std::fs::write(t.stack.nginx_prefix().join("reload-pending"), "shop").unwrap();
+    t.stack.ensure_nginx().unwrap_or_else(|e| panic!("{e}"));
+    assert_serves(t.front(), "shop.test", "v1");
+    assert_eq!(t.stack.live_slot("shop").unwrap(), Some(Slot::Blue));
+
+    let v2 = site("shop", "shop.test", &shared_release("v2"));
+    t.deploy(&v2, Slot::Green, "v2");
+    t.stack.stop_slot("shop", Slot::Blue).unwrap();
+    assert_serves(t.front(), "shop.test", "v2");
+    assert_eq!(t.stack.live_slot("shop").unwrap(), Some(Slot::Green));
+    let file = std::fs::read_to_string(t.stack.nginx_app_file("shop")).unwrap();
+    assert!(file.starts_with("# milky-site: default=false\n"), "{file}");
 }

@@ -87,6 +87,30 @@ pub fn listening(port: u16) -> bool {
     TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok()
 }
 
+/// How many TCP connections to local port `port` are established, accepted or still in the
+/// listen backlog (from /proc/net/tcp and tcp6). nginx opens one per proxied request and closes
+/// it with the answer, so 0 on a slot's port means no request is in flight there.
+pub fn established_connections(port: u16) -> usize {
+    ["/proc/net/tcp", "/proc/net/tcp6"]
+        .iter()
+        .filter_map(|table| std::fs::read_to_string(table).ok())
+        .map(|text| {
+            text.lines()
+                .skip(1)
+                .filter(|line| {
+                    let mut fields = line.split_whitespace().skip(1);
+                    let local_port = fields
+                        .next()
+                        .and_then(|local| local.rsplit_once(':'))
+                        .and_then(|(_, hex)| u16::from_str_radix(hex, 16).ok());
+                    // Field 4 is the state; 01 is ESTABLISHED.
+                    local_port == Some(port) && fields.nth(1) == Some("01")
+                })
+                .count()
+        })
+        .sum()
+}
+
 /// The last `lines` lines of a log file, for error messages; empty when it cannot be read.
 pub fn tail(path: &Path, lines: usize) -> String {
     let text = std::fs::read(path).unwrap_or_default();
@@ -97,13 +121,28 @@ pub fn tail(path: &Path, lines: usize) -> String {
 
 /// Writes `contents` to `path` through a temp file in the same directory and a rename, so a
 /// crash leaves either the old or the new file, never half of one.
-pub fn write_atomic(path: &Path, contents: &str) -> Result<(), WebError> {
+pub fn write_atomic(path: &Path, contents: impl AsRef<[u8]>) -> Result<(), WebError> {
     let mut tmp = path.as_os_str().to_owned();
     tmp.push(".tmp");
     let tmp = std::path::PathBuf::from(tmp);
     let mut file = fs_err::File::create(&tmp)?;
-    std::io::Write::write_all(&mut file, contents.as_bytes())?;
+    std::io::Write::write_all(&mut file, contents.as_ref())?;
     file.sync_all()?;
     fs_err::rename(&tmp, path)?;
+    Ok(())
+}
+
+/// Points the symlink `link` at `target`, replacing whatever link was there in one rename, so a
+/// reader (nginx, on every request) sees the old target or the new one, never neither.
+pub fn replace_symlink(target: &Path, link: &Path) -> Result<(), WebError> {
+    let mut tmp = link.as_os_str().to_owned();
+    tmp.push(".new");
+    let tmp = std::path::PathBuf::from(tmp);
+    match fs_err::remove_file(&tmp) {
+        Err(e) if e.kind() != ErrorKind::NotFound => return Err(e.into()),
+        _ => {}
+    }
+    fs_err::os::unix::fs::symlink(target, &tmp)?;
+    fs_err::rename(&tmp, link)?;
     Ok(())
 }

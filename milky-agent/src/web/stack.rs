@@ -3,7 +3,10 @@
 //! Layout under the root (all state is in files, so a restarted agent reads back what runs):
 //! ```text
 //! ROOT/nginx/                 nginx prefix: nginx.conf, nginx.pid, logs/, tmp/
-//! ROOT/nginx/apps/APP.conf    one app's upstream + server; its first line records the live slot
+//! ROOT/nginx/apps/APP.conf    one app's server block; its first line records whether it is the default
+//! ROOT/nginx/live/APP         symlink to the live slot's dir below: the record of which slot is live
+//! ROOT/nginx/slots/APP.SLOT.PORT   what nginx needs of a slot: its port (in the name), `static` link
+//! ROOT/nginx/snippets/APP.HASH.conf   the package's nginx snippet, named by its content
 //! ROOT/nginx/reload-pending   exists while an app file changed but nginx has not reloaded yet
 //! ROOT/apache/APP/SLOT/       httpd.conf, wsgi.py, slot.toml, run/ (pid, sockets), logs/
 //! ROOT/ports.toml             slot ports handed out to apps (unless fixed in the settings)
@@ -16,15 +19,21 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 use serde_json::json;
+use sha2::{Digest, Sha256};
 
 use super::commands::{CommandLine, ServiceCommands, combined};
-use super::process::{children, is_alive, listening, read_pid, tail, wait_until, write_atomic};
+use super::process::{
+    children, established_connections, is_alive, listening, read_pid, replace_symlink, tail,
+    wait_until, write_atomic,
+};
 use super::templates::{APACHE_SLOT, APACHE_WSGI, NGINX_APP, NGINX_MAIN, Templates};
 use super::{AppSite, Slot, WebError, validate};
 
-/// The header line the agent (not the template) puts first in every app's nginx file: the file
-/// nginx serves from is the record of which slot is live, so the two can never disagree.
-const LIVE_HEADER: &str = "# milky-live:";
+/// The header line the agent (not the template) puts first in every app's nginx file.
+const SITE_HEADER: &str = "# milky-site:";
+/// The header of files written before slots were switched by link, which named the live slot
+/// (`# milky-live: slot=blue port=8101 default=false`); read back until the next switch.
+const LEGACY_HEADER: &str = "# milky-live:";
 const POLL: Duration = Duration::from_millis(50);
 
 /// How long the agent waits for each kind of event before it calls it a failure.
@@ -173,6 +182,9 @@ impl WebStack {
         };
         for dir in [
             stack.nginx_apps_dir(),
+            stack.nginx_prefix().join("live"),
+            stack.nginx_prefix().join("slots"),
+            stack.nginx_snippets_dir(),
             stack.nginx_prefix().join("logs"),
             stack.nginx_prefix().join("tmp"),
             stack.settings.root.join("apache"),
@@ -223,6 +235,25 @@ impl WebStack {
         self.nginx_apps_dir().join(format!("{app}.conf"))
     }
 
+    /// The link nginx resolves on every request of `app` to find its live slot: switching slots
+    /// replaces it, and needs no reload.
+    pub fn nginx_live_link(&self, app: &str) -> PathBuf {
+        self.nginx_prefix().join("live").join(app)
+    }
+
+    /// nginx's view of one slot, where the live link points while the slot is live: the name
+    /// ends in the slot's port (read by the `$milky_live_port` map of the main config) and its
+    /// `static` link leads to the static files of the slot's release.
+    fn nginx_slot_dir(&self, app: &str, slot: Slot, port: u16) -> PathBuf {
+        self.nginx_prefix()
+            .join("slots")
+            .join(format!("{app}.{slot}.{port}"))
+    }
+
+    fn nginx_snippets_dir(&self) -> PathBuf {
+        self.nginx_prefix().join("snippets")
+    }
+
     fn nginx_pid_file(&self) -> PathBuf {
         self.settings
             .nginx_pid_file
@@ -269,13 +300,38 @@ impl WebStack {
 
     // ---- state read back ---------------------------------------------------------------------
 
-    /// The slot nginx is configured to send `app`'s requests to, read from the app's nginx file;
-    /// `None` when the app is not served.
+    /// The slot nginx sends `app`'s requests to, read from the app's live link; `None` when the
+    /// app is not served (it has no nginx file).
     pub fn live_slot(&self, app: &str) -> Result<Option<Slot>, WebError> {
         validate::app_name(app)?;
-        Ok(self
-            .read_live_header(&self.nginx_app_file(app))?
-            .map(|h| h.slot))
+        let Some(header) = self.read_site_header(&self.nginx_app_file(app))? else {
+            return Ok(None);
+        };
+        // A file from an older agent routes to the slot its header names; the next switch
+        // replaces it.
+        if header.legacy_slot.is_some() {
+            return Ok(header.legacy_slot);
+        }
+        let link = self.nginx_live_link(app);
+        let target = match fs_err::read_link(&link) {
+            Ok(target) => target,
+            // Lost (nginx fails the app's requests meanwhile): the next deploy makes a new one.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(e.into()),
+        };
+        target
+            .file_name()
+            .and_then(|name| name.to_str())
+            .and_then(|name| name.split('.').nth(1))
+            .and_then(|slot| slot.parse().ok())
+            .map(Some)
+            .ok_or_else(|| WebError::State {
+                path: link,
+                reason: format!(
+                    "points at {}, not at a slot dir named APP.SLOT.PORT",
+                    target.display()
+                ),
+            })
     }
 
     /// The pid of a slot's Apache, if it runs.
@@ -342,24 +398,24 @@ impl WebStack {
                 continue;
             }
             let default = self
-                .read_live_header(&path)?
+                .read_site_header(&path)?
                 .is_some_and(|h| h.default_server);
             apps.insert(app.to_owned(), default);
         }
         Ok(apps)
     }
 
-    fn read_live_header(&self, path: &Path) -> Result<Option<LiveHeader>, WebError> {
+    fn read_site_header(&self, path: &Path) -> Result<Option<SiteHeader>, WebError> {
         let text = match fs_err::read_to_string(path) {
             Ok(t) => t,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(e.into()),
         };
-        LiveHeader::parse(&text)
+        SiteHeader::parse(&text)
             .map(Some)
             .ok_or_else(|| WebError::State {
                 path: path.to_owned(),
-                reason: format!("first line is not a `{LIVE_HEADER} slot=… port=…` header"),
+                reason: format!("first line is not a `{SITE_HEADER} default=…` header"),
             })
     }
 
@@ -471,33 +527,51 @@ impl WebStack {
         )
     }
 
-    /// The nginx file of `site` with `slot` live, header line included.
-    pub fn render_nginx_app(&self, site: &AppSite, slot: Slot) -> Result<String, WebError> {
+    /// The nginx file of `site`, header line included. It names no slot or release (requests
+    /// find the live slot through the live link), so a switch between releases that agree on
+    /// server names, static URL and nginx snippet leaves it unchanged: then nginx does not reload.
+    pub fn render_nginx_app(&self, site: &AppSite) -> Result<String, WebError> {
         site.validate()?;
-        let port = self.slot_port(&site.name, slot)?;
+        let snippet = self.nginx_snippet(site)?.map(|(path, _)| path);
+        self.render_site(site, snippet.as_deref())
+    }
+
+    fn render_site(&self, site: &AppSite, snippet: Option<&Path>) -> Result<String, WebError> {
+        let live = self.nginx_live_link(&site.name);
         let body = self.templates.render(
             NGINX_APP,
             json!({
                 "app": site.name,
-                "slot": slot,
-                "port": port,
-                "release_dir": site.release_dir,
+                "live_link": live,
                 "listen": self.settings.front.to_string(),
                 "default_server": site.default_server,
                 "server_names": site.server_names,
-                "static_dir": site.static_dir.as_ref().map(|d| site.in_release(d)),
+                "static_dir": site.static_dir.as_ref().map(|_| live.join("static")),
                 "static_url": site.static_url,
-                "nginx_snippet": site.nginx_snippet.as_ref().map(|s| site.in_release(s)),
+                "nginx_snippet": snippet,
                 "access_log": self.nginx_app_log(&site.name, "access"),
                 "error_log": self.nginx_app_log(&site.name, "error"),
             }),
         )?;
-        let header = LiveHeader {
-            slot,
-            port,
+        let header = SiteHeader {
             default_server: site.default_server,
+            legacy_slot: None,
         };
         Ok(format!("{}\n{body}", header.line()))
+    }
+
+    /// The package's nginx snippet and where the agent keeps its copy: named by its contents, so
+    /// the app's file changes (and nginx reloads) exactly when the snippet does.
+    fn nginx_snippet(&self, site: &AppSite) -> Result<Option<(PathBuf, Vec<u8>)>, WebError> {
+        let Some(snippet) = &site.nginx_snippet else {
+            return Ok(None);
+        };
+        let text = fs_err::read(site.in_release(snippet))?;
+        let digest = hex::encode(&Sha256::digest(&text)[..8]);
+        let path = self
+            .nginx_snippets_dir()
+            .join(format!("{}.{digest}.conf", site.name));
+        Ok(Some((path, text)))
     }
 
     /// nginx's main config including `includes` (app files); `default_app` says whether one of
@@ -683,9 +757,10 @@ impl WebStack {
         })
     }
 
-    /// Stops a slot that nginx no longer sends requests to: first waits until nginx has reloaded
-    /// and its old workers are gone (so no request can still be on its way to the slot), then
-    /// stops Apache gracefully and waits for its pid to go. Refuses the live slot.
+    /// Stops a slot that nginx no longer sends requests to: first waits until no request can still
+    /// be on its way there (nginx's old workers gone after a reload, no connection open to the
+    /// slot's port), then stops Apache gracefully and waits for its pid to go. Refuses the live
+    /// slot.
     pub fn stop_slot(&self, app: &str, slot: Slot) -> Result<(), WebError> {
         validate::app_name(app)?;
         if self.live_slot(app)? == Some(slot) {
@@ -699,7 +774,33 @@ impl WebStack {
             return Ok(());
         }
         self.drain_nginx()?;
+        let port = match self.slot_info(app, slot)? {
+            Some(info) => info.port,
+            None => self.slot_port(app, slot)?,
+        };
+        self.wait_for_requests_to_end(app, slot, port);
         self.stop_slot_now(app, slot)
+    }
+
+    /// Waits until no connection to `port` is open. nginx opens one for each request it proxies
+    /// and closes it with the answer, so then no request is in flight on the slot that a stop
+    /// could cut short, nor one in Apache's listen backlog that a stop would reset. It must be
+    /// seen quiet twice in a row: a request that read the live link just before the switch may
+    /// still be connecting. After the drain timeout the slot is stopped anyway (a client that
+    /// talks to the slot directly must not hold up a deploy).
+    fn wait_for_requests_to_end(&self, app: &str, slot: Slot, port: u16) {
+        let mut quiet = 0;
+        let drained = wait_until(self.settings.timeouts.drain, POLL, || {
+            quiet = if established_connections(port) == 0 {
+                quiet + 1
+            } else {
+                0
+            };
+            quiet >= 2
+        });
+        if !drained {
+            tracing::warn!(app, %slot, port, "connections to the slot still open after the drain timeout; stopping it anyway");
+        }
     }
 
     /// Graceful stop, then a hard stop if it takes too long; no drain, no live check.
@@ -736,10 +837,14 @@ impl WebStack {
 
     // ---- nginx -------------------------------------------------------------------------------
 
-    /// Points nginx at `slot` for `site`: renders the app's file and tests the whole config with
-    /// it (on failure the previous file stays and other apps are untouched), moves it into place
-    /// and starts or reloads nginx. Returns when the old nginx workers are gone, so the old slot
-    /// gets no more requests. The slot must be running (and should have passed its health check).
+    /// Points nginx at `slot` for `site`. The slot's nginx dir gets a `static` link to the
+    /// release's static files. When the app's nginx file stays as it is (the usual case: the
+    /// releases agree on server names, static URL and nginx snippet), replacing the live link is
+    /// the whole switch: nginx follows it from the next request on, and no reload closes the
+    /// clients' kept-alive connections. Otherwise the new file is tested with the whole config
+    /// (on failure the previous file and link stay and other apps are untouched), link and file
+    /// are put in place and nginx starts or reloads; then this returns once the old workers are
+    /// gone. The slot must be running (and should have passed its health check).
     pub fn switch_nginx(&self, site: &AppSite, slot: Slot) -> Result<(), WebError> {
         site.validate()?;
         let app = site.name.as_str();
@@ -749,9 +854,72 @@ impl WebStack {
                 slot,
             });
         }
-        let rendered = self.render_nginx_app(site, slot)?;
-        tracing::info!(app, %slot, "switching nginx");
-        self.apply_nginx(app, Some((rendered, site.default_server)), true)
+        let snippet = self.nginx_snippet(site)?;
+        let rendered = self.render_site(site, snippet.as_ref().map(|(path, _)| path.as_path()))?;
+        let slot_dir = self.prepare_nginx_slot(site, slot)?;
+        if let Some((path, text)) = &snippet
+            && !path.exists()
+        {
+            write_atomic(path, text)?;
+        }
+        let unchanged = fs_err::read_to_string(self.nginx_app_file(app))
+            .is_ok_and(|current| current == rendered);
+        if unchanged && !self.reload_marker().exists() && self.nginx_pid()?.is_some() {
+            tracing::info!(app, %slot, "switching nginx by its live link (config unchanged, no reload)");
+            return self.point_live_link(app, &slot_dir);
+        }
+        tracing::info!(app, %slot, "switching nginx (config changed: test, then reload)");
+        let result = self.apply_nginx(
+            app,
+            Some((rendered, site.default_server)),
+            Some(&slot_dir),
+            true,
+        );
+        self.prune_snippets(app)?;
+        result
+    }
+
+    /// Makes the slot's nginx dir (named by its port) with a `static` link to the release's
+    /// static files, replacing an older release's link. Only done for a slot that is not live or
+    /// not running, so no request sees the change before the switch.
+    fn prepare_nginx_slot(&self, site: &AppSite, slot: Slot) -> Result<PathBuf, WebError> {
+        let port = self.slot_port(&site.name, slot)?;
+        let dir = self.nginx_slot_dir(&site.name, slot, port);
+        fs_err::create_dir_all(&dir)?;
+        let link = dir.join("static");
+        match &site.static_dir {
+            Some(static_dir) => replace_symlink(&site.in_release(static_dir), &link)?,
+            None => remove_if_exists(&link)?,
+        }
+        Ok(dir)
+    }
+
+    /// Points `app`'s live link at a slot's nginx dir (relative, so the root may move).
+    fn point_live_link(&self, app: &str, slot_dir: &Path) -> Result<(), WebError> {
+        let name = slot_dir.file_name().unwrap_or_default();
+        replace_symlink(
+            &Path::new("../slots").join(name),
+            &self.nginx_live_link(app),
+        )?;
+        crate::crash::point("nginx:live-link-replaced");
+        Ok(())
+    }
+
+    /// Removes copies of `app`'s nginx snippet that its nginx file does not include (older ones,
+    /// or one whose config test failed).
+    fn prune_snippets(&self, app: &str) -> Result<(), WebError> {
+        let current = fs_err::read_to_string(self.nginx_app_file(app)).unwrap_or_default();
+        for entry in read_dir_if_exists(&self.nginx_snippets_dir())? {
+            let path = entry.path();
+            let ours = entry
+                .file_name()
+                .to_str()
+                .is_some_and(|n| n.strip_prefix(app).is_some_and(|r| r.starts_with('.')));
+            if ours && !current.contains(&*path.to_string_lossy()) {
+                remove_if_exists(&path)?;
+            }
+        }
+        Ok(())
     }
 
     /// Makes nginx run the config on disk: starts it when it is down (e.g. after a reboot) and
@@ -769,11 +937,13 @@ impl WebStack {
         remove_if_exists(&self.reload_marker())
     }
 
-    /// Changes `app`'s nginx file (`Some`: new contents; `None`: remove it), tests, applies.
+    /// Changes `app`'s nginx file (`Some`: new contents; `None`: remove it), tests, applies; with
+    /// `live`, the app's live link is pointed at that slot dir once the test passed.
     fn apply_nginx(
         &self,
         app: &str,
         new: Option<(String, bool)>,
+        live: Option<&Path>,
         start: bool,
     ) -> Result<(), WebError> {
         let final_file = self.nginx_app_file(app);
@@ -815,6 +985,9 @@ impl WebStack {
 
         // From here until the reload is done, the marker tells a later run to finish the job.
         write_atomic(&self.reload_marker(), app)?;
+        if let Some(slot_dir) = live {
+            self.point_live_link(app, slot_dir)?;
+        }
         match new {
             Some(_) => fs_err::rename(&candidate_file, &final_file)?,
             None => remove_if_exists(&final_file)?,
@@ -931,7 +1104,7 @@ impl WebStack {
         validate::app_name(app)?;
         tracing::info!(app, "removing app");
         if self.nginx_app_file(app).exists() {
-            self.apply_nginx(app, None, false)?;
+            self.apply_nginx(app, None, None, false)?;
         }
         crate::crash::point("remove:nginx-done");
         if Slot::ALL
@@ -949,6 +1122,13 @@ impl WebStack {
         if dir.exists() {
             fs_err::remove_dir_all(&dir)?;
         }
+        remove_if_exists(&self.nginx_live_link(app))?;
+        for entry in read_dir_if_exists(&self.nginx_prefix().join("slots"))? {
+            if entry.file_name().to_str().and_then(|n| n.split('.').next()) == Some(app) {
+                fs_err::remove_dir_all(entry.path())?;
+            }
+        }
+        self.prune_snippets(app)?;
         let mut ports = self.read_ports()?;
         if ports.remove(app).is_some() {
             self.write_ports(&ports)?;
@@ -1120,40 +1300,37 @@ fn remove_if_exists(path: &Path) -> Result<(), WebError> {
     }
 }
 
-/// The first line of an app's nginx file: `# milky-live: slot=blue port=8101 default=false`.
+/// The first line of an app's nginx file: `# milky-site: default=false`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct LiveHeader {
-    slot: Slot,
-    port: u16,
+struct SiteHeader {
     default_server: bool,
+    /// The live slot, named only by the header of an older agent's file (`# milky-live: slot=…`).
+    legacy_slot: Option<Slot>,
 }
 
-impl LiveHeader {
+impl SiteHeader {
     fn line(&self) -> String {
-        format!(
-            "{LIVE_HEADER} slot={} port={} default={}",
-            self.slot, self.port, self.default_server
-        )
+        format!("{SITE_HEADER} default={}", self.default_server)
     }
 
-    fn parse(text: &str) -> Option<LiveHeader> {
-        let rest = text.lines().next()?.strip_prefix(LIVE_HEADER)?;
-        let mut slot = None;
-        let mut port = None;
-        let mut default_server = false;
+    fn parse(text: &str) -> Option<SiteHeader> {
+        let first = text.lines().next()?;
+        let (rest, legacy) = match first.strip_prefix(SITE_HEADER) {
+            Some(rest) => (rest, false),
+            None => (first.strip_prefix(LEGACY_HEADER)?, true),
+        };
+        let mut header = SiteHeader {
+            default_server: false,
+            legacy_slot: None,
+        };
         for pair in rest.split_whitespace() {
             match pair.split_once('=')? {
-                ("slot", v) => slot = v.parse().ok(),
-                ("port", v) => port = v.parse().ok(),
-                ("default", v) => default_server = v == "true",
+                ("slot", v) if legacy => header.legacy_slot = Some(v.parse().ok()?),
+                ("default", v) => header.default_server = v == "true",
                 _ => {}
             }
         }
-        Some(LiveHeader {
-            slot: slot?,
-            port: port?,
-            default_server,
-        })
+        (!legacy || header.legacy_slot.is_some()).then_some(header)
     }
 }
 
@@ -1162,16 +1339,26 @@ mod tests {
     use super::*;
 
     #[test]
-    fn live_header_round_trips() {
-        let h = LiveHeader {
-            slot: Slot::Green,
-            port: 8123,
+    fn site_header_round_trips_and_reads_the_legacy_one() {
+        let h = SiteHeader {
             default_server: true,
+            legacy_slot: None,
         };
         assert_eq!(
-            LiveHeader::parse(&format!("{}\nupstream …", h.line())),
+            SiteHeader::parse(&format!("{}\nserver …", h.line())),
             Some(h)
         );
-        assert_eq!(LiveHeader::parse("upstream x {}"), None);
+        assert_eq!(SiteHeader::parse("upstream x {}"), None);
+        assert_eq!(
+            SiteHeader::parse("# milky-live: slot=green port=8102 default=false\n"),
+            Some(SiteHeader {
+                default_server: false,
+                legacy_slot: Some(Slot::Green),
+            })
+        );
+        assert_eq!(
+            SiteHeader::parse("# milky-live: port=8102 default=false"),
+            None
+        );
     }
 }

@@ -180,23 +180,22 @@ impl Server {
             .flatten()
     }
 
-    /// The httpd.conf of the live Apache slot (from the first line of the app's nginx file).
+    /// The httpd.conf of the live Apache slot (from the app's live link, which points at
+    /// `…/nginx/slots/APP.SLOT.PORT`).
     pub fn live_httpd_conf(&self) -> anyhow::Result<PathBuf> {
-        let nginx_app = walk(&self.root.join("web"))
+        let web = self.root.join("web");
+        let link = walk(&web)
             .into_iter()
-            .find(|p| {
-                p.file_name()
-                    .is_some_and(|n| n == format!("{APP}.conf").as_str())
-            })
-            .context("the app's nginx file")?;
-        let first = std::fs::read_to_string(&nginx_app)?;
-        let slot = first
-            .lines()
-            .next()
-            .and_then(|l| l.split_whitespace().find_map(|w| w.strip_prefix("slot=")))
-            .context("no `# milky-live: slot=…` line")?
+            .find(|p| p.ends_with(format!("nginx/live/{APP}")))
+            .context("the app's live link")?;
+        let target = std::fs::read_link(&link)?;
+        let slot = target
+            .file_name()
+            .and_then(|n| n.to_str())
+            .and_then(|n| n.split('.').nth(1))
+            .with_context(|| format!("{} points at no slot dir", link.display()))?
             .to_owned();
-        walk(&self.root.join("web"))
+        walk(&web)
             .into_iter()
             .find(|p| p.ends_with(format!("apache/{APP}/{slot}/httpd.conf")))
             .context("the live slot's httpd.conf")
