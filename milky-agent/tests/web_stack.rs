@@ -376,7 +376,7 @@ fn keep_alive_get(conn: &mut std::net::TcpStream, host: &str) -> (String, String
     use std::io::{BufRead, BufReader, Read};
     write!(conn, "GET / HTTP/1.1\r\nHost: {host}\r\n\r\n").unwrap();
     let mut reader = BufReader::new(conn);
-    let mut line = |reader: &mut BufReader<_>| {
+    let line = |reader: &mut BufReader<_>| {
         let mut line = String::new();
         reader.read_line(&mut line).unwrap();
         line.trim().to_owned()
