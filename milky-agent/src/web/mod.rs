@@ -1,13 +1,14 @@
 //! Rendering and driving nginx + Apache mod_wsgi for the apps of one server.
 //!
 //! Every app has two Apache instances ("slots", blue and green), each with its own config root
-//! and loopback port, and one nginx `server` block on the shared front port whose `upstream` is
-//! the live slot. A new release is prepared ([`prepare_release`]), started on the idle slot
-//! ([`WebStack::start_slot`], config-tested first), health-checked there directly
-//! ([`WebStack::health_check`]), and only then does nginx switch to it
-//! ([`WebStack::switch_nginx`], config-tested, reloaded); the old slot stops once nginx's old
-//! workers are gone ([`WebStack::stop_slot`]). This is because an Apache graceful restart drops
-//! in-flight mod_wsgi requests, while an nginx reload drops none (measured, see FACTS.md).
+//! and loopback port, and one nginx `server` block on the shared front port that sends requests
+//! to the live slot, found through a link nginx resolves per request. A new release is prepared
+//! ([`prepare_release`]), started on the idle slot ([`WebStack::start_slot`], config-tested
+//! first), health-checked there directly ([`WebStack::health_check`]), and only then does nginx
+//! switch to it ([`WebStack::switch_nginx`]: the link is replaced; nginx is config-tested and
+//! reloaded only if the app's file changed); the old slot stops once no request can reach it
+//! ([`WebStack::stop_slot`]). This is because an Apache graceful restart drops in-flight mod_wsgi
+//! requests, and an nginx reload closes kept-alive client connections (measured, see FACTS.md).
 //!
 //! Everything a package provides is checked ([`AppSite::validate`]) before it reaches a config,
 //! and every change to a config is tested before it replaces the previous one, so one app's

@@ -43,8 +43,9 @@ pub struct Timeouts {
     pub start: Duration,
     /// Health check retries (connection refused, non-2xx, wrong version) end after this.
     pub health: Duration,
-    /// Old nginx workers finishing their requests after a reload; also nginx's
-    /// `worker_shutdown_timeout`, so nginx itself enforces it.
+    /// Requests on their way to a slot that is no longer live finishing: old nginx workers after
+    /// a reload (also nginx's `worker_shutdown_timeout`, so nginx itself enforces it), and
+    /// connections open to the slot's port after a switch by link.
     pub drain: Duration,
     /// A graceful stop of a slot (also its `GracefulShutdownTimeout`), before the hard stop.
     pub stop: Duration,

@@ -183,14 +183,17 @@ pub fn run(bench: &Bench, report: &mut Report) -> anyhow::Result<()> {
     let _ = writeln!(
         body,
         "\nA switch (version edit + agent pass: start the idle slot on the prepared release, health check,\n\
-         nginx reload, stop the old slot) took {}; a graceful restart {}. wrk keeps connections alive,\n\
-         so a socket error is a keep-alive connection closed under it by an nginx reload or an Apache\n\
-         restart (see FACTS.md: none with `Connection: close`).",
+         replace the app's live link, which nginx follows per request, with no reload; stop the old slot\n\
+         once no connection to it is open) took {}; a graceful restart {}. wrk keeps connections alive,\n\
+         so a socket error is a keep-alive connection closed under it, as an nginx reload or an Apache\n\
+         restart does (see FACTS.md: none with `Connection: close`).",
         switch_took.show(2, " s"),
         graceful_took.show(2, " s")
     );
     let (_, _, keep_alive, keep_alive_graceful) = &rows[0];
     let (_, _, closing, closing_graceful) = &rows[1];
+    let failed =
+        keep_alive.non_2xx + closing.non_2xx + keep_alive.socket_errors + closing.socket_errors;
     report.target(
         "5",
         "0 failed requests during 10 switches",
@@ -203,8 +206,12 @@ pub fn run(bench: &Bench, report: &mut Report) -> anyhow::Result<()> {
             keep_alive_graceful.socket_errors,
             closing_graceful.socket_errors,
         ),
-        keep_alive.non_2xx + closing.non_2xx + keep_alive.socket_errors + closing.socket_errors == 0,
-        "no request got an error answer, and none failed with a new connection per request; but nginx's reload closes kept-alive connections, and a request wrk had just sent on one is lost (read error). Browsers retry an idempotent request on a closed keep-alive connection; wrk does not. Closing them gracefully would need the switch to wait for them, i.e. changes in the agent's switch step",
+        failed == 0,
+        if failed == 0 {
+            ""
+        } else {
+            "requests failed during switches: see the agent's log of those passes (the two releases have the same nginx file, so no switch should reload nginx)"
+        },
     );
     report.section("5. Switch under load", body);
     Ok(())
