@@ -167,7 +167,7 @@ fn decode_jobs(file: &File, queue: &Mutex<Receiver<Job>>) {
 }
 
 /// The decoded bytes of `start..end` if it is a sequence of whole bzip2 streams, else `None`.
-fn decode_segment(file: &File, start: u64, end: u64) -> Option<Vec<u8>> {
+pub(super) fn decode_segment(file: &File, start: u64, end: u64) -> Option<Vec<u8>> {
     let size = end - start;
     if size > SEGMENT_CAP {
         return None;

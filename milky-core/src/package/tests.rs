@@ -316,3 +316,41 @@ fn bombs_and_broken_streams_are_refused() {
     );
     assert!(err.contains("corrupt or truncated"), "{err}");
 }
+
+/// `read_manifest` finds the manifest in the package's last bzip2 streams, where the packer puts
+/// it, and anywhere else by reading the whole archive.
+#[test]
+fn manifest_is_read_from_the_tail_or_else_from_the_whole_archive() {
+    let project = project();
+    // Incompressible bytes, so the package has several streams before the manifest.
+    let mut state = 0x9e37_79b9_7f4a_7c15_u64;
+    let noise: Vec<u8> = (0..3 << 20)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state as u8
+        })
+        .collect();
+    std::fs::write(project.path().join("blob.bin"), noise).unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let built = build_into(project.path(), out.path(), 2);
+    let starts = parallel::stream_starts(&std::fs::File::open(&built.path).unwrap()).unwrap();
+    assert!(starts.len() > 3, "{starts:?}");
+    let text = unpack::manifest_from_tail(&built.path).expect("the manifest is at the end");
+    assert_eq!(Manifest::parse(&text).unwrap(), built.manifest);
+    assert_eq!(read_manifest(&built.path).unwrap(), built.manifest);
+
+    // The manifest first and another entry after it: not found at the end, found by reading.
+    let moved = out.path().join("moved.tar.bz2");
+    std::fs::write(
+        &moved,
+        hostile(|tar| {
+            file(tar, "milky.toml", text.as_bytes());
+            file(tar, "late.txt", b"after the manifest");
+        }),
+    )
+    .unwrap();
+    assert_eq!(unpack::manifest_from_tail(&moved), None);
+    assert_eq!(read_manifest(&moved).unwrap(), built.manifest);
+}

@@ -385,12 +385,15 @@ fn symlink_stays_inside(link: &Path, target: &Path) -> bool {
 
 /// Reads the manifest of a package file without unpacking it.
 pub fn read_manifest(path: &Path) -> Result<Manifest, UnpackError> {
+    if let Some(text) = manifest_from_tail(path) {
+        return Manifest::parse(&text).map_err(UnpackError::BadManifest);
+    }
     let io_error = |source| UnpackError::Io {
         path: path.to_owned(),
         source,
     };
     let threads = std::thread::available_parallelism().map_or(1, usize::from);
-    // The manifest is the last entry: decoding on every core halves the wait for it.
+    // Not at the end where the packer puts it: decoding on every core halves the wait for it.
     super::parallel::with_decoded(path, threads, |decoded| {
         let mut tar = tar::Archive::new(decoded);
         for entry in tar.entries().map_err(UnpackError::Corrupt)? {
@@ -407,4 +410,65 @@ pub fn read_manifest(path: &Path) -> Result<Manifest, UnpackError> {
         Err(UnpackError::NoManifest)
     })
     .map_err(io_error)?
+}
+
+/// The manifest's text when it is the archive's last entry, as the packer writes it: then the
+/// last bzip2 streams hold it, and decoding those alone saves decoding the whole package (~0.5 s
+/// for 40 MB on 2 cores). `None` when it is not found there; the caller reads everything then.
+/// (`upload FILE` and `sign` read manifests this way; the agent unpacks the whole archive and
+/// checks the manifest it finds there against the index entry.)
+pub(crate) fn manifest_from_tail(path: &Path) -> Option<String> {
+    let file = std::fs::File::open(path).ok()?;
+    let len = file.metadata().ok()?.len();
+    let starts = super::parallel::stream_starts(&file).ok()?;
+    for streams in [1, 2, 4, 8] {
+        // Candidates only: one that is not a real stream start fails to decode.
+        let from = *starts.get(starts.len().checked_sub(streams)?)?;
+        if let Some(tail) = super::parallel::decode_segment(&file, from, len)
+            && let Some(text) = last_entry_manifest(&tail)
+        {
+            return Some(text);
+        }
+    }
+    None
+}
+
+/// In `tail`, the end of a tar archive: the text of its last entry if that is the manifest. Its
+/// header is found by position: a valid header named `milky.toml` whose data, padded to whole
+/// blocks, ends right where the end-of-archive blocks begin.
+fn last_entry_manifest(tail: &[u8]) -> Option<String> {
+    const BLOCK: usize = 512;
+    const MAX_BLOCKS: usize = 2048;
+    let mut end = tail.len();
+    while end >= BLOCK && tail[end - BLOCK..end].iter().all(|&b| b == 0) {
+        end -= BLOCK;
+    }
+    if end == tail.len() {
+        return None;
+    }
+    for blocks in 1..=MAX_BLOCKS {
+        let at = end.checked_sub((blocks + 1) * BLOCK)?;
+        let bytes = &tail[at..at + BLOCK];
+        let header = tar::Header::from_byte_slice(bytes);
+        // The checksum counts its own 8 bytes as spaces.
+        let sum: u32 = bytes
+            .iter()
+            .enumerate()
+            .map(|(i, &b)| {
+                if (148..156).contains(&i) {
+                    32
+                } else {
+                    u32::from(b)
+                }
+            })
+            .sum();
+        let named = header.path_bytes().as_ref() == FILE_NAME.as_bytes();
+        if named && header.entry_type().is_file() && header.cksum().ok() == Some(sum) {
+            let size = usize::try_from(header.size().ok()?).ok()?;
+            let data = at + BLOCK;
+            return (size.div_ceil(BLOCK) == blocks)
+                .then(|| String::from_utf8(tail[data..data + size].to_vec()).ok())?;
+        }
+    }
+    None
 }

@@ -146,7 +146,9 @@ pub fn run(bench: &Bench, report: &mut Report) -> anyhow::Result<()> {
                 secs(venv, prepared).map(|s| s - if hooks_logged.is_some() { hooks } else { 0.0 }),
             );
             put(&mut phases.hooks, Some(hooks));
-            put(&mut phases.switch, secs(prepared, switched));
+            // To the first answer of the new release through nginx: the agent logs the end of
+            // its pass only after the old slot has drained, which can be after this round ends.
+            put(&mut phases.switch, secs(prepared, serving[i]));
             put(&mut phases.total, secs(Some(t0), serving[i]));
         }
         if *kind == "upgrade" {
@@ -173,7 +175,7 @@ pub fn run(bench: &Bench, report: &mut Report) -> anyhow::Result<()> {
          has the package's size. *venv + pip*: `python -m venv` and `pip install --no-index` of the vendored\n\
          wheels. *server hooks*: `collectstatic`. The last column holds the once hook (`migrate`, run by one\n\
          server while the others wait for it), starting the new Apache slot, its health check and the nginx\n\
-         switch. All 8 servers share these 2 cores, so every phase that uses CPU (unpack, pip, Django start)\n\
+         switch, up to the first answer of the new release through nginx. All 8 servers share these 2 cores, so every phase that uses CPU (unpack, pip, Django start)\n\
          runs ~4× slower than on 8 real machines: the figures are an upper bound of a real fleet's."
     );
     report.target(

@@ -109,7 +109,7 @@ pub fn run(
     let _ = writeln!(
         body,
         "\n{} runs. `aws s3 cp` times include its Python start-up (~0.5 s); the whole `cargo milky upload`\n\
-         includes reading the manifest (the last entry: one sequential decompression of the package) and\n\
+         includes reading the manifest (the last entry: only the package's last bzip2 streams are decoded) and\n\
          the index compare-and-swap. Both sides use multipart (ours above 16 MiB, 4 parts in flight;\n\
          awscli above 8 MiB, 10 threads). moto itself (one Python process) is the ceiling for both.",
         bench.runs
