@@ -44,6 +44,14 @@ impl PassReport {
     }
 }
 
+/// What one deploy brings up: a version's index entry, with the env generation the index names.
+struct Release<'a> {
+    app: &'a AppName,
+    version: &'a Version,
+    entry: &'a PackageEntry,
+    env_generation: u64,
+}
+
 /// How one deploy ended, when it did not fail.
 enum Deployed {
     Switched,
@@ -420,15 +428,14 @@ impl Agent {
                     );
                     let deployed = match verified {
                         Ok(()) => {
-                            self.deploy(
+                            let env_generation = wanted_env.get(app).copied().unwrap_or(0);
+                            let release = Release {
                                 app,
                                 version,
                                 entry,
-                                wanted_env.get(app).copied().unwrap_or(0),
-                                wanted,
-                                state,
-                            )
-                            .await
+                                env_generation,
+                            };
+                            self.deploy(release, wanted, state, verifier).await
                         }
                         Err(err) => Err(err),
                     };
@@ -488,13 +495,17 @@ impl Agent {
     /// Brings `version` up on the idle slot, checks it, points nginx at it, stops the old slot.
     async fn deploy(
         &self,
-        app: &AppName,
-        version: &Version,
-        entry: &PackageEntry,
-        env_generation: u64,
+        release: Release<'_>,
         wanted: &BTreeMap<AppName, (Version, PackageEntry)>,
         state: &mut AgentState,
+        verifier: &Verifier,
     ) -> anyhow::Result<Deployed> {
+        let Release {
+            app,
+            version,
+            entry,
+            env_generation,
+        } = release;
         let (release_dir, manifest, downloaded) = self
             .releases
             .fetch(&self.store, app, version, entry)
@@ -524,6 +535,7 @@ impl Agent {
                     env.generation
                 );
             }
+            verifier.check_env(&self.config.group, app, &env)?;
             site.secret_env_file = Some(self.write_secret_env(app, &env.vars)?);
             setup.env.extend(env.vars);
         }

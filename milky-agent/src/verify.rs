@@ -8,9 +8,10 @@
 //! sha256 it was unpacked from.
 
 use anyhow::bail;
+use milky_core::env::AppEnv;
 use milky_core::signing::{PublicKey, TrustedKeys};
 use milky_core::status::{SignatureCheck, Signatures};
-use milky_core::{AppName, PackageEntry, Version};
+use milky_core::{AppName, GroupName, PackageEntry, Version};
 
 use crate::config::Signing;
 
@@ -83,6 +84,28 @@ impl Verifier {
                     );
                 }
                 tracing::debug!(%app, %version, %signer, "signature verified");
+                Ok(())
+            }
+        }
+    }
+
+    /// Whether an app's env may be used: with trusted keys, only one they signed for exactly
+    /// this group, app, generation and variables.
+    pub fn check_env(&self, group: &GroupName, app: &AppName, env: &AppEnv) -> anyhow::Result<()> {
+        match self {
+            Self::Off => Ok(()),
+            Self::Broken(why) => {
+                bail!("the env of {app} is not used: the trusted keys cannot be read ({why})")
+            }
+            Self::On(keys) => {
+                let signer = keys.verify_env(
+                    group,
+                    app,
+                    env.generation,
+                    &env.vars,
+                    env.signature.as_deref(),
+                )?;
+                tracing::debug!(%app, generation = env.generation, %signer, "env signature verified");
                 Ok(())
             }
         }
@@ -207,5 +230,31 @@ mod tests {
             );
             assert_eq!(broken.status().check, SignatureCheck::Broken);
         }
+    }
+
+    #[test]
+    fn envs_are_checked_like_entries() {
+        let key = SecretKey::generate().unwrap();
+        let group: GroupName = "stable".parse().unwrap();
+        let mut env = AppEnv {
+            generation: 2,
+            signature: None,
+            vars: [("SECRET_KEY".to_owned(), "s".to_owned())].into(),
+        };
+        Verifier::Off.check_env(&group, &app(), &env).unwrap();
+        let on = Verifier::On(TrustedKeys::new(vec![key.public()]));
+        let err = on.check_env(&group, &app(), &env).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("the env of shop in stable is unsigned"),
+            "{err}"
+        );
+        env.sign(&group, &app(), &key);
+        on.check_env(&group, &app(), &env).unwrap();
+        env.vars.insert("DEBUG".to_owned(), "1".to_owned());
+        let err = on.check_env(&group, &app(), &env).unwrap_err();
+        assert!(err.to_string().contains("does not match the env"), "{err}");
+        let broken = Verifier::Broken("no file".into());
+        assert!(broken.check_env(&group, &app(), &env).is_err());
     }
 }

@@ -4,12 +4,17 @@
 //! Each edit bumps the app's generation in `version.info` too (`[env.<group>] app = N`), so
 //! agents notice a change with the one conditional GET of the index they make anyway, and
 //! restart the app through the usual blue/green switch.
+//!
+//! An edit made with a signing key signs the new generation
+//! ([`crate::signing::env_message`]); servers that trust keys refuse an env that no trusted key
+//! signed.
 
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
 use crate::names::{AppName, GroupName};
+use crate::signing::{KeyId, SecretKey, TrustedKeys};
 use crate::store::{Condition, EditError, Store, StoreError, backoff};
 
 pub fn key(group: &GroupName, app: &AppName) -> String {
@@ -22,6 +27,9 @@ pub fn key(group: &GroupName, app: &AppName) -> String {
 pub struct AppEnv {
     /// Bumped by every edit; servers report which generation they run.
     pub generation: u64,
+    /// `<key-id>:<base64>` over group, app, generation and vars; absent when unsigned.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signature: Option<String>,
     #[serde(default)]
     pub vars: BTreeMap<String, String>,
 }
@@ -34,6 +42,8 @@ pub enum EnvError {
     BadLine(String),
     #[error("the env object is broken: {0}")]
     Malformed(String),
+    #[error("{app} has no env in {group}: nothing to sign")]
+    NothingToSign { group: GroupName, app: AppName },
 }
 
 /// POSIX environment variable names (portable subset).
@@ -59,6 +69,17 @@ impl AppEnv {
 
     pub fn to_toml(&self) -> String {
         toml::to_string(self).expect("env serializes")
+    }
+
+    /// Signs the env as it is now, as `app` in `group`.
+    pub fn sign(&mut self, group: &GroupName, app: &AppName, key: &SecretKey) {
+        self.signature = Some(key.sign_env(group, app, self.generation, &self.vars));
+    }
+
+    /// The key id its signature names, if any (not verified).
+    pub fn signer(&self) -> Option<KeyId> {
+        let (id, _) = self.signature.as_deref()?.split_once(':')?;
+        KeyId::parse(id)
     }
 }
 
@@ -157,22 +178,84 @@ pub async fn read(
 }
 
 /// Read-modify-write of an app's env under its ETag, re-applied on a lost race; the generation
-/// goes up by one when anything changed. Returns the env as written (or as it was, unchanged).
+/// goes up by one when anything changed, and the new generation is signed with `signer` (or left
+/// unsigned without one). Returns the env as written (or as it was, unchanged).
 pub async fn edit(
     store: &Store,
     group: &GroupName,
     app: &AppName,
+    signer: Option<&SecretKey>,
     mut change: impl FnMut(&mut BTreeMap<String, String>),
+) -> Result<(AppEnv, bool), EditError<EnvError>> {
+    write(store, group, app, |env| {
+        let before = env.vars.clone();
+        change(&mut env.vars);
+        if env.vars == before {
+            return false;
+        }
+        env.generation += 1;
+        env.signature = None;
+        if let Some(key) = signer {
+            env.sign(group, app, key);
+        }
+        true
+    })
+    .await
+}
+
+/// Signs the app's env as it is, as a new generation (so servers that refused it unsigned take
+/// it at once, like any edit). Unchanged when it carries a valid signature by that key already.
+/// An app without an env has nothing to sign: an error.
+pub async fn sign(
+    store: &Store,
+    group: &GroupName,
+    app: &AppName,
+    key: &SecretKey,
+) -> Result<(AppEnv, bool), EditError<EnvError>> {
+    let mut missing = false;
+    let own = TrustedKeys::new(vec![key.public()]);
+    let result = write(store, group, app, |env| {
+        missing = env.generation == 0;
+        let signed = own
+            .verify_env(
+                group,
+                app,
+                env.generation,
+                &env.vars,
+                env.signature.as_deref(),
+            )
+            .is_ok();
+        if missing || signed {
+            return false;
+        }
+        env.generation += 1;
+        env.sign(group, app, key);
+        true
+    })
+    .await;
+    if missing {
+        return Err(EditError::Edit(EnvError::NothingToSign {
+            group: group.clone(),
+            app: app.clone(),
+        }));
+    }
+    result
+}
+
+/// Reads the env, lets `change` edit it (returning whether it did) and writes it back under the
+/// ETag it was read with, again on a lost race.
+async fn write(
+    store: &Store,
+    group: &GroupName,
+    app: &AppName,
+    mut change: impl FnMut(&mut AppEnv) -> bool,
 ) -> Result<(AppEnv, bool), EditError<EnvError>> {
     let key = key(group, app);
     for attempt in 1..=40 {
         let (mut env, etag) = read(store, group, app).await?;
-        let before = env.vars.clone();
-        change(&mut env.vars);
-        if env.vars == before {
+        if !change(&mut env) {
             return Ok((env, false));
         }
-        env.generation += 1;
         let condition = etag.map_or(Condition::IfAbsent, Condition::IfMatch);
         match store.put(&key, env.to_toml().into_bytes(), condition).await {
             Ok(_) => return Ok((env, true)),

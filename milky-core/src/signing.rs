@@ -1,10 +1,11 @@
-//! Package signatures: the admin's ed25519 key signs each index entry, and agents that trust the
-//! public key refuse entries it did not sign.
+//! Signatures: the admin's ed25519 key signs each index entry and each app's env, and agents
+//! that trust the public key refuse what it did not sign.
 //!
 //! What is signed is not the package file but a short, domain-separated text that binds the
 //! app, the version, and the package's sha256 and size ([`message`]). An entry moved to another
 //! app or version, or pointed at another package, no longer verifies; the agent then checks the
 //! downloaded bytes against the signed sha256 and size, so a signed entry pins the package.
+//! An env's signature binds its group, app, generation and every variable ([`env_message`]).
 //!
 //! Text formats, one line each, so keys can be pasted into configs and statuses can name them:
 //!
@@ -12,10 +13,12 @@
 //! milky-ed25519 <key-id> <public key, base64> [comment]      public key (agents trust these)
 //! milky-ed25519-secret <key-id> <secret seed, base64>         secret key file, after # comments
 //! <key-id>:<signature, base64>                                 `signature = "…"` in version.info
+//!                                                              and in env objects
 //! ```
 //!
 //! The key id is the first 8 bytes of the public key's sha256, in hex.
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
 
@@ -25,7 +28,7 @@ use ed25519_dalek::{Signer, SigningKey, VerifyingKey};
 use sha2::{Digest, Sha256};
 
 use crate::index::PackageEntry;
-use crate::names::{AppName, Version};
+use crate::names::{AppName, GroupName, Version};
 
 /// The first word of a public key line.
 pub const PUBLIC_TAG: &str = "milky-ed25519";
@@ -33,6 +36,8 @@ pub const PUBLIC_TAG: &str = "milky-ed25519";
 pub const SECRET_TAG: &str = "milky-ed25519-secret";
 /// The first line of the signed message: a signature made for anything else never verifies here.
 const DOMAIN: &str = "milkywhite package signature v1";
+/// The same for envs, so a package signature can never pass for an env's, or the reverse.
+const ENV_DOMAIN: &str = "milkywhite env signature v1";
 
 #[derive(Debug, thiserror::Error)]
 pub enum KeyError {
@@ -57,40 +62,67 @@ pub enum KeyError {
     Random(String),
 }
 
-/// Why an index entry is not accepted by a server that verifies.
+/// What a signature is for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Signed {
+    /// An index entry: a package as a version of an app.
+    Package { app: AppName, version: Version },
+    /// An app's env (settings and secrets) in a group.
+    Env { group: GroupName, app: AppName },
+}
+
+impl Signed {
+    fn plural(&self) -> &'static str {
+        match self {
+            Signed::Package { .. } => "packages",
+            Signed::Env { .. } => "envs",
+        }
+    }
+
+    fn bound(&self) -> &'static str {
+        match self {
+            Signed::Package { .. } => {
+                "the index entry (its app, version, sha256 or size were changed after signing)"
+            }
+            Signed::Env { .. } => {
+                "the env (its group, app, generation or variables were changed after signing)"
+            }
+        }
+    }
+}
+
+impl fmt::Display for Signed {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Signed::Package { app, version } => write!(f, "{app} {version}"),
+            Signed::Env { group, app } => write!(f, "the env of {app} in {group}"),
+        }
+    }
+}
+
+/// Why an index entry or an env is not accepted by a server that verifies.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum VerifyError {
     #[error(
-        "{app} {version} is unsigned; this server runs only packages signed by a trusted key ({trusted})"
+        "{subject} is unsigned; this server runs only {} signed by a trusted key ({trusted})",
+        .subject.plural()
     )]
-    Unsigned {
-        app: AppName,
-        version: Version,
-        trusted: String,
-    },
-    #[error("{app} {version} has a malformed signature ({why}); refused")]
-    Malformed {
-        app: AppName,
-        version: Version,
-        why: String,
-    },
+    Unsigned { subject: Signed, trusted: String },
+    #[error("{subject} has a malformed signature ({why}); refused")]
+    Malformed { subject: Signed, why: String },
     #[error(
-        "{app} {version} is not signed by a trusted key (signed by {signer}; trusted here: {trusted})"
+        "{subject} is not signed by a trusted key (signed by {signer}; trusted here: {trusted})"
     )]
     UntrustedKey {
-        app: AppName,
-        version: Version,
+        subject: Signed,
         signer: KeyId,
         trusted: String,
     },
     #[error(
-        "{app} {version}: the signature by key {signer} does not match the index entry (its app, version, sha256 or size were changed after signing); refused"
+        "{subject}: the signature by key {signer} does not match {}; refused",
+        .subject.bound()
     )]
-    Mismatch {
-        app: AppName,
-        version: Version,
-        signer: KeyId,
-    },
+    Mismatch { subject: Signed, signer: KeyId },
 }
 
 /// A key's short name: the first 8 bytes of the sha256 of its public key, as 16 hex digits.
@@ -105,7 +137,7 @@ impl KeyId {
         Self(id)
     }
 
-    fn parse(text: &str) -> Option<Self> {
+    pub(crate) fn parse(text: &str) -> Option<Self> {
         let mut id = [0; 8];
         hex::decode_to_slice(text, &mut id).ok()?;
         Some(Self(id))
@@ -301,7 +333,22 @@ impl SecretKey {
 
     /// The signature of an index entry, in its text form `<key-id>:<base64>`.
     pub fn sign_entry(&self, app: &AppName, version: &Version, entry: &PackageEntry) -> String {
-        let signature = self.key.sign(message(app, version, entry).as_bytes());
+        self.sign(&message(app, version, entry))
+    }
+
+    /// The signature of an app's env at `generation`, in the same text form.
+    pub fn sign_env(
+        &self,
+        group: &GroupName,
+        app: &AppName,
+        generation: u64,
+        vars: &BTreeMap<String, String>,
+    ) -> String {
+        self.sign(&env_message(group, app, generation, vars))
+    }
+
+    fn sign(&self, message: &str) -> String {
+        let signature = self.key.sign(message.as_bytes());
         format!(
             "{}:{}",
             self.public().id(),
@@ -318,6 +365,18 @@ pub fn message(app: &AppName, version: &Version, entry: &PackageEntry) -> String
         "{DOMAIN}\napp={app}\nversion={version}\nsha256={}\nsize={}\n",
         entry.sha256, entry.size
     )
+}
+
+/// The bytes that are signed for an app's env. The variables are written as JSON, which escapes
+/// every line break in names and values, so the message has one reading.
+pub fn env_message(
+    group: &GroupName,
+    app: &AppName,
+    generation: u64,
+    vars: &BTreeMap<String, String>,
+) -> String {
+    let vars = serde_json::to_string(vars).expect("a map of strings serializes");
+    format!("{ENV_DOMAIN}\ngroup={group}\napp={app}\ngeneration={generation}\nvars={vars}\n")
 }
 
 /// The public keys a server trusts.
@@ -379,55 +438,94 @@ impl TrustedKeys {
         version: &Version,
         entry: &PackageEntry,
     ) -> Result<KeyId, VerifyError> {
-        let malformed = |why: &str| VerifyError::Malformed {
-            app: app.clone(),
-            version: version.clone(),
-            why: why.into(),
-        };
-        let Some(signature) = entry.signature.as_deref() else {
-            return Err(VerifyError::Unsigned {
+        // Only a plain lowercase sha256 can have been signed (see `message`).
+        let plain = entry.sha256.len() == 64
+            && entry
+                .sha256
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+        self.verify(
+            Signed::Package {
                 app: app.clone(),
                 version: version.clone(),
+            },
+            entry.signature.as_deref(),
+            plain.then(|| message(app, version, entry)),
+        )
+    }
+
+    /// Checks that an app's env, as read from its group, carries a valid signature by one of
+    /// these keys for exactly this group, app, generation and variables.
+    pub fn verify_env(
+        &self,
+        group: &GroupName,
+        app: &AppName,
+        generation: u64,
+        vars: &BTreeMap<String, String>,
+        signature: Option<&str>,
+    ) -> Result<KeyId, VerifyError> {
+        self.verify(
+            Signed::Env {
+                group: group.clone(),
+                app: app.clone(),
+            },
+            signature,
+            Some(env_message(group, app, generation, vars)),
+        )
+    }
+
+    /// `message` is `None` when what it would be made of cannot have been signed.
+    fn verify(
+        &self,
+        subject: Signed,
+        signature: Option<&str>,
+        message: Option<String>,
+    ) -> Result<KeyId, VerifyError> {
+        let Some(signature) = signature else {
+            return Err(VerifyError::Unsigned {
+                subject,
                 trusted: self.ids_text(),
             });
         };
-        let (id, encoded) = signature
-            .split_once(':')
-            .ok_or_else(|| malformed("expected <key-id>:<base64>"))?;
-        let signer =
-            KeyId::parse(id).ok_or_else(|| malformed("the key id is not 16 hex digits"))?;
-        let bytes: [u8; 64] = BASE64
+        let malformed = |subject: Signed, why: &str| VerifyError::Malformed {
+            subject,
+            why: why.into(),
+        };
+        let Some((id, encoded)) = signature.split_once(':') else {
+            return Err(malformed(subject, "expected <key-id>:<base64>"));
+        };
+        let Some(signer) = KeyId::parse(id) else {
+            return Err(malformed(subject, "the key id is not 16 hex digits"));
+        };
+        let Some(bytes) = BASE64
             .decode(encoded)
             .ok()
-            .and_then(|b| b.try_into().ok())
-            .ok_or_else(|| malformed("the signature is not 64 bytes of base64"))?;
+            .and_then(|b| <[u8; 64]>::try_from(b).ok())
+        else {
+            return Err(malformed(
+                subject,
+                "the signature is not 64 bytes of base64",
+            ));
+        };
         let Some(key) = self.keys.iter().find(|k| k.id == signer) else {
             return Err(VerifyError::UntrustedKey {
-                app: app.clone(),
-                version: version.clone(),
+                subject,
                 signer,
                 trusted: self.ids_text(),
             });
         };
-        let mismatch = || VerifyError::Mismatch {
-            app: app.clone(),
-            version: version.clone(),
-            signer,
-        };
-        // Only a plain lowercase sha256 can have been signed (see `message`).
-        if entry.sha256.len() != 64
-            || !entry
-                .sha256
-                .bytes()
-                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
-        {
-            return Err(mismatch());
-        }
         let signature = ed25519_dalek::Signature::from_bytes(&bytes);
-        key.key
-            .verify_strict(message(app, version, entry).as_bytes(), &signature)
-            .map_err(|_| mismatch())?;
-        Ok(signer)
+        match message {
+            Some(message)
+                if key
+                    .key
+                    .verify_strict(message.as_bytes(), &signature)
+                    .is_ok() =>
+            {
+                Ok(signer)
+            }
+            _ => Err(VerifyError::Mismatch { subject, signer }),
+        }
     }
 }
 
@@ -546,6 +644,82 @@ mod tests {
         bytes[10] ^= 1;
         e.signature = Some(format!("{id}:{}", BASE64.encode(bytes)));
         mismatch("shop", "v1", &e);
+    }
+
+    fn group(s: &str) -> GroupName {
+        s.parse().unwrap()
+    }
+
+    fn vars(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn an_env_signature_binds_group_app_generation_and_every_variable() {
+        let key = SecretKey::generate().unwrap();
+        let trusted = trusting(&[&key]);
+        let env = vars(&[("SECRET_KEY", "s3cret"), ("DEBUG", "0")]);
+        let signature = key.sign_env(&group("stable"), &app("shop"), 3, &env);
+        let verify = |g: &str, a: &str, generation: u64, v: &BTreeMap<String, String>| {
+            trusted.verify_env(&group(g), &app(a), generation, v, Some(&signature))
+        };
+        assert_eq!(
+            verify("stable", "shop", 3, &env).unwrap(),
+            key.public().id()
+        );
+        let mut changed = env.clone();
+        changed.insert("DEBUG".into(), "1".into());
+        let mut added = env.clone();
+        added.insert("DATABASE_URL".into(), "postgres://evil".into());
+        let mut removed = env.clone();
+        removed.remove("DEBUG");
+        // A value that would read as two variables if the message were not escaped.
+        let smuggled = vars(&[("SECRET_KEY", "s3cret\",\"DEBUG\":\"0")]);
+        for (g, a, generation, v) in [
+            ("unstable", "shop", 3, &env),
+            ("stable", "blog", 3, &env),
+            ("stable", "shop", 2, &env),
+            ("stable", "shop", 3, &changed),
+            ("stable", "shop", 3, &added),
+            ("stable", "shop", 3, &removed),
+            ("stable", "shop", 3, &smuggled),
+        ] {
+            let err = verify(g, a, generation, v).unwrap_err();
+            assert!(matches!(err, VerifyError::Mismatch { .. }), "{err}");
+        }
+        let err = verify("unstable", "shop", 3, &env).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "the env of shop in unstable: the signature by key {} does not match the env (its group, app, generation or variables were changed after signing); refused",
+                key.public().id()
+            )
+        );
+        let err = trusted
+            .verify_env(&group("stable"), &app("shop"), 3, &env, None)
+            .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "the env of shop in stable is unsigned; this server runs only envs signed by a trusted key ({})",
+                key.public().id()
+            )
+        );
+        // A package signature never passes for an env's.
+        let entry_signature = key.sign_entry(&app("shop"), &v("v1"), &entry());
+        let err = trusted
+            .verify_env(
+                &group("stable"),
+                &app("shop"),
+                3,
+                &env,
+                Some(&entry_signature),
+            )
+            .unwrap_err();
+        assert!(matches!(err, VerifyError::Mismatch { .. }), "{err}");
     }
 
     #[test]

@@ -402,3 +402,104 @@ fn keys_are_never_overwritten_or_packed_and_old_uploads_can_be_signed() {
         "has no uploaded version v9",
     );
 }
+
+/// Envs carry secrets: a server that trusts a key uses only an env that key signed for exactly
+/// its group, app and generation, and keeps serving with the env it has otherwise.
+#[test]
+fn servers_with_a_trusted_key_use_only_envs_it_signed() {
+    let ctx = TestContext::new();
+    let keys = ctx.dir.path().join("keys");
+    let (key_id, public) = keygen(&ctx, &keys);
+    let secret = keys.join("signing.key");
+    let secret_arg = secret.to_str().unwrap();
+    let project = fixture_project(ctx.dir.path(), APP, "v1");
+    assert_success(
+        &ctx.milky_in(&project, &["init", "--yes", "--name", APP]),
+        "init",
+    );
+    let set = |value: &str, extra: &[&str]| {
+        let greeting = format!("GREETING={value}");
+        let mut args = vec!["env", "set", "stable", APP, &greeting];
+        args.extend_from_slice(extra);
+        ctx.milky(&args)
+    };
+    let out = set("signed-1", &["--sign-key", secret_arg]);
+    assert_success(&out, "env set, signed");
+    assert!(
+        stdout(&out).contains(&format!("env generation 1, signed by {key_id}")),
+        "{}",
+        stdout(&out)
+    );
+    let listed = json(&ctx.milky(&["env", "list", "stable", APP, "--json"]));
+    assert_eq!(listed["signed_by"].as_str(), Some(key_id.as_str()));
+    upload(&ctx, &project, "stable", "v1", &["--sign-key", secret_arg]);
+
+    let trusting = format!("[signing]\ntrusted_keys = [\"{public}\"]\n");
+    let a = Agent::with_settings(&ctx, "stable", "a", &ctx.endpoint, &trusting);
+    assert_success(&a.sync(), "sync with the signed env");
+    assert!(a.get(APP, "/").body.contains("greeting: signed-1"));
+
+    // Edited without the key: the CLI warns, the server refuses it and keeps the signed env.
+    let out = set("unsigned-2", &[]);
+    assert_success(&out, "env set, unsigned");
+    assert!(
+        stderr(&out).contains("this generation is not"),
+        "{}",
+        stderr(&out)
+    );
+    let out = a.sync();
+    assert_failure(&out, 1, "the env of shop in stable is unsigned");
+    let page = a.get(APP, "/").body;
+    assert!(page.contains("greeting: signed-1"), "{page}");
+    let status = report(&ctx, "stable", "a");
+    assert!(
+        status.contains("the env of shop in stable is unsigned"),
+        "{status}"
+    );
+
+    // Signed as it is: a new generation, which the next pass runs.
+    let out = ctx
+        .milky_command(ctx.dir.path(), &["env", "sign", "stable", APP])
+        .env("MILKY_SIGNING_KEY", &secret)
+        .output()
+        .unwrap();
+    assert_success(&out, "env sign");
+    assert!(
+        stdout(&out).contains(&format!("env generation 3 signed by {key_id}")),
+        "{}",
+        stdout(&out)
+    );
+    assert_success(&a.sync(), "sync the signed env");
+    assert!(a.get(APP, "/").body.contains("greeting: unsigned-2"));
+    // Signing again changes nothing.
+    let out = ctx.milky(&["env", "sign", "stable", APP, "--sign-key", secret_arg]);
+    assert_success(&out, "env sign again");
+    assert!(stdout(&out).contains("was signed by"), "{}", stdout(&out));
+
+    // Changed in the store after signing, as an attacker with write access could: a variable
+    // added under the same signature and a bumped generation in the index.
+    let key = format!("groups/stable/env/{APP}.toml");
+    let text = String::from_utf8(ctx.object(&key).unwrap()).unwrap();
+    let forged = text
+        .replace("generation = 3", "generation = 4")
+        .replace("[vars]\n", "[vars]\nDEBUG = \"1\"\n");
+    assert_ne!(forged, text);
+    ctx.put_object(&key, forged.as_bytes());
+    let mut index: toml_edit::DocumentMut = ctx.index().parse().unwrap();
+    index["env"]["stable"][APP] = toml_edit::value(4);
+    ctx.put_object("version.info", index.to_string().as_bytes());
+    let out = a.sync();
+    assert_failure(
+        &out,
+        1,
+        &format!("the env of shop in stable: the signature by key {key_id} does not match the env"),
+    );
+    assert!(a.get(APP, "/").body.contains("greeting: unsigned-2"));
+
+    // `env sign` on an app without an env is a user error.
+    assert_failure(
+        &ctx.milky(&["env", "sign", "stable", "blog", "--sign-key", secret_arg]),
+        2,
+        "blog has no env in stable: nothing to sign",
+    );
+}

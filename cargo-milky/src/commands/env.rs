@@ -1,10 +1,12 @@
 //! `cargo milky env`: per-group app settings and secrets, delivered by the agents to the app.
 
 use std::collections::BTreeMap;
+use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::{Args, Subcommand};
 use milky_core::env::{self, AppEnv};
+use milky_core::store::EditError;
 use milky_core::{AppName, GroupName, IndexError, Store};
 
 use crate::cli::GlobalArgs;
@@ -20,6 +22,10 @@ use crate::settings::Settings;
 /// blue/green switch as a new version, so no request is dropped, and a change that makes the app
 /// fail its health check leaves the old processes serving. `cargo milky status` shows which
 /// servers run the newest generation; `--wait` blocks until all do.
+///
+/// With a signing key (--sign-key, MILKY_SIGNING_KEY or `signing_key` under [deploy]) every edit
+/// signs the new generation; servers that trust keys run only envs a trusted key signed.
+/// `env sign` signs an env as it is.
 #[derive(Debug, Args)]
 pub struct EnvArgs {
     #[command(subcommand)]
@@ -68,6 +74,17 @@ pub enum EnvCommand {
         #[command(flatten)]
         options: EditOptions,
     },
+    /// Sign the env as it is, as a new generation (servers restart the app with it)
+    #[command(
+        after_help = "For an env written before signing was set up, or edited without the key: servers that trust\nthe key refuse it until it is signed, and keep serving with the env they have."
+    )]
+    Sign {
+        group: GroupName,
+        app: AppName,
+        /// The secret key (from `cargo milky keygen`) [default: $MILKY_SIGNING_KEY, else [deploy] signing_key in milky.toml]
+        #[arg(long, value_name = "PATH")]
+        sign_key: Option<PathBuf>,
+    },
 }
 
 #[derive(Debug, Args, Clone)]
@@ -75,6 +92,9 @@ pub struct EditOptions {
     /// Show what would change; write nothing
     #[arg(long)]
     pub dry_run: bool,
+    /// Sign the new generation with this secret key (from `cargo milky keygen`) [default: $MILKY_SIGNING_KEY, else [deploy] signing_key in milky.toml]
+    #[arg(long, value_name = "PATH")]
+    pub sign_key: Option<PathBuf>,
     #[command(flatten)]
     pub wait: crate::wait::WaitArgs,
 }
@@ -95,9 +115,15 @@ pub async fn run(args: EnvArgs, global: &GlobalArgs, printer: Printer) -> anyhow
                     env::parse_assignment(var).map_err(|e| user_error(e.to_string()))?;
                 assignments.insert(name, value);
             }
-            apply(&store, &group, &app, &options, printer, |current| {
-                current.extend(assignments.clone())
-            })
+            apply(
+                &settings,
+                &store,
+                &group,
+                &app,
+                &options,
+                printer,
+                |current| current.extend(assignments.clone()),
+            )
             .await
         }
         EnvCommand::Unset {
@@ -109,11 +135,19 @@ pub async fn run(args: EnvArgs, global: &GlobalArgs, printer: Printer) -> anyhow
             for name in &names {
                 env::check_name(name).map_err(|e| user_error(e.to_string()))?;
             }
-            apply(&store, &group, &app, &options, printer, |current| {
-                names.iter().for_each(|n| {
-                    current.remove(n);
-                })
-            })
+            apply(
+                &settings,
+                &store,
+                &group,
+                &app,
+                &options,
+                printer,
+                |current| {
+                    names.iter().for_each(|n| {
+                        current.remove(n);
+                    })
+                },
+            )
             .await
         }
         EnvCommand::Import {
@@ -125,9 +159,15 @@ pub async fn run(args: EnvArgs, global: &GlobalArgs, printer: Printer) -> anyhow
             let text = fs_err::read_to_string(&file)?;
             let vars = env::parse_dotenv(&text)
                 .map_err(|e| user_error(format!("{}: {e}", file.display())))?;
-            apply(&store, &group, &app, &options, printer, |current| {
-                current.extend(vars.clone())
-            })
+            apply(
+                &settings,
+                &store,
+                &group,
+                &app,
+                &options,
+                printer,
+                |current| current.extend(vars.clone()),
+            )
             .await
         }
         EnvCommand::List {
@@ -144,12 +184,14 @@ pub async fn run(args: EnvArgs, global: &GlobalArgs, printer: Printer) -> anyhow
                 .iter()
                 .map(|(k, v)| (k, if show { v.clone() } else { "(hidden)".into() }))
                 .collect();
+            let signer = env.signer().map(|id| id.to_string());
             if json {
                 return super::print_json(
-                    &serde_json::json!({ "group": group, "app": app, "generation": env.generation, "vars": shown }),
+                    &serde_json::json!({ "group": group, "app": app, "generation": env.generation, "signed_by": signer, "vars": shown }),
                 );
             }
-            println!("{app} in {group}: generation {}", env.generation);
+            let signed = signer.map_or("unsigned".to_owned(), |id| format!("signed by {id}"));
+            println!("{app} in {group}: generation {}, {signed}", env.generation);
             for (name, value) in shown {
                 if show {
                     println!("{name}={}", serde_json::to_string(&value)?);
@@ -159,10 +201,42 @@ pub async fn run(args: EnvArgs, global: &GlobalArgs, printer: Printer) -> anyhow
             }
             Ok(())
         }
+        EnvCommand::Sign {
+            group,
+            app,
+            sign_key,
+        } => {
+            let key = settings.signing_key(sign_key.as_deref())?.ok_or_else(|| {
+                user_error(
+                    "no signing key given: pass --sign-key PATH, set MILKY_SIGNING_KEY, or add `signing_key = \"…\"` under [deploy] in milky.toml",
+                )
+            })?;
+            let (env, changed) = match env::sign(&store, &group, &app, &key.key).await {
+                Err(EditError::Edit(err @ env::EnvError::NothingToSign { .. })) => {
+                    return Err(user_error(err.to_string()));
+                }
+                other => other.context("signing the env")?,
+            };
+            let id = key.key.public().id();
+            if changed {
+                record_generation(&store, &group, &app, env.generation).await?;
+                println!(
+                    "{app} in {group}: env generation {} signed by {id}; servers restart the app on their next pass",
+                    env.generation
+                );
+            } else {
+                println!(
+                    "{app} in {group}: env generation {} was signed by {id} already",
+                    env.generation
+                );
+            }
+            Ok(())
+        }
     }
 }
 
 async fn apply(
+    settings: &Settings,
     store: &Store,
     group: &GroupName,
     app: &AppName,
@@ -170,6 +244,7 @@ async fn apply(
     printer: Printer,
     change: impl FnMut(&mut BTreeMap<String, String>) + Clone,
 ) -> anyhow::Result<()> {
+    let key = settings.signing_key(options.sign_key.as_deref())?;
     if options.dry_run {
         let (env, _) = env::read(store, group, app)
             .await
@@ -184,7 +259,7 @@ async fn apply(
         .await
         .context("reading the env")?
         .0;
-    let (env, changed) = env::edit(store, group, app, change)
+    let (env, changed) = env::edit(store, group, app, key.as_ref().map(|k| &k.key), change)
         .await
         .context("writing the env")?;
     if !changed {
@@ -194,21 +269,43 @@ async fn apply(
         );
         return Ok(());
     }
+    record_generation(store, group, app, env.generation).await?;
+    print_diff(&before, &env.vars);
+    let signed = match &key {
+        Some(key) => format!(", signed by {}", key.key.public().id()),
+        None => String::new(),
+    };
+    println!(
+        "{app} in {group}: env generation {}{signed}; servers restart the app on their next pass",
+        env.generation
+    );
+    if key.is_none()
+        && let Some(signer) = before.signer()
+    {
+        tracing::warn!(
+            "the env was signed (by {signer}); this generation is not: servers that verify keep the old env until `cargo milky env sign {group} {app}` (or an edit with --sign-key)"
+        );
+    }
+    if options.wait.wait {
+        crate::wait::until_converged(store, group, app, &options.wait, printer).await?;
+    }
+    Ok(())
+}
+
+/// Puts the env's new generation in version.info, which is what servers watch.
+async fn record_generation(
+    store: &Store,
+    group: &GroupName,
+    app: &AppName,
+    generation: u64,
+) -> anyhow::Result<()> {
     store
         .edit_index(|index| -> Result<_, IndexError> {
-            index.set_env_generation(group, app, env.generation);
+            index.set_env_generation(group, app, generation);
             Ok(())
         })
         .await
         .context("recording the env generation in version.info")?;
-    print_diff(&before, &env.vars);
-    println!(
-        "{app} in {group}: env generation {}; servers restart the app on their next pass",
-        env.generation
-    );
-    if options.wait.wait {
-        crate::wait::until_converged(store, group, app, &options.wait, printer).await?;
-    }
     Ok(())
 }
 
