@@ -102,7 +102,7 @@ pub struct EditOptions {
 pub async fn run(args: EnvArgs, global: &GlobalArgs, printer: Printer) -> anyhow::Result<()> {
     let settings = Settings::resolve(global)?;
     let store = settings.open_store().await?;
-    match args.command {
+    let (group, app, options, change) = match args.command {
         EnvCommand::Set {
             group,
             app,
@@ -115,16 +115,7 @@ pub async fn run(args: EnvArgs, global: &GlobalArgs, printer: Printer) -> anyhow
                     env::parse_assignment(var).map_err(|e| user_error(e.to_string()))?;
                 assignments.insert(name, value);
             }
-            apply(
-                &settings,
-                &store,
-                &group,
-                &app,
-                &options,
-                printer,
-                |current| current.extend(assignments.clone()),
-            )
-            .await
+            (group, app, options, Change::Set(assignments))
         }
         EnvCommand::Unset {
             group,
@@ -135,20 +126,7 @@ pub async fn run(args: EnvArgs, global: &GlobalArgs, printer: Printer) -> anyhow
             for name in &names {
                 env::check_name(name).map_err(|e| user_error(e.to_string()))?;
             }
-            apply(
-                &settings,
-                &store,
-                &group,
-                &app,
-                &options,
-                printer,
-                |current| {
-                    names.iter().for_each(|n| {
-                        current.remove(n);
-                    })
-                },
-            )
-            .await
+            (group, app, options, Change::Unset(names))
         }
         EnvCommand::Import {
             group,
@@ -159,80 +137,105 @@ pub async fn run(args: EnvArgs, global: &GlobalArgs, printer: Printer) -> anyhow
             let text = fs_err::read_to_string(&file)?;
             let vars = env::parse_dotenv(&text)
                 .map_err(|e| user_error(format!("{}: {e}", file.display())))?;
-            apply(
-                &settings,
-                &store,
-                &group,
-                &app,
-                &options,
-                printer,
-                |current| current.extend(vars.clone()),
-            )
-            .await
+            (group, app, options, Change::Set(vars))
         }
         EnvCommand::List {
             group,
             app,
             show,
             json,
-        } => {
-            let (env, _) = env::read(&store, &group, &app)
-                .await
-                .context("reading the env")?;
-            let shown: BTreeMap<&String, String> = env
-                .vars
-                .iter()
-                .map(|(k, v)| (k, if show { v.clone() } else { "(hidden)".into() }))
-                .collect();
-            let signer = env.signer().map(|id| id.to_string());
-            if json {
-                return super::print_json(
-                    &serde_json::json!({ "group": group, "app": app, "generation": env.generation, "signed_by": signer, "vars": shown }),
-                );
-            }
-            let signed = signer.map_or("unsigned".to_owned(), |id| format!("signed by {id}"));
-            println!("{app} in {group}: generation {}, {signed}", env.generation);
-            for (name, value) in shown {
-                if show {
-                    println!("{name}={}", serde_json::to_string(&value)?);
-                } else {
-                    println!("{name} (hidden; --show prints values)");
-                }
-            }
-            Ok(())
-        }
+        } => return list(&store, &group, &app, show, json).await,
         EnvCommand::Sign {
             group,
             app,
             sign_key,
-        } => {
-            let key = settings.signing_key(sign_key.as_deref())?.ok_or_else(|| {
-                user_error(
-                    "no signing key given: pass --sign-key PATH, set MILKY_SIGNING_KEY, or add `signing_key = \"…\"` under [deploy] in milky.toml",
-                )
-            })?;
-            let (env, changed) = match env::sign(&store, &group, &app, &key.key).await {
-                Err(EditError::Edit(err @ env::EnvError::NothingToSign { .. })) => {
-                    return Err(user_error(err.to_string()));
-                }
-                other => other.context("signing the env")?,
-            };
-            let id = key.key.public().id();
-            if changed {
-                record_generation(&store, &group, &app, env.generation).await?;
-                println!(
-                    "{app} in {group}: env generation {} signed by {id}; servers restart the app on their next pass",
-                    env.generation
-                );
-            } else {
-                println!(
-                    "{app} in {group}: env generation {} was signed by {id} already",
-                    env.generation
-                );
-            }
-            Ok(())
+        } => return sign(&settings, &store, &group, &app, sign_key.as_deref()).await,
+    };
+    apply(&settings, &store, &group, &app, &options, printer, &change).await
+}
+
+/// What an edit does to the variables.
+enum Change {
+    Set(BTreeMap<String, String>),
+    Unset(Vec<String>),
+}
+
+impl Change {
+    fn apply_to(&self, vars: &mut BTreeMap<String, String>) {
+        match self {
+            Change::Set(new) => vars.extend(new.clone()),
+            Change::Unset(names) => names.iter().for_each(|name| {
+                vars.remove(name);
+            }),
         }
     }
+}
+
+async fn list(
+    store: &Store,
+    group: &GroupName,
+    app: &AppName,
+    show: bool,
+    json: bool,
+) -> anyhow::Result<()> {
+    let (env, _) = env::read(store, group, app)
+        .await
+        .context("reading the env")?;
+    let shown: BTreeMap<&String, String> = env
+        .vars
+        .iter()
+        .map(|(k, v)| (k, if show { v.clone() } else { "(hidden)".into() }))
+        .collect();
+    let signer = env.signer().map(|id| id.to_string());
+    if json {
+        return super::print_json(
+            &serde_json::json!({ "group": group, "app": app, "generation": env.generation, "signed_by": signer, "vars": shown }),
+        );
+    }
+    let signed = signer.map_or("unsigned".to_owned(), |id| format!("signed by {id}"));
+    println!("{app} in {group}: generation {}, {signed}", env.generation);
+    for (name, value) in shown {
+        if show {
+            println!("{name}={}", serde_json::to_string(&value)?);
+        } else {
+            println!("{name} (hidden; --show prints values)");
+        }
+    }
+    Ok(())
+}
+
+async fn sign(
+    settings: &Settings,
+    store: &Store,
+    group: &GroupName,
+    app: &AppName,
+    sign_key: Option<&std::path::Path>,
+) -> anyhow::Result<()> {
+    let key = settings.signing_key(sign_key)?.ok_or_else(|| {
+        user_error(
+            "no signing key given: pass --sign-key PATH, set MILKY_SIGNING_KEY, or add `signing_key = \"…\"` under [deploy] in milky.toml",
+        )
+    })?;
+    let (env, changed) = match env::sign(store, group, app, &key.key).await {
+        Err(EditError::Edit(err @ env::EnvError::NothingToSign { .. })) => {
+            return Err(user_error(err.to_string()));
+        }
+        other => other.context("signing the env")?,
+    };
+    let id = key.key.public().id();
+    if changed {
+        record_generation(store, group, app, env.generation).await?;
+        println!(
+            "{app} in {group}: env generation {} signed by {id}; servers restart the app on their next pass",
+            env.generation
+        );
+    } else {
+        println!(
+            "{app} in {group}: env generation {} was signed by {id} already",
+            env.generation
+        );
+    }
+    Ok(())
 }
 
 async fn apply(
@@ -242,7 +245,7 @@ async fn apply(
     app: &AppName,
     options: &EditOptions,
     printer: Printer,
-    change: impl FnMut(&mut BTreeMap<String, String>) + Clone,
+    change: &Change,
 ) -> anyhow::Result<()> {
     let key = settings.signing_key(options.sign_key.as_deref())?;
     if options.dry_run {
@@ -250,7 +253,7 @@ async fn apply(
             .await
             .context("reading the env")?;
         let mut after = env.vars.clone();
-        change.clone()(&mut after);
+        change.apply_to(&mut after);
         print_diff(&env, &after);
         printer.status("dry run: nothing written");
         return Ok(());
@@ -259,7 +262,8 @@ async fn apply(
         .await
         .context("reading the env")?
         .0;
-    let (env, changed) = env::edit(store, group, app, key.as_ref().map(|k| &k.key), change)
+    let signer = key.as_ref().map(|k| &k.key);
+    let (env, changed) = env::edit(store, group, app, signer, |vars| change.apply_to(vars))
         .await
         .context("writing the env")?;
     if !changed {
