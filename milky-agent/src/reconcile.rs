@@ -44,6 +44,14 @@ impl PassReport {
     }
 }
 
+/// What this pass makes the server run: each app's version and env generation from the index,
+/// and the signatures they must carry.
+struct Target<'a> {
+    versions: &'a BTreeMap<AppName, (Version, PackageEntry)>,
+    env: &'a BTreeMap<AppName, u64>,
+    verifier: &'a Verifier,
+}
+
 /// What one deploy brings up: a version's index entry, with the env generation the index names.
 struct Release<'a> {
     app: &'a AppName,
@@ -215,16 +223,19 @@ impl Agent {
             );
         }
         let mut waiting = BTreeMap::new();
+        let target = Target {
+            versions: &wanted,
+            env: &wanted_env,
+            verifier: &verifier,
+        };
         let changes = self
             .execute(
                 &plan,
                 &running,
-                &wanted,
-                &wanted_env,
+                &target,
                 state,
                 &mut app_errors,
                 &mut waiting,
-                &verifier,
             )
             .await;
         // What serves already is checked too, so a server that verifies says when it runs a
@@ -377,17 +388,14 @@ impl Agent {
         info.release_dir.file_name()?.to_str()?.parse().ok()
     }
 
-    #[allow(clippy::too_many_arguments)] // the pass's maps, threaded through one call
     async fn execute(
         &self,
         plan: &Plan,
         running: &BTreeMap<AppName, Running>,
-        wanted: &BTreeMap<AppName, (Version, PackageEntry)>,
-        wanted_env: &BTreeMap<AppName, u64>,
+        target: &Target<'_>,
         state: &mut AgentState,
         app_errors: &mut BTreeMap<AppName, String>,
         waiting: &mut BTreeMap<AppName, String>,
-        verifier: &Verifier,
     ) -> Vec<String> {
         let mut changes = Vec::new();
         for step in &plan.steps {
@@ -420,7 +428,7 @@ impl Agent {
                         .and_then(|r| r.version.as_ref())
                         .map(ToString::to_string);
                     // Before any download, for a release already on disk as much as a new one.
-                    let verified = verifier.check(
+                    let verified = target.verifier.check(
                         app,
                         version,
                         entry,
@@ -428,14 +436,14 @@ impl Agent {
                     );
                     let deployed = match verified {
                         Ok(()) => {
-                            let env_generation = wanted_env.get(app).copied().unwrap_or(0);
+                            let env_generation = target.env.get(app).copied().unwrap_or(0);
                             let release = Release {
                                 app,
                                 version,
                                 entry,
                                 env_generation,
                             };
-                            self.deploy(release, wanted, state, verifier).await
+                            self.deploy(release, target, state).await
                         }
                         Err(err) => Err(err),
                     };
@@ -496,9 +504,8 @@ impl Agent {
     async fn deploy(
         &self,
         release: Release<'_>,
-        wanted: &BTreeMap<AppName, (Version, PackageEntry)>,
+        target: &Target<'_>,
         state: &mut AgentState,
-        verifier: &Verifier,
     ) -> anyhow::Result<Deployed> {
         let Release {
             app,
@@ -515,7 +522,7 @@ impl Agent {
         }
         // Decided once this release's manifest is on disk: before, an app with server names
         // could be taken for the default server.
-        let default_server = self.default_app(wanted).as_ref() == Some(app);
+        let default_server = self.default_app(target.versions).as_ref() == Some(app);
         let mut site = self.site(&manifest, &release_dir, default_server)?;
         let mut setup = ReleaseSetup::new(&release_dir);
         setup.python = self.config.releases.python.clone();
@@ -535,7 +542,7 @@ impl Agent {
                     env.generation
                 );
             }
-            verifier.check_env(&self.config.group, app, &env)?;
+            target.verifier.check_env(&self.config.group, app, &env)?;
             site.secret_env_file = Some(self.write_secret_env(app, &env.vars)?);
             setup.env.extend(env.vars);
         }
