@@ -43,6 +43,12 @@ fn rfc3339_now() -> String {
     humantime::format_rfc3339_seconds(SystemTime::now()).to_string()
 }
 
+/// The once-hooks lease this server took: its key, and the ETag it was written with.
+struct HeldLease<'a> {
+    key: &'a str,
+    etag: String,
+}
+
 impl OnceRunner<'_> {
     /// Makes sure the once hooks of `app` `version` ran successfully in this group, running them
     /// here (through `run`) if this server wins the lease. A failed result is an error, for every
@@ -84,9 +90,11 @@ impl OnceRunner<'_> {
             };
             if let Some(etag) = taken {
                 let run = run.take().expect("this server leads at most once per call");
-                return self
-                    .lead(app, version, hooks, &lease_key, &result_key, etag, run)
-                    .await;
+                let held = HeldLease {
+                    key: &lease_key,
+                    etag,
+                };
+                return self.lead(app, version, hooks, held, &result_key, run).await;
             }
             if Instant::now() >= deadline {
                 let holder = lease
@@ -130,17 +138,19 @@ impl OnceRunner<'_> {
         }
     }
 
-    #[allow(clippy::too_many_arguments)]
     async fn lead(
         &self,
         app: &AppName,
         version: &Version,
         hooks: &[String],
-        lease_key: &str,
+        held: HeldLease<'_>,
         result_key: &str,
-        etag: String,
         run: impl FnOnce() -> Result<Vec<HookRun>, WebError>,
     ) -> anyhow::Result<Once> {
+        let HeldLease {
+            key: lease_key,
+            etag,
+        } = held;
         tracing::info!(%app, %version, "this server runs the once hooks for group {}", self.group);
         let etag = Arc::new(Mutex::new(etag));
         let lost = Arc::new(AtomicBool::new(false));

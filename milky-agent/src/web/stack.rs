@@ -1119,10 +1119,8 @@ impl WebStack {
         }
         crate::crash::point("remove:slots-stopped");
         self.retire_slot_logs(app)?;
-        let dir = self.app_dir(app);
-        if dir.exists() {
-            fs_err::remove_dir_all(&dir)?;
-        }
+        // nginx's records first: while the Apache dir is left, a run cut short here is seen as
+        // an app to remove, and finished.
         remove_if_exists(&self.nginx_live_link(app))?;
         for entry in read_dir_if_exists(&self.nginx_prefix().join("slots"))? {
             if entry.file_name().to_str().and_then(|n| n.split('.').next()) == Some(app) {
@@ -1130,6 +1128,10 @@ impl WebStack {
             }
         }
         self.prune_snippets(app)?;
+        let dir = self.app_dir(app);
+        if dir.exists() {
+            fs_err::remove_dir_all(&dir)?;
+        }
         let mut ports = self.read_ports()?;
         if ports.remove(app).is_some() {
             self.write_ports(&ports)?;
