@@ -184,7 +184,7 @@ impl WebStack {
         for dir in [
             stack.nginx_apps_dir(),
             stack.nginx_prefix().join("live"),
-            stack.nginx_prefix().join("slots"),
+            stack.nginx_slots_dir(),
             stack.nginx_snippets_dir(),
             stack.nginx_prefix().join("logs"),
             stack.nginx_prefix().join("tmp"),
@@ -246,9 +246,11 @@ impl WebStack {
     /// ends in the slot's port (read by the `$milky_live_port` map of the main config) and its
     /// `static` link leads to the static files of the slot's release.
     fn nginx_slot_dir(&self, app: &str, slot: Slot, port: u16) -> PathBuf {
-        self.nginx_prefix()
-            .join("slots")
-            .join(format!("{app}.{slot}.{port}"))
+        self.nginx_slots_dir().join(format!("{app}.{slot}.{port}"))
+    }
+
+    fn nginx_slots_dir(&self) -> PathBuf {
+        self.nginx_prefix().join("slots")
     }
 
     fn nginx_snippets_dir(&self) -> PathBuf {
@@ -1122,7 +1124,7 @@ impl WebStack {
         // nginx's records first: while the Apache dir is left, a run cut short here is seen as
         // an app to remove, and finished.
         remove_if_exists(&self.nginx_live_link(app))?;
-        for entry in read_dir_if_exists(&self.nginx_prefix().join("slots"))? {
+        for entry in read_dir_if_exists(&self.nginx_slots_dir())? {
             if entry.file_name().to_str().and_then(|n| n.split('.').next()) == Some(app) {
                 fs_err::remove_dir_all(entry.path())?;
             }
