@@ -14,25 +14,33 @@
 //! and every change to a config is tested before it replaces the previous one, so one app's
 //! broken release or snippet never touches the other apps.
 
+mod apache;
 mod commands;
 mod error;
+mod health;
 mod hook_user;
+mod logs;
+mod nginx;
+mod paths;
+mod ports;
 mod process;
 mod release;
+mod remove;
+mod served;
 mod site;
 mod slot;
 mod stack;
 mod templates;
 pub mod validate;
 
+pub use apache::SlotInfo;
 pub use commands::{CommandLine, ServiceCommands};
 pub use error::WebError;
+pub use health::HealthReport;
 pub use hook_user::HookUser;
+pub use logs::{LogWriter, WebLog, WebLogSource};
 pub use release::{HookRun, PreparedRelease, ReleaseSetup, prepare_release, run_hooks};
 pub use site::AppSite;
 pub use slot::Slot;
-pub use stack::{
-    HealthReport, LogWriter, SlotInfo, SlotPorts, Timeouts, WebLog, WebLogSource, WebSettings,
-    WebStack,
-};
+pub use stack::{SlotPorts, Timeouts, WebSettings, WebStack};
 pub use templates::{APACHE_SLOT, APACHE_WSGI, NGINX_APP, NGINX_MAIN, Templates};

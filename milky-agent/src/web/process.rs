@@ -1,7 +1,9 @@
-//! Small Linux process helpers: pid files, liveness and children through /proc, waiting.
+//! Small Linux helpers of the web stack: pid files, liveness and children through /proc,
+//! waiting, signals, and files replaced in one rename.
 //!
-//! No signals are sent from here (the workspace denies `unsafe`, and the service commands are
-//! the one way the agent acts on nginx and Apache); these only observe.
+//! The service commands start, reload and stop nginx and Apache; the one signal the agent sends
+//! them itself is nginx's "reopen your logs", through rustix's `kill(2)` (no `unsafe` here, no
+//! `kill` process).
 
 use std::io::ErrorKind;
 use std::net::{Ipv4Addr, SocketAddr, TcpStream};
@@ -9,7 +11,12 @@ use std::path::Path;
 use std::thread::sleep;
 use std::time::{Duration, Instant};
 
+use rustix::process::{Pid, Signal};
+
 use super::WebError;
+
+/// How often the stack looks again while it waits for a process or a port.
+pub const POLL: Duration = Duration::from_millis(50);
 
 /// The pid in `path`, or `None` when the file is missing or holds no number (a half-written pid
 /// file after a crash means "not running" too).
@@ -67,6 +74,22 @@ pub fn children(parent: u32) -> Vec<(u32, String)> {
     out
 }
 
+/// Sends `signal` to process `pid`; `what` says why, for the error.
+pub fn send_signal(pid: u32, signal: Signal, what: &str) -> Result<(), WebError> {
+    let signal_name = format!("{signal:?}").replace("Signal::", "SIG");
+    let error = |source: std::io::Error| WebError::Signal {
+        what: what.to_owned(),
+        signal: signal_name.clone(),
+        pid,
+        source,
+    };
+    let target = i32::try_from(pid)
+        .ok()
+        .and_then(Pid::from_raw)
+        .ok_or_else(|| error(ErrorKind::InvalidInput.into()))?;
+    rustix::process::kill_process(target, signal).map_err(|errno| error(errno.into()))
+}
+
 /// Polls `done` every `every` until it holds or `timeout` passes; returns whether it held.
 pub fn wait_until(timeout: Duration, every: Duration, mut done: impl FnMut() -> bool) -> bool {
     let deadline = Instant::now() + timeout;
@@ -117,6 +140,29 @@ pub fn tail(path: &Path, lines: usize) -> String {
     let text = String::from_utf8_lossy(&text);
     let all: Vec<&str> = text.lines().collect();
     all[all.len().saturating_sub(lines)..].join("\n")
+}
+
+/// The end of a log file with its path, for error messages.
+pub fn log_excerpt(path: &Path) -> String {
+    format!("tail of {}:\n{}", path.display(), tail(path, 20))
+}
+
+/// Removes the file `path`; one that is already gone is fine.
+pub fn remove_if_exists(path: &Path) -> Result<(), WebError> {
+    match fs_err::remove_file(path) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// The entries of `dir`, none when it does not exist.
+pub fn read_dir_if_exists(dir: &Path) -> Result<Vec<std::fs::DirEntry>, WebError> {
+    match std::fs::read_dir(dir) {
+        Ok(entries) => Ok(entries.flatten().collect()),
+        Err(e) if e.kind() == ErrorKind::NotFound => Ok(Vec::new()),
+        Err(e) => Err(e.into()),
+    }
 }
 
 /// Writes `contents` to `path` through a temp file in the same directory and a rename, so a
