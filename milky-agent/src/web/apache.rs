@@ -280,3 +280,173 @@ fn slot_vars(conf: &str, app: &str, slot: Slot, dir: &Path) -> Vec<(&'static str
         ("dir", dir.display().to_string()),
     ]
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::super::stack::test_stack;
+    use super::*;
+
+    fn site(release: &Path) -> AppSite {
+        AppSite::new("shop", "shop.example", release, "mysite/wsgi.py")
+    }
+
+    #[test]
+    fn a_slot_config_names_its_own_port_dirs_and_release() {
+        let (dir, stack) = test_stack();
+        let release = dir.path().join("releases/shop/1.0");
+        let conf = stack.render_apache(&site(&release), Slot::Green).unwrap();
+        let port = stack.slot_port("shop", Slot::Green).unwrap();
+        let slot_dir = stack.slot_dir("shop", Slot::Green);
+        for want in [
+            format!("Listen 127.0.0.1:{port}\n"),
+            format!("<VirtualHost 127.0.0.1:{port}>"),
+            format!(
+                "PidFile \"{}\"",
+                stack.slot_pid_file("shop", Slot::Green).display()
+            ),
+            format!(
+                "ErrorLog \"{}\"",
+                stack.slot_error_log("shop", Slot::Green).display()
+            ),
+            format!("python-path={} ", release.display()),
+            format!("WSGIScriptAlias / {}/wsgi.py ", slot_dir.display()),
+            "WSGIDaemonProcess shop-green ".to_owned(),
+            "ServerName shop.example\n".to_owned(),
+        ] {
+            assert!(conf.contains(&want), "{want:?} missing from:\n{conf}");
+        }
+        // The other slot has the other port of the pair.
+        let blue = stack.render_apache(&site(&release), Slot::Blue).unwrap();
+        assert!(blue.contains(&format!("Listen 127.0.0.1:{}\n", port - 1)));
+    }
+
+    #[test]
+    fn the_wsgi_wrapper_sets_the_apps_environment_as_python_literals() {
+        let (dir, stack) = test_stack();
+        let mut site = site(&dir.path().join("rel"));
+        site.env = BTreeMap::from([("GREETING".to_owned(), "say \"hi\"".to_owned())]);
+        let wsgi = stack.render_wsgi(&site, Slot::Blue).unwrap();
+        assert!(
+            wsgi.contains(
+                r#"os.environ.update({"GREETING":"say \"hi\"","MILKY_APP":"shop","MILKY_SLOT":"blue"})"#
+            ),
+            "{wsgi}"
+        );
+        let wsgi_file = serde_json::to_string(&dir.path().join("rel/mysite/wsgi.py")).unwrap();
+        assert!(
+            wsgi.contains(&format!("runpy.run_path({wsgi_file}, ")),
+            "{wsgi}"
+        );
+        assert!(
+            !wsgi.contains("json.load"),
+            "no secrets file, no secrets: {wsgi}"
+        );
+    }
+
+    #[test]
+    fn a_bad_site_is_refused_before_a_port_is_handed_out() {
+        let (dir, stack) = test_stack();
+        let mut site = site(&dir.path().join("rel"));
+        site.server_names = vec!["shop.example; include /etc/passwd".to_owned()];
+        assert!(matches!(
+            stack.render_apache(&site, Slot::Blue),
+            Err(WebError::Invalid { .. })
+        ));
+        assert!(!stack.ports_file().exists());
+    }
+
+    #[test]
+    fn slot_info_reads_back_what_start_recorded() {
+        let (_dir, stack) = test_stack();
+        assert_eq!(stack.slot_info("shop", Slot::Blue).unwrap(), None);
+        let info = SlotInfo {
+            app: "shop".to_owned(),
+            slot: Slot::Blue,
+            port: 8100,
+            release_dir: PathBuf::from("/srv/milky/apps/shop/releases/1.0"),
+            server_name: "shop.example".to_owned(),
+        };
+        let path = stack.slot_info_file("shop", Slot::Blue);
+        fs_err::create_dir_all(path.parent().unwrap()).unwrap();
+        fs_err::write(&path, toml::to_string(&info).unwrap()).unwrap();
+        assert_eq!(stack.slot_info("shop", Slot::Blue).unwrap(), Some(info));
+        fs_err::write(&path, "port = \"eighty\"").unwrap();
+        assert!(matches!(
+            stack.slot_info("shop", Slot::Blue),
+            Err(WebError::State { path: p, .. }) if p == path
+        ));
+    }
+
+    #[test]
+    fn a_slot_runs_while_its_pid_file_names_a_live_process() {
+        let (_dir, stack) = test_stack();
+        let pid_file = stack.slot_pid_file("shop", Slot::Green);
+        assert!(!stack.is_running("shop", Slot::Green).unwrap());
+        fs_err::create_dir_all(pid_file.parent().unwrap()).unwrap();
+        // This test process stands for the slot's Apache.
+        fs_err::write(&pid_file, format!("{}\n", std::process::id())).unwrap();
+        assert_eq!(
+            stack.slot_pid("shop", Slot::Green).unwrap(),
+            Some(std::process::id())
+        );
+        // A process that has exited and been reaped.
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let gone = child.id();
+        child.wait().unwrap();
+        fs_err::write(&pid_file, gone.to_string()).unwrap();
+        assert!(!stack.is_running("shop", Slot::Green).unwrap());
+        // Half-written after a crash.
+        fs_err::write(&pid_file, "").unwrap();
+        assert_eq!(stack.slot_pid("shop", Slot::Green).unwrap(), None);
+    }
+
+    #[test]
+    fn the_live_slot_is_neither_restarted_nor_stopped() {
+        let (dir, stack) = test_stack();
+        let site = site(&dir.path().join("rel"));
+        fs_err::write(
+            stack.nginx_app_file("shop"),
+            stack.render_nginx_app(&site).unwrap(),
+        )
+        .unwrap();
+        let port = stack.slot_port("shop", Slot::Green).unwrap();
+        stack
+            .point_live_link("shop", &stack.nginx_slot_dir("shop", Slot::Green, port))
+            .unwrap();
+        let pid_file = stack.slot_pid_file("shop", Slot::Green);
+        fs_err::create_dir_all(pid_file.parent().unwrap()).unwrap();
+        fs_err::write(&pid_file, std::process::id().to_string()).unwrap();
+
+        let err = stack.start_slot(&site, Slot::Green).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                WebError::SlotIsLive {
+                    slot: Slot::Green,
+                    action: "restarting",
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        let err = stack.stop_slot("shop", Slot::Green).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                WebError::SlotIsLive {
+                    slot: Slot::Green,
+                    action: "stopping",
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        // Nothing was touched: the pid file still names the "running" slot.
+        assert!(stack.is_running("shop", Slot::Green).unwrap());
+        assert!(!stack.slot_conf("shop", Slot::Green).exists());
+        // Stopping the idle slot that does not run is a no-op.
+        stack.stop_slot("shop", Slot::Blue).unwrap();
+    }
+}

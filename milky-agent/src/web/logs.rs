@@ -137,3 +137,100 @@ impl WebStack {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::process::ExitStatusExt;
+
+    use super::super::stack::test_stack;
+    use super::*;
+
+    fn touch(path: &std::path::Path) {
+        fs_err::create_dir_all(path.parent().unwrap()).unwrap();
+        fs_err::write(path, "a line\n").unwrap();
+    }
+
+    #[test]
+    fn each_log_file_is_listed_with_who_writes_it() {
+        let (_dir, stack) = test_stack();
+        touch(&stack.nginx_logs_dir().join("access.log"));
+        touch(&stack.nginx_app_log("shop", "access"));
+        touch(&stack.nginx_app_log("gone", "error"));
+        // Not logs of an app server block.
+        touch(&stack.nginx_logs_dir().join("Bad.access.log"));
+        touch(&stack.nginx_logs_dir().join("shop.debug.log"));
+        fs_err::write(
+            stack.nginx_app_file("shop"),
+            "# milky-site: default=false\n",
+        )
+        .unwrap();
+        touch(&stack.slot_error_log("shop", Slot::Blue));
+        touch(&stack.slot_error_log("shop", Slot::Green));
+        touch(&stack.slot_pid_file("shop", Slot::Green));
+        fs_err::write(
+            stack.slot_pid_file("shop", Slot::Green),
+            std::process::id().to_string(),
+        )
+        .unwrap();
+        touch(&stack.retired_logs_dir().join("old.green.1700000000.log"));
+        touch(&stack.retired_logs_dir().join("old.purple.1700000000.log"));
+
+        let mut found: Vec<_> = stack
+            .log_files()
+            .unwrap()
+            .into_iter()
+            .map(|l| (l.source, l.app, l.file, l.writer))
+            .collect();
+        found.sort_by_key(|(_, app, file, _)| (app.clone(), file.clone()));
+        let entry = |source, app: Option<&str>, file: &str, writer| {
+            (source, app.map(str::to_owned), file.to_owned(), writer)
+        };
+        use WebLogSource::{Apache, Nginx};
+        assert_eq!(
+            found,
+            [
+                // nginx's own error log does not exist yet, so it is not listed.
+                entry(Nginx, None, "access", LogWriter::Nginx),
+                entry(Nginx, Some("gone"), "error", LogWriter::Retired),
+                entry(Apache, Some("old"), "green", LogWriter::Retired),
+                entry(Nginx, Some("shop"), "access", LogWriter::Nginx),
+                entry(Apache, Some("shop"), "blue", LogWriter::IdleSlot),
+                entry(Apache, Some("shop"), "green", LogWriter::LiveSlot),
+            ]
+        );
+    }
+
+    #[test]
+    fn only_logs_with_something_in_them_are_retired() {
+        let (_dir, stack) = test_stack();
+        touch(&stack.slot_error_log("shop", Slot::Blue));
+        let green = stack.slot_error_log("shop", Slot::Green);
+        touch(&green);
+        fs_err::write(&green, "").unwrap();
+        stack.retire_slot_logs("shop").unwrap();
+        let retired = read_dir_if_exists(&stack.retired_logs_dir()).unwrap();
+        assert_eq!(retired.len(), 1);
+        assert_eq!(
+            fs_err::read_to_string(retired[0].path()).unwrap(),
+            "a line\n"
+        );
+        assert!(!stack.slot_error_log("shop", Slot::Blue).exists());
+        assert!(green.exists());
+    }
+
+    #[test]
+    fn nginx_is_told_to_reopen_its_logs_by_usr1() {
+        let (_dir, stack) = test_stack();
+        // No nginx: nothing to tell.
+        stack.reopen_nginx_logs().unwrap();
+        // A process stands in for the nginx master: USR1 ends it, which shows it was sent.
+        let mut master = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .unwrap();
+        fs_err::write(stack.nginx_pid_file(), master.id().to_string()).unwrap();
+        stack.reopen_nginx_logs().unwrap();
+        let status = master.wait().unwrap();
+        assert_eq!(status.signal(), Some(Signal::USR1.as_raw()));
+    }
+}

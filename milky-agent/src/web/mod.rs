@@ -13,6 +13,16 @@
 //! Everything a package provides is checked ([`AppSite::validate`]) before it reaches a config,
 //! and every change to a config is tested before it replaces the previous one, so one app's
 //! broken release or snippet never touches the other apps.
+//!
+//! The files: `stack.rs` ([`WebStack`] and its settings), with one `impl WebStack` block per
+//! concern beside it: `paths.rs` (the layout of the web root), `ports.rs` (slot ports and
+//! `ports.toml`), `apache.rs` (a slot's config, start, stop and read-back), `nginx.rs` (render,
+//! test, reload, the switch by live link, drain), `health.rs`, `served.rs` (what runs, read back
+//! from the app files and live links), `remove.rs` (taking an app off) and `logs.rs` (the log
+//! files to ship). Then `release.rs` (venv, requirements, hooks), `hook_user.rs` (hooks as an
+//! unprivileged user), `site.rs` ([`AppSite`]), `validate.rs`, `templates.rs`, `slot.rs`,
+//! `commands.rs` (the service command lines), `process.rs` (pid files, /proc, signals, atomic
+//! file writes) and `error.rs`.
 
 mod apache;
 mod commands;

@@ -363,3 +363,168 @@ impl WebStack {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::stack::test_stack;
+    use super::*;
+
+    /// A site whose release (under `root`) has an nginx snippet with `snippet` in it.
+    fn site_with_snippet(root: &Path, snippet: &str) -> AppSite {
+        let release = root.join("releases/shop");
+        fs_err::create_dir_all(release.join("deploy")).unwrap();
+        fs_err::write(release.join("deploy/nginx.conf"), snippet).unwrap();
+        let mut site = AppSite::new("shop", "shop.example", &release, "mysite/wsgi.py");
+        site.nginx_snippet = Some(PathBuf::from("deploy/nginx.conf"));
+        site
+    }
+
+    #[test]
+    fn an_app_file_names_the_live_link_and_no_slot() {
+        let (dir, stack) = test_stack();
+        let mut site = AppSite::new("shop", "shop.example", dir.path(), "mysite/wsgi.py");
+        site.default_server = true;
+        let text = stack.render_nginx_app(&site).unwrap();
+        assert_eq!(
+            text.lines().next(),
+            Some(
+                SiteHeader {
+                    default_server: true,
+                    legacy_slot: None
+                }
+                .line()
+                .as_str()
+            )
+        );
+        let live = stack.nginx_live_link("shop");
+        assert!(
+            text.contains(&format!("root {};", live.display())),
+            "{text}"
+        );
+        assert!(
+            text.contains(&format!("alias {}/static/;", live.display())),
+            "{text}"
+        );
+        assert!(
+            text.contains("listen 127.0.0.1:9 default_server;"),
+            "{text}"
+        );
+        // Both slots render the same file, so a switch between them needs no reload.
+        assert!(!text.contains("blue") && !text.contains("green"), "{text}");
+    }
+
+    #[test]
+    fn the_snippet_copy_is_named_by_its_contents() {
+        let (dir, stack) = test_stack();
+        let first = stack
+            .render_nginx_app(&site_with_snippet(dir.path(), "add_header X-A 1;\n"))
+            .unwrap();
+        let again = stack
+            .render_nginx_app(&site_with_snippet(dir.path(), "add_header X-A 1;\n"))
+            .unwrap();
+        let changed = stack
+            .render_nginx_app(&site_with_snippet(dir.path(), "add_header X-A 2;\n"))
+            .unwrap();
+        assert_eq!(first, again);
+        assert_ne!(first, changed, "a changed snippet changes the app's file");
+        let include = format!("include {}/shop.", stack.nginx_snippets_dir().display());
+        assert!(first.contains(&include), "{first}");
+        // Rendering writes nothing: the copy is made by the switch.
+        assert_eq!(
+            read_dir_if_exists(&stack.nginx_snippets_dir())
+                .unwrap()
+                .len(),
+            0
+        );
+    }
+
+    #[test]
+    fn the_main_config_has_a_catch_all_only_without_a_default_app() {
+        let (_dir, stack) = test_stack();
+        let includes = [stack.nginx_app_file("blog"), stack.nginx_app_file("shop")];
+        let without = stack.render_nginx_main(&includes, false).unwrap();
+        let with = stack.render_nginx_main(&includes, true).unwrap();
+        assert!(without.contains("return 404;"), "{without}");
+        assert!(!with.contains("return 404;"), "{with}");
+        let blog = without
+            .find(&format!("include {};", includes[0].display()))
+            .unwrap();
+        let shop = without
+            .find(&format!("include {};", includes[1].display()))
+            .unwrap();
+        assert!(blog < shop);
+        let pid = format!("pid {};", stack.nginx_pid_file().display());
+        assert!(with.contains(&pid), "{with}");
+    }
+
+    #[test]
+    fn a_second_default_server_is_refused_before_any_file_changes() {
+        let (dir, stack) = test_stack();
+        fs_err::write(stack.nginx_app_file("shop"), "# milky-site: default=true\n").unwrap();
+        let mut blog = AppSite::new("blog", "blog.example", dir.path(), "mysite/wsgi.py");
+        blog.default_server = true;
+        let text = stack.render_nginx_app(&blog).unwrap();
+        let err = stack
+            .apply_nginx("blog", Some((text, true)), None, false)
+            .unwrap_err();
+        assert!(
+            matches!(&err, WebError::TwoDefaultServers { first, second } if first == "blog" && second == "shop"),
+            "{err}"
+        );
+        let files: Vec<_> = read_dir_if_exists(&stack.nginx_apps_dir())
+            .unwrap()
+            .iter()
+            .map(|e| e.file_name())
+            .collect();
+        assert_eq!(files, ["shop.conf"]);
+        assert!(!stack.nginx_conf().exists());
+        assert!(!stack.reload_marker().exists());
+    }
+
+    #[test]
+    fn a_slots_nginx_dir_links_to_its_releases_static_files() {
+        let (dir, stack) = test_stack();
+        let mut site = AppSite::new("shop", "shop.example", dir.path(), "mysite/wsgi.py");
+        let slot_dir = stack.prepare_nginx_slot(&site, Slot::Blue).unwrap();
+        let port = stack.slot_port("shop", Slot::Blue).unwrap();
+        assert_eq!(slot_dir, stack.nginx_slot_dir("shop", Slot::Blue, port));
+        assert_eq!(
+            fs_err::read_link(slot_dir.join("static")).unwrap(),
+            dir.path().join("static_collected")
+        );
+        site.static_dir = None;
+        stack.prepare_nginx_slot(&site, Slot::Blue).unwrap();
+        assert!(fs_err::symlink_metadata(slot_dir.join("static")).is_err());
+    }
+
+    #[test]
+    fn only_snippet_copies_of_the_app_that_its_file_does_not_include_are_pruned() {
+        let (_dir, stack) = test_stack();
+        let snippets = stack.nginx_snippets_dir();
+        let kept = snippets.join("shop.aaaa.conf");
+        fs_err::write(
+            stack.nginx_app_file("shop"),
+            format!("# milky-site: default=false\ninclude {};\n", kept.display()),
+        )
+        .unwrap();
+        for name in [
+            "shop.aaaa.conf",
+            "shop.bbbb.conf",
+            "shopping.cccc.conf",
+            "blog.dddd.conf",
+        ] {
+            fs_err::write(snippets.join(name), "").unwrap();
+        }
+        stack.prune_snippets("shop").unwrap();
+        let mut left: Vec<_> = read_dir_if_exists(&snippets)
+            .unwrap()
+            .iter()
+            .map(|e| e.file_name().into_string().unwrap())
+            .collect();
+        left.sort();
+        assert_eq!(
+            left,
+            ["blog.dddd.conf", "shop.aaaa.conf", "shopping.cccc.conf"]
+        );
+    }
+}

@@ -76,7 +76,10 @@ pub fn children(parent: u32) -> Vec<(u32, String)> {
 
 /// Sends `signal` to process `pid`; `what` says why, for the error.
 pub fn send_signal(pid: u32, signal: Signal, what: &str) -> Result<(), WebError> {
-    let signal_name = format!("{signal:?}").replace("Signal::", "SIG");
+    // rustix's Debug form is `"Signal::USR1"`, quotes included.
+    let signal_name = format!("{signal:?}")
+        .trim_matches('"')
+        .replace("Signal::", "SIG");
     let error = |source: std::io::Error| WebError::Signal {
         what: what.to_owned(),
         signal: signal_name.clone(),
@@ -191,4 +194,73 @@ pub fn replace_symlink(target: &Path, link: &Path) -> Result<(), WebError> {
     fs_err::os::unix::fs::symlink(target, &tmp)?;
     fs_err::rename(&tmp, link)?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_log_excerpt_is_the_end_of_the_file_under_its_path() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("error.log");
+        let lines: Vec<String> = (1..=30).map(|n| format!("line {n}")).collect();
+        fs_err::write(&log, lines.join("\n")).unwrap();
+        let excerpt = log_excerpt(&log);
+        let (head, body) = excerpt.split_once('\n').unwrap();
+        assert_eq!(head, format!("tail of {}:", log.display()));
+        assert_eq!(body, lines[10..].join("\n"));
+        // A log that is not there yet still names where it was looked for.
+        let missing = dir.path().join("missing.log");
+        assert_eq!(
+            log_excerpt(&missing),
+            format!("tail of {}:\n", missing.display())
+        );
+    }
+
+    #[test]
+    fn removing_and_listing_what_is_not_there_is_fine() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("marker");
+        fs_err::write(&file, "").unwrap();
+        remove_if_exists(&file).unwrap();
+        assert!(!file.exists());
+        remove_if_exists(&file).unwrap();
+        assert!(
+            read_dir_if_exists(&dir.path().join("nope"))
+                .unwrap()
+                .is_empty()
+        );
+        assert!(read_dir_if_exists(dir.path()).unwrap().is_empty());
+        // A directory is not a file: that is an error, not "already gone".
+        assert!(remove_if_exists(dir.path()).is_err());
+    }
+
+    #[test]
+    fn a_signal_that_cannot_be_sent_says_what_for_and_to_whom() {
+        let err = send_signal(u32::MAX, Signal::USR1, "reopen nginx's logs").unwrap_err();
+        let text = err.to_string();
+        assert!(
+            text.starts_with("cannot reopen nginx's logs: SIGUSR1 to pid 4294967295 failed"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn replaced_files_and_links_hold_the_new_contents() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("ports.toml");
+        write_atomic(&file, "a = 1").unwrap();
+        write_atomic(&file, "a = 2").unwrap();
+        assert_eq!(fs_err::read_to_string(&file).unwrap(), "a = 2");
+        let link = dir.path().join("live");
+        replace_symlink(Path::new("../slots/a"), &link).unwrap();
+        replace_symlink(Path::new("../slots/b"), &link).unwrap();
+        assert_eq!(fs_err::read_link(&link).unwrap(), Path::new("../slots/b"));
+        assert_eq!(
+            read_dir_if_exists(dir.path()).unwrap().len(),
+            2,
+            "no temp file left"
+        );
+    }
 }

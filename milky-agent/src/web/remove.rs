@@ -41,3 +41,81 @@ impl WebStack {
         self.free_slot_ports(app)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::stack::test_stack;
+    use super::*;
+
+    /// The files of an app with both slots stopped and no nginx file (so no nginx is needed).
+    fn leave_files_of(stack: &WebStack, app: &str) {
+        for slot in Slot::ALL {
+            let port = stack.slot_port(app, slot).unwrap();
+            fs_err::create_dir_all(stack.nginx_slot_dir(app, slot, port)).unwrap();
+            let log = stack.slot_error_log(app, slot);
+            fs_err::create_dir_all(log.parent().unwrap()).unwrap();
+            // Only the blue slot has logged anything.
+            let text = if slot == Slot::Blue {
+                "[error] boom\n"
+            } else {
+                ""
+            };
+            fs_err::write(&log, text).unwrap();
+        }
+        let port = stack.slot_port(app, Slot::Green).unwrap();
+        stack
+            .point_live_link(app, &stack.nginx_slot_dir(app, Slot::Green, port))
+            .unwrap();
+        fs_err::write(
+            stack.nginx_snippets_dir().join(format!("{app}.abcd.conf")),
+            "",
+        )
+        .unwrap();
+    }
+
+    #[test]
+    fn removal_takes_every_file_of_the_app_and_nothing_else() {
+        let (_dir, stack) = test_stack();
+        leave_files_of(&stack, "shop");
+        leave_files_of(&stack, "shopping");
+        let other_port = stack.slot_port("shopping", Slot::Blue).unwrap();
+
+        stack.remove_app("shop").unwrap();
+
+        assert!(!stack.app_dir("shop").exists());
+        assert!(fs_err::symlink_metadata(stack.nginx_live_link("shop")).is_err());
+        assert!(!stack.nginx_snippets_dir().join("shop.abcd.conf").exists());
+        let slot_dirs: Vec<_> = read_dir_if_exists(&stack.nginx_slots_dir())
+            .unwrap()
+            .iter()
+            .map(|e| e.file_name().into_string().unwrap())
+            .filter(|n| n.starts_with("shop."))
+            .collect();
+        assert!(slot_dirs.is_empty(), "{slot_dirs:?}");
+        let ports = fs_err::read_to_string(stack.ports_file()).unwrap();
+        assert!(!ports.contains("shop ="), "{ports}");
+
+        // The blue slot's log is kept for shipping; the empty green one is not.
+        let retired: Vec<_> = read_dir_if_exists(&stack.retired_logs_dir())
+            .unwrap()
+            .iter()
+            .map(|e| e.file_name().into_string().unwrap())
+            .collect();
+        assert_eq!(retired.len(), 1, "{retired:?}");
+        assert!(retired[0].starts_with("shop.blue."), "{retired:?}");
+
+        // The other app, whose name starts the same, keeps everything.
+        assert!(stack.app_dir("shopping").exists());
+        assert!(fs_err::read_link(stack.nginx_live_link("shopping")).is_ok());
+        assert!(
+            stack
+                .nginx_snippets_dir()
+                .join("shopping.abcd.conf")
+                .exists()
+        );
+        assert_eq!(stack.slot_port("shopping", Slot::Blue).unwrap(), other_port);
+
+        // Removing it again finds nothing left to do.
+        stack.remove_app("shop").unwrap();
+    }
+}

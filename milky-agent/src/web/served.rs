@@ -138,7 +138,86 @@ impl SiteHeader {
 
 #[cfg(test)]
 mod tests {
+    use super::super::stack::test_stack;
     use super::*;
+
+    fn write_site_file(stack: &WebStack, app: &str, first_line: &str) {
+        fs_err::write(
+            stack.nginx_app_file(app),
+            format!("{first_line}\nserver {{}}\n"),
+        )
+        .unwrap();
+    }
+
+    #[test]
+    fn the_live_slot_is_where_the_link_nginx_follows_leads() {
+        let (_dir, stack) = test_stack();
+        assert_eq!(stack.live_slot("shop").unwrap(), None, "not served");
+        write_site_file(&stack, "shop", "# milky-site: default=false");
+        assert_eq!(stack.live_slot("shop").unwrap(), None, "no link yet");
+        let slot_dir = stack.nginx_slot_dir("shop", Slot::Green, 8102);
+        stack.point_live_link("shop", &slot_dir).unwrap();
+        assert_eq!(stack.live_slot("shop").unwrap(), Some(Slot::Green));
+        // Relative, so the root may move.
+        assert_eq!(
+            fs_err::read_link(stack.nginx_live_link("shop")).unwrap(),
+            Path::new("../slots/shop.green.8102")
+        );
+        stack
+            .point_live_link("shop", &stack.nginx_slot_dir("shop", Slot::Blue, 8101))
+            .unwrap();
+        assert_eq!(stack.live_slot("shop").unwrap(), Some(Slot::Blue));
+    }
+
+    #[test]
+    fn an_older_agents_file_names_the_live_slot_itself() {
+        let (_dir, stack) = test_stack();
+        write_site_file(
+            &stack,
+            "shop",
+            "# milky-live: slot=green port=8102 default=false",
+        );
+        assert_eq!(stack.live_slot("shop").unwrap(), Some(Slot::Green));
+    }
+
+    #[test]
+    fn a_link_or_file_the_agent_did_not_write_is_an_error_naming_it() {
+        let (_dir, stack) = test_stack();
+        write_site_file(&stack, "shop", "# milky-site: default=false");
+        let link = stack.nginx_live_link("shop");
+        std::os::unix::fs::symlink("/var/www", &link).unwrap();
+        assert!(matches!(
+            stack.live_slot("shop"),
+            Err(WebError::State { path, .. }) if path == link
+        ));
+        write_site_file(&stack, "blog", "server {}");
+        let file = stack.nginx_app_file("blog");
+        assert!(matches!(
+            stack.live_slot("blog"),
+            Err(WebError::State { path, .. }) if path == file
+        ));
+    }
+
+    #[test]
+    fn served_and_known_apps_are_read_from_the_dirs() {
+        let (_dir, stack) = test_stack();
+        write_site_file(&stack, "shop", "# milky-site: default=true");
+        write_site_file(&stack, "blog", "# milky-site: default=false");
+        // Not app files: a candidate left by a failed test, a bad name, another suffix.
+        for name in ["api.conf.new", "Bad.conf", "notes.txt"] {
+            fs_err::write(stack.nginx_apps_dir().join(name), "").unwrap();
+        }
+        fs_err::create_dir_all(stack.app_dir("api")).unwrap();
+        fs_err::create_dir_all(stack.apache_dir().join("Not an app")).unwrap();
+        assert_eq!(
+            stack.served_apps().unwrap(),
+            BTreeMap::from([("blog".to_owned(), false), ("shop".to_owned(), true)])
+        );
+        assert_eq!(
+            stack.known_apps().unwrap(),
+            BTreeSet::from(["api", "blog", "shop"].map(str::to_owned))
+        );
+    }
 
     #[test]
     fn site_header_round_trips_and_reads_the_legacy_one() {
