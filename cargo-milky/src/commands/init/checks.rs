@@ -325,9 +325,9 @@ pub fn render_overlay(module: &str, overlay_file: &Path, fixes: &[Fix]) -> Strin
     // parents[N] of the overlay file is the project root.
     let depth = overlay_file.components().count().saturating_sub(1);
     let mut text = format!(
-        "{OVERLAY_MARKER}: the settings the servers use (milky.toml's [app] settings).\n\
-         # They are {module}, with only what would fail a deploy changed. Delete a fix to drop it;\n\
-         # change everything else in {module} itself.\n\
+        "{OVERLAY_MARKER}: the settings the servers use (milky.toml's [app] settings):\n\
+         # {module}, with only what would fail a deploy changed.\n\
+         # Delete a fix to drop it; change everything else in {module} itself.\n\
          import os\n\
          from pathlib import Path\n\
          \n\
