@@ -179,7 +179,9 @@ pub fn run(args: InitArgs, global: &GlobalArgs, printer: Printer) -> anyhow::Res
     }
     let static_dir = match (&findings.static_dir, fixes.contains(&Fix::StaticRoot)) {
         (_, true) => Some(DEFAULT_STATIC_DIR.to_owned()),
-        (dir, false) => dir.clone(),
+        (dir, false) => dir
+            .clone()
+            .filter(|d| milky_core::project::check_relative_path("static_dir", d).is_ok()),
     };
 
     let store = global
