@@ -7,6 +7,7 @@ mod controller;
 mod demo;
 mod env;
 mod harden;
+mod init;
 mod install;
 mod logs;
 mod rollout;

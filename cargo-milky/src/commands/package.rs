@@ -1,10 +1,13 @@
 //! `cargo milky package`: build `<app>-<version>.tar.bz2` from a project directory.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Command, Stdio};
 
 use anyhow::Context;
 use clap::Args;
+use ignore::Match;
+use ignore::gitignore::GitignoreBuilder;
 use milky_core::Version;
 use milky_core::package::source::{self, GitState};
 use milky_core::package::{BuildRequest, BuiltPackage, ProjectTree, build};
@@ -84,6 +87,7 @@ pub fn build_package(
     };
     // Absolute, so the printed path works from wherever the caller is.
     let out_dir = std::path::absolute(&out_dir)?;
+    warn_excluded_tracked(dir, &config.package.exclude, printer);
     let git = GitState::read(dir);
     let tree = ProjectTree::walk(dir, &config, &out_dir)?;
     let source_date = source::source_date(&git, tree.newest_mtime());
@@ -127,6 +131,72 @@ pub fn build_package(
         built.path.display()
     ));
     Ok(built)
+}
+
+/// Warns about files git tracks that `[package] exclude` leaves out: a pattern that matches
+/// deeper than meant (`media/` also drops `app/fixtures/media/`) would otherwise shrink the
+/// package without a word. Quiet outside a git checkout.
+fn warn_excluded_tracked(dir: &Path, excludes: &[String], printer: Printer) {
+    if excludes.is_empty() {
+        return;
+    }
+    let Ok(output) = Command::new("git")
+        .arg("-C")
+        .arg(dir)
+        .args(["ls-files", "-z", "--cached"])
+        .stderr(Stdio::null())
+        .output()
+    else {
+        return;
+    };
+    if !output.status.success() {
+        return;
+    }
+    // The same rules, from the same crate, as the packer's (milky_core::package::build).
+    let mut builder = GitignoreBuilder::new(dir);
+    for pattern in excludes {
+        if builder.add_line(None, pattern).is_err() {
+            return;
+        }
+    }
+    let Ok(matcher) = builder.build() else {
+        return;
+    };
+    let mut dropped: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for raw in output.stdout.split(|b| *b == 0).filter(|p| !p.is_empty()) {
+        let path = String::from_utf8_lossy(raw).into_owned();
+        if !dir.join(&path).exists() {
+            continue;
+        }
+        if let Match::Ignore(glob) = matcher.matched_path_or_any_parents(&path, false) {
+            dropped
+                .entry(glob.original().to_owned())
+                .or_default()
+                .push(path);
+        }
+    }
+    for (pattern, files) in dropped {
+        const SHOWN: usize = 3;
+        let mut names = files
+            .iter()
+            .take(SHOWN)
+            .map(String::as_str)
+            .collect::<Vec<_>>()
+            .join(", ");
+        if files.len() > SHOWN {
+            names += &format!(" and {} more", files.len() - SHOWN);
+        }
+        let hint = if pattern.starts_with('/') {
+            String::new()
+        } else {
+            format!("; if only the project's top-level one is meant, anchor it: \"/{pattern}\"")
+        };
+        printer.status(format!(
+            "warning: [package] exclude {pattern:?} leaves out {} file{} that git tracks: {names}{hint}",
+            files.len(),
+            if files.len() == 1 { "" } else { "s" },
+        ));
+    }
 }
 
 /// `<cargo target dir>/milky` if the project is inside a Cargo workspace, else `DIR/target/milky`.
