@@ -19,6 +19,7 @@ mod error;
 mod hook_user;
 mod process;
 mod release;
+mod data_dir;
 mod site;
 mod slot;
 mod stack;
@@ -30,6 +31,8 @@ pub use error::WebError;
 pub use hook_user::HookUser;
 pub use release::{HookRun, PreparedRelease, ReleaseSetup, prepare_release, run_hooks};
 pub use site::AppSite;
+pub use data_dir::MEDIA as MEDIA_DIR;
+pub use data_dir::ensure as ensure_data_dir;
 pub use slot::Slot;
 pub use stack::{
     HealthReport, LogWriter, SlotInfo, SlotPorts, Timeouts, WebLog, WebLogSource, WebSettings,

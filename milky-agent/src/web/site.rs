@@ -38,6 +38,10 @@ pub struct AppSite {
     /// A JSON object of secret variables (`cargo milky env`), readable only by Apache's user:
     /// loaded by the WSGI wrapper at start, never written into a config.
     pub secret_env_file: Option<PathBuf>,
+    /// The app's persistent data dir (`MILKY_DATA_DIR`), kept across releases.
+    pub data_dir: Option<PathBuf>,
+    /// Where nginx serves the data dir's `media/` (uploads); `None`: not served.
+    pub media_url: Option<String>,
     /// mod_wsgi daemon processes and threads per process.
     pub processes: u32,
     pub threads: u32,
@@ -67,6 +71,8 @@ impl AppSite {
             apache_snippet: None,
             env: BTreeMap::new(),
             secret_env_file: None,
+            data_dir: None,
+            media_url: None,
             processes: 2,
             threads: 8,
         }
@@ -115,6 +121,26 @@ impl AppSite {
                 &self.static_url,
                 "must end with '/'",
             ));
+        }
+        if let Some(dir) = &self.data_dir {
+            validate::config_path(&format!("data dir of app {app}"), dir)?;
+        }
+        if let Some(url) = &self.media_url {
+            validate::url_path(&format!("media URL of app {app}"), url)?;
+            if !url.ends_with('/') || url == "/" || *url == self.static_url {
+                return Err(WebError::invalid(
+                    format!("media URL of app {app}"),
+                    url,
+                    "must end with '/', and be neither / nor the static URL",
+                ));
+            }
+            if self.data_dir.is_none() {
+                return Err(WebError::invalid(
+                    format!("media URL of app {app}"),
+                    url,
+                    "needs the app's data dir",
+                ));
+            }
         }
         if let Some(s) = &self.nginx_snippet {
             validate::release_relative(&format!("nginx snippet of app {app}"), s)?;
