@@ -53,10 +53,7 @@ pub fn point(point: &str) {
         return;
     }
     tracing::warn!("{ENV}={point}: killing this agent with SIGKILL");
-    let pid = std::process::id().to_string();
-    let _ = std::process::Command::new("kill")
-        .args(["-KILL", &pid])
-        .status();
-    // `kill` missing: still die on the spot, without unwinding.
+    let _ = rustix::process::kill_process(rustix::process::getpid(), rustix::process::Signal::KILL);
+    // The signal refused (it cannot be): still die on the spot, without unwinding.
     std::process::abort();
 }

@@ -34,6 +34,15 @@ pub enum WebError {
         source: std::io::Error,
     },
 
+    #[error("cannot {what}: {signal} to pid {pid} failed: {source}")]
+    Signal {
+        what: String,
+        signal: String,
+        pid: u32,
+        #[source]
+        source: std::io::Error,
+    },
+
     #[error("`{command}` ({what}) failed with {status}:\n{output}")]
     Command {
         what: String,

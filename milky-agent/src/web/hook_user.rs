@@ -62,10 +62,12 @@ impl HookUser {
     }
 }
 
-/// The effective uid and gid of this process: the owner of `/proc/self`.
+/// The effective uid and gid of this process.
 pub(crate) fn own_ids() -> Result<(u32, u32), WebError> {
-    let meta = fs_err::metadata("/proc/self")?;
-    Ok((meta.uid(), meta.gid()))
+    Ok((
+        rustix::process::geteuid().as_raw(),
+        rustix::process::getegid().as_raw(),
+    ))
 }
 
 /// `release/rel` as a real directory: created if missing, and refused if it or any directory

@@ -13,29 +13,46 @@
 //! Everything a package provides is checked ([`AppSite::validate`]) before it reaches a config,
 //! and every change to a config is tested before it replaces the previous one, so one app's
 //! broken release or snippet never touches the other apps.
+//!
+//! The files: `stack.rs` ([`WebStack`] and its settings), with one `impl WebStack` block per
+//! concern beside it: `paths.rs` (the layout of the web root), `ports.rs` (slot ports and
+//! `ports.toml`), `apache.rs` (a slot's config, start, stop and read-back), `nginx.rs` (render,
+//! test, reload, the switch by live link, drain), `health.rs`, `served.rs` (what runs, read back
+//! from the app files and live links), `remove.rs` (taking an app off) and `logs.rs` (the log
+//! files to ship). Then `data_dir.rs` (each app's persistent data dir), `release.rs` (venv, requirements, hooks), `hook_user.rs` (hooks as an
+//! unprivileged user), `site.rs` ([`AppSite`]), `validate.rs`, `templates.rs`, `slot.rs`,
+//! `commands.rs` (the service command lines), `process.rs` (pid files, /proc, signals, atomic
+//! file writes) and `error.rs`.
 
+mod apache;
 mod commands;
+mod data_dir;
 mod error;
+mod health;
 mod hook_user;
+mod logs;
+mod nginx;
+mod paths;
+mod ports;
 mod process;
 mod release;
-mod data_dir;
+mod remove;
+mod served;
 mod site;
 mod slot;
 mod stack;
 mod templates;
 pub mod validate;
 
+pub use apache::SlotInfo;
 pub use commands::{CommandLine, ServiceCommands};
 pub use error::WebError;
+pub use health::HealthReport;
 pub use hook_user::HookUser;
+pub use logs::{LogWriter, WebLog, WebLogSource};
 pub use release::{HookRun, PreparedRelease, ReleaseSetup, prepare_release, run_hooks};
+pub use data_dir::{MEDIA as MEDIA_DIR, ensure as ensure_data_dir};
 pub use site::AppSite;
-pub use data_dir::MEDIA as MEDIA_DIR;
-pub use data_dir::ensure as ensure_data_dir;
 pub use slot::Slot;
-pub use stack::{
-    HealthReport, LogWriter, SlotInfo, SlotPorts, Timeouts, WebLog, WebLogSource, WebSettings,
-    WebStack,
-};
+pub use stack::{SlotPorts, Timeouts, WebSettings, WebStack};
 pub use templates::{APACHE_SLOT, APACHE_WSGI, NGINX_APP, NGINX_MAIN, Templates};

@@ -1,7 +1,9 @@
-//! Small Linux process helpers: pid files, liveness and children through /proc, waiting.
+//! Small Linux helpers of the web stack: pid files, liveness and children through /proc,
+//! waiting, signals, and files replaced in one rename.
 //!
-//! No signals are sent from here (the workspace denies `unsafe`, and the service commands are
-//! the one way the agent acts on nginx and Apache); these only observe.
+//! The service commands start, reload and stop nginx and Apache; the one signal the agent sends
+//! them itself is nginx's "reopen your logs", through rustix's `kill(2)` (no `unsafe` here, no
+//! `kill` process).
 
 use std::io::ErrorKind;
 use std::net::{Ipv4Addr, SocketAddr, TcpStream};
@@ -9,7 +11,12 @@ use std::path::Path;
 use std::thread::sleep;
 use std::time::{Duration, Instant};
 
+use rustix::process::{Pid, Signal};
+
 use super::WebError;
+
+/// How often the stack looks again while it waits for a process or a port.
+pub const POLL: Duration = Duration::from_millis(50);
 
 /// The pid in `path`, or `None` when the file is missing or holds no number (a half-written pid
 /// file after a crash means "not running" too).
@@ -67,6 +74,25 @@ pub fn children(parent: u32) -> Vec<(u32, String)> {
     out
 }
 
+/// Sends `signal` to process `pid`; `what` says why, for the error.
+pub fn send_signal(pid: u32, signal: Signal, what: &str) -> Result<(), WebError> {
+    // rustix's Debug form is `"Signal::USR1"`, quotes included.
+    let signal_name = format!("{signal:?}")
+        .trim_matches('"')
+        .replace("Signal::", "SIG");
+    let error = |source: std::io::Error| WebError::Signal {
+        what: what.to_owned(),
+        signal: signal_name.clone(),
+        pid,
+        source,
+    };
+    let target = i32::try_from(pid)
+        .ok()
+        .and_then(Pid::from_raw)
+        .ok_or_else(|| error(ErrorKind::InvalidInput.into()))?;
+    rustix::process::kill_process(target, signal).map_err(|errno| error(errno.into()))
+}
+
 /// Polls `done` every `every` until it holds or `timeout` passes; returns whether it held.
 pub fn wait_until(timeout: Duration, every: Duration, mut done: impl FnMut() -> bool) -> bool {
     let deadline = Instant::now() + timeout;
@@ -119,6 +145,29 @@ pub fn tail(path: &Path, lines: usize) -> String {
     all[all.len().saturating_sub(lines)..].join("\n")
 }
 
+/// The end of a log file with its path, for error messages.
+pub fn log_excerpt(path: &Path) -> String {
+    format!("tail of {}:\n{}", path.display(), tail(path, 20))
+}
+
+/// Removes the file `path`; one that is already gone is fine.
+pub fn remove_if_exists(path: &Path) -> Result<(), WebError> {
+    match fs_err::remove_file(path) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// The entries of `dir`, none when it does not exist.
+pub fn read_dir_if_exists(dir: &Path) -> Result<Vec<std::fs::DirEntry>, WebError> {
+    match std::fs::read_dir(dir) {
+        Ok(entries) => Ok(entries.flatten().collect()),
+        Err(e) if e.kind() == ErrorKind::NotFound => Ok(Vec::new()),
+        Err(e) => Err(e.into()),
+    }
+}
+
 /// Writes `contents` to `path` through a temp file in the same directory and a rename, so a
 /// crash leaves either the old or the new file, never half of one.
 pub fn write_atomic(path: &Path, contents: impl AsRef<[u8]>) -> Result<(), WebError> {
@@ -145,4 +194,73 @@ pub fn replace_symlink(target: &Path, link: &Path) -> Result<(), WebError> {
     fs_err::os::unix::fs::symlink(target, &tmp)?;
     fs_err::rename(&tmp, link)?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_log_excerpt_is_the_end_of_the_file_under_its_path() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("error.log");
+        let lines: Vec<String> = (1..=30).map(|n| format!("line {n}")).collect();
+        fs_err::write(&log, lines.join("\n")).unwrap();
+        let excerpt = log_excerpt(&log);
+        let (head, body) = excerpt.split_once('\n').unwrap();
+        assert_eq!(head, format!("tail of {}:", log.display()));
+        assert_eq!(body, lines[10..].join("\n"));
+        // A log that is not there yet still names where it was looked for.
+        let missing = dir.path().join("missing.log");
+        assert_eq!(
+            log_excerpt(&missing),
+            format!("tail of {}:\n", missing.display())
+        );
+    }
+
+    #[test]
+    fn removing_and_listing_what_is_not_there_is_fine() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("marker");
+        fs_err::write(&file, "").unwrap();
+        remove_if_exists(&file).unwrap();
+        assert!(!file.exists());
+        remove_if_exists(&file).unwrap();
+        assert!(
+            read_dir_if_exists(&dir.path().join("nope"))
+                .unwrap()
+                .is_empty()
+        );
+        assert!(read_dir_if_exists(dir.path()).unwrap().is_empty());
+        // A directory is not a file: that is an error, not "already gone".
+        assert!(remove_if_exists(dir.path()).is_err());
+    }
+
+    #[test]
+    fn a_signal_that_cannot_be_sent_says_what_for_and_to_whom() {
+        let err = send_signal(u32::MAX, Signal::USR1, "reopen nginx's logs").unwrap_err();
+        let text = err.to_string();
+        assert!(
+            text.starts_with("cannot reopen nginx's logs: SIGUSR1 to pid 4294967295 failed"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn replaced_files_and_links_hold_the_new_contents() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("ports.toml");
+        write_atomic(&file, "a = 1").unwrap();
+        write_atomic(&file, "a = 2").unwrap();
+        assert_eq!(fs_err::read_to_string(&file).unwrap(), "a = 2");
+        let link = dir.path().join("live");
+        replace_symlink(Path::new("../slots/a"), &link).unwrap();
+        replace_symlink(Path::new("../slots/b"), &link).unwrap();
+        assert_eq!(fs_err::read_link(&link).unwrap(), Path::new("../slots/b"));
+        assert_eq!(
+            read_dir_if_exists(dir.path()).unwrap().len(),
+            2,
+            "no temp file left"
+        );
+    }
 }

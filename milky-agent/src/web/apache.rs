@@ -1,0 +1,452 @@
+//! The Apache slots of an app: rendering a slot's config and WSGI wrapper, starting a release on
+//! a slot, stopping a slot once nginx no longer sends it requests, and reading back what a slot
+//! runs (its pid file and `slot.toml`).
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+use super::commands::combined;
+use super::process::{
+    POLL, established_connections, is_alive, listening, log_excerpt, read_pid, remove_if_exists,
+    wait_until, write_atomic,
+};
+use super::templates::{APACHE_SLOT, APACHE_WSGI};
+use super::{AppSite, Slot, WebError, WebStack, validate};
+
+/// What the agent recorded when it started a slot (`slot.toml`): which release it runs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SlotInfo {
+    pub app: String,
+    pub slot: Slot,
+    pub port: u16,
+    pub release_dir: PathBuf,
+    /// `Host` header of health checks.
+    pub server_name: String,
+}
+
+impl WebStack {
+    /// The pid of a slot's Apache, if it runs.
+    pub fn slot_pid(&self, app: &str, slot: Slot) -> Result<Option<u32>, WebError> {
+        validate::app_name(app)?;
+        Ok(read_pid(&self.slot_pid_file(app, slot))?.filter(|pid| is_alive(*pid)))
+    }
+
+    /// Whether a slot's Apache runs (from its pid file and /proc).
+    pub fn is_running(&self, app: &str, slot: Slot) -> Result<bool, WebError> {
+        Ok(self.slot_pid(app, slot)?.is_some())
+    }
+
+    /// What was recorded when the slot was last started (the release it runs).
+    pub fn slot_info(&self, app: &str, slot: Slot) -> Result<Option<SlotInfo>, WebError> {
+        validate::app_name(app)?;
+        let path = self.slot_info_file(app, slot);
+        let text = match fs_err::read_to_string(&path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(e.into()),
+        };
+        toml::from_str(&text)
+            .map(Some)
+            .map_err(|e| WebError::State {
+                path,
+                reason: e.to_string(),
+            })
+    }
+
+    /// The httpd.conf of `site` on `slot` (checked first).
+    pub fn render_apache(&self, site: &AppSite, slot: Slot) -> Result<String, WebError> {
+        site.validate()?;
+        let dir = self.slot_dir(&site.name, slot);
+        let wsgi_script = dir.join("wsgi.py");
+        self.templates.render(
+            APACHE_SLOT,
+            json!({
+                "app": site.name,
+                "slot": slot,
+                "slot_dir": dir,
+                "run_dir": dir.join("run"),
+                "log_dir": dir.join("logs"),
+                "port": self.slot_port(&site.name, slot)?,
+                "modules_dir": self.settings.apache_modules_dir,
+                "user": self.settings.apache_user,
+                "group": self.settings.apache_group,
+                "shutdown_timeout_secs": self.settings.timeouts.stop.as_secs().max(1),
+                "server_names": site.server_names,
+                "process_group": format!("{}-{}", site.name, slot),
+                "venv_dir": site.venv_dir,
+                "release_dir": site.release_dir,
+                "processes": site.processes,
+                "threads": site.threads,
+                "wsgi_script": wsgi_script,
+                "wsgi_script_name": "wsgi.py",
+                "apache_snippet": site.apache_snippet.as_ref().map(|s| site.in_release(s)),
+            }),
+        )
+    }
+
+    /// The WSGI wrapper of `site` on `slot`: sets the app's environment, then runs its WSGI file.
+    pub fn render_wsgi(&self, site: &AppSite, slot: Slot) -> Result<String, WebError> {
+        site.validate()?;
+        let mut env = site.env.clone();
+        env.insert("MILKY_APP".to_owned(), site.name.clone());
+        env.insert("MILKY_SLOT".to_owned(), slot.to_string());
+        // JSON strings and objects of strings are valid Python literals.
+        let wsgi_file = site.in_release(&site.wsgi_file);
+        self.templates.render(
+            APACHE_WSGI,
+            json!({
+                "app": site.name,
+                "slot": slot,
+                "env_json": serde_json::to_string(&env).unwrap_or_default(),
+                "wsgi_file_json": serde_json::to_string(&wsgi_file).unwrap_or_default(),
+                "callable_json": serde_json::to_string(&site.wsgi_callable).unwrap_or_default(),
+                "secret_env_json": serde_json::to_string(&site.secret_env_file).unwrap_or_default(),
+            }),
+        )
+    }
+
+    /// Starts `site`'s release on `slot`: renders its config, tests it (on failure nothing is
+    /// started and the error carries Apache's output), starts Apache and waits until it listens.
+    /// An idle slot that still runs (an older release, a crashed run) is stopped first; the live
+    /// slot is never restarted while it runs.
+    pub fn start_slot(&self, site: &AppSite, slot: Slot) -> Result<SlotInfo, WebError> {
+        site.validate()?;
+        let app = site.name.as_str();
+        if self.live_slot(app)? == Some(slot) && self.is_running(app, slot)? {
+            return Err(WebError::SlotIsLive {
+                app: app.to_owned(),
+                slot,
+                action: "restarting",
+            });
+        }
+        self.stop_slot_now(app, slot)?;
+        let port = self.slot_port(app, slot)?;
+        // Checked once our own instance is stopped: anything still there is someone else.
+        if listening(port) {
+            return Err(WebError::PortInUse {
+                app: app.to_owned(),
+                slot,
+                port,
+            });
+        }
+        let dir = self.slot_dir(app, slot);
+        for sub in ["run", "logs"] {
+            fs_err::create_dir_all(dir.join(sub))?;
+        }
+        let conf = self.slot_conf(app, slot);
+        let candidate = dir.join("httpd.conf.new");
+        write_atomic(&dir.join("wsgi.py"), &self.render_wsgi(site, slot)?)?;
+        write_atomic(&candidate, &self.render_apache(site, slot)?)?;
+        let candidate_str = candidate.display().to_string();
+        let (command, output) =
+            self.settings
+                .commands
+                .apache_test
+                .run(&slot_vars(&candidate_str, app, slot, &dir))?;
+        if !output.status.success() {
+            fs_err::remove_file(&candidate)?;
+            return Err(WebError::ApacheConfigTest {
+                app: app.to_owned(),
+                slot,
+                command,
+                output: combined(&output),
+            });
+        }
+        fs_err::rename(&candidate, &conf)?;
+        let info = SlotInfo {
+            app: app.to_owned(),
+            slot,
+            port,
+            release_dir: site.release_dir.clone(),
+            server_name: site.server_names[0].clone(),
+        };
+        let info_file = self.slot_info_file(app, slot);
+        let info_text = toml::to_string(&info).map_err(|e| WebError::State {
+            path: info_file.clone(),
+            reason: e.to_string(),
+        })?;
+        write_atomic(&info_file, &info_text)?;
+        remove_if_exists(&self.slot_pid_file(app, slot))?;
+        let conf_str = conf.display().to_string();
+        tracing::info!(app, %slot, port, release = %site.release_dir.display(), "starting Apache slot");
+        self.settings.commands.apache_start.run_ok(
+            &format!("start Apache of app {app} slot {slot}"),
+            &slot_vars(&conf_str, app, slot, &dir),
+        )?;
+        let up = wait_until(self.settings.timeouts.start, POLL, || {
+            self.is_running(app, slot).unwrap_or(false) && listening(port)
+        });
+        if !up {
+            // Do not leave a half-started instance behind; the error below says why it failed.
+            let _ = self.stop_slot_now(app, slot);
+            return Err(WebError::SlotStart {
+                app: app.to_owned(),
+                slot,
+                port,
+                timeout: self.settings.timeouts.start,
+                log: log_excerpt(&self.slot_error_log(app, slot)),
+            });
+        }
+        Ok(info)
+    }
+
+    /// Stops a slot that nginx no longer sends requests to: first waits until no request can still
+    /// be on its way there (nginx's old workers gone after a reload, no connection open to the
+    /// slot's port), then stops Apache gracefully and waits for its pid to go. Refuses the live
+    /// slot.
+    pub fn stop_slot(&self, app: &str, slot: Slot) -> Result<(), WebError> {
+        validate::app_name(app)?;
+        if self.live_slot(app)? == Some(slot) {
+            return Err(WebError::SlotIsLive {
+                app: app.to_owned(),
+                slot,
+                action: "stopping",
+            });
+        }
+        if !self.is_running(app, slot)? {
+            return Ok(());
+        }
+        self.drain_nginx()?;
+        let port = match self.slot_info(app, slot)? {
+            Some(info) => info.port,
+            None => self.slot_port(app, slot)?,
+        };
+        self.wait_for_requests_to_end(app, slot, port);
+        self.stop_slot_now(app, slot)
+    }
+
+    /// Waits until no connection to `port` is open. nginx opens one for each request it proxies
+    /// and closes it with the answer, so then no request is in flight on the slot that a stop
+    /// could cut short, nor one in Apache's listen backlog that a stop would reset. It must be
+    /// seen quiet twice in a row: a request that read the live link just before the switch may
+    /// still be connecting. After the drain timeout the slot is stopped anyway (a client that
+    /// talks to the slot directly must not hold up a deploy).
+    fn wait_for_requests_to_end(&self, app: &str, slot: Slot, port: u16) {
+        let mut quiet = 0;
+        let drained = wait_until(self.settings.timeouts.drain, POLL, || {
+            quiet = if established_connections(port) == 0 {
+                quiet + 1
+            } else {
+                0
+            };
+            quiet >= 2
+        });
+        if !drained {
+            tracing::warn!(app, %slot, port, "connections to the slot still open after the drain timeout; stopping it anyway");
+        }
+    }
+
+    /// Graceful stop, then a hard stop if it takes too long; no drain, no live check.
+    pub(super) fn stop_slot_now(&self, app: &str, slot: Slot) -> Result<(), WebError> {
+        let Some(pid) = self.slot_pid(app, slot)? else {
+            return remove_if_exists(&self.slot_pid_file(app, slot));
+        };
+        let dir = self.slot_dir(app, slot);
+        let conf = self.slot_conf(app, slot).display().to_string();
+        let vars = slot_vars(&conf, app, slot, &dir);
+        tracing::info!(app, %slot, pid, "stopping Apache slot");
+        let commands = &self.settings.commands;
+        commands
+            .apache_stop
+            .run_ok(&format!("stop Apache of app {app} slot {slot}"), &vars)?;
+        let timeouts = &self.settings.timeouts;
+        // Apache's own GracefulShutdownTimeout is `stop`; give it a moment beyond that.
+        if !wait_until(timeouts.stop + Duration::from_secs(2), POLL, || {
+            !is_alive(pid)
+        }) {
+            tracing::warn!(app, %slot, pid, "graceful stop timed out, stopping hard");
+            let _ = commands.apache_force_stop.run(&vars)?;
+            if !wait_until(Duration::from_secs(10), POLL, || !is_alive(pid)) {
+                return Err(WebError::SlotStop {
+                    app: app.to_owned(),
+                    slot,
+                    pid,
+                    timeout: timeouts.stop,
+                });
+            }
+        }
+        remove_if_exists(&self.slot_pid_file(app, slot))
+    }
+}
+
+fn slot_vars(conf: &str, app: &str, slot: Slot, dir: &Path) -> Vec<(&'static str, String)> {
+    vec![
+        ("conf", conf.to_owned()),
+        ("app", app.to_owned()),
+        ("slot", slot.to_string()),
+        ("dir", dir.display().to_string()),
+    ]
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::super::stack::test_stack;
+    use super::*;
+
+    fn site(release: &Path) -> AppSite {
+        AppSite::new("shop", "shop.example", release, "mysite/wsgi.py")
+    }
+
+    #[test]
+    fn a_slot_config_names_its_own_port_dirs_and_release() {
+        let (dir, stack) = test_stack();
+        let release = dir.path().join("releases/shop/1.0");
+        let conf = stack.render_apache(&site(&release), Slot::Green).unwrap();
+        let port = stack.slot_port("shop", Slot::Green).unwrap();
+        let slot_dir = stack.slot_dir("shop", Slot::Green);
+        for want in [
+            format!("Listen 127.0.0.1:{port}\n"),
+            format!("<VirtualHost 127.0.0.1:{port}>"),
+            format!(
+                "PidFile \"{}\"",
+                stack.slot_pid_file("shop", Slot::Green).display()
+            ),
+            format!(
+                "ErrorLog \"{}\"",
+                stack.slot_error_log("shop", Slot::Green).display()
+            ),
+            format!("python-path={} ", release.display()),
+            format!("WSGIScriptAlias / {}/wsgi.py ", slot_dir.display()),
+            "WSGIDaemonProcess shop-green ".to_owned(),
+            "ServerName shop.example\n".to_owned(),
+        ] {
+            assert!(conf.contains(&want), "{want:?} missing from:\n{conf}");
+        }
+        // The other slot has the other port of the pair.
+        let blue = stack.render_apache(&site(&release), Slot::Blue).unwrap();
+        assert!(blue.contains(&format!("Listen 127.0.0.1:{}\n", port - 1)));
+    }
+
+    #[test]
+    fn the_wsgi_wrapper_sets_the_apps_environment_as_python_literals() {
+        let (dir, stack) = test_stack();
+        let mut site = site(&dir.path().join("rel"));
+        site.env = BTreeMap::from([("GREETING".to_owned(), "say \"hi\"".to_owned())]);
+        let wsgi = stack.render_wsgi(&site, Slot::Blue).unwrap();
+        assert!(
+            wsgi.contains(
+                r#"os.environ.update({"GREETING":"say \"hi\"","MILKY_APP":"shop","MILKY_SLOT":"blue"})"#
+            ),
+            "{wsgi}"
+        );
+        let wsgi_file = serde_json::to_string(&dir.path().join("rel/mysite/wsgi.py")).unwrap();
+        assert!(
+            wsgi.contains(&format!("runpy.run_path({wsgi_file}, ")),
+            "{wsgi}"
+        );
+        assert!(
+            !wsgi.contains("json.load"),
+            "no secrets file, no secrets: {wsgi}"
+        );
+    }
+
+    #[test]
+    fn a_bad_site_is_refused_before_a_port_is_handed_out() {
+        let (dir, stack) = test_stack();
+        let mut site = site(&dir.path().join("rel"));
+        site.server_names = vec!["shop.example; include /etc/passwd".to_owned()];
+        assert!(matches!(
+            stack.render_apache(&site, Slot::Blue),
+            Err(WebError::Invalid { .. })
+        ));
+        assert!(!stack.ports_file().exists());
+    }
+
+    #[test]
+    fn slot_info_reads_back_what_start_recorded() {
+        let (_dir, stack) = test_stack();
+        assert_eq!(stack.slot_info("shop", Slot::Blue).unwrap(), None);
+        let info = SlotInfo {
+            app: "shop".to_owned(),
+            slot: Slot::Blue,
+            port: 8100,
+            release_dir: PathBuf::from("/srv/milky/apps/shop/releases/1.0"),
+            server_name: "shop.example".to_owned(),
+        };
+        let path = stack.slot_info_file("shop", Slot::Blue);
+        fs_err::create_dir_all(path.parent().unwrap()).unwrap();
+        fs_err::write(&path, toml::to_string(&info).unwrap()).unwrap();
+        assert_eq!(stack.slot_info("shop", Slot::Blue).unwrap(), Some(info));
+        fs_err::write(&path, "port = \"eighty\"").unwrap();
+        assert!(matches!(
+            stack.slot_info("shop", Slot::Blue),
+            Err(WebError::State { path: p, .. }) if p == path
+        ));
+    }
+
+    #[test]
+    fn a_slot_runs_while_its_pid_file_names_a_live_process() {
+        let (_dir, stack) = test_stack();
+        let pid_file = stack.slot_pid_file("shop", Slot::Green);
+        assert!(!stack.is_running("shop", Slot::Green).unwrap());
+        fs_err::create_dir_all(pid_file.parent().unwrap()).unwrap();
+        // This test process stands for the slot's Apache.
+        fs_err::write(&pid_file, format!("{}\n", std::process::id())).unwrap();
+        assert_eq!(
+            stack.slot_pid("shop", Slot::Green).unwrap(),
+            Some(std::process::id())
+        );
+        // A process that has exited and been reaped.
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let gone = child.id();
+        child.wait().unwrap();
+        fs_err::write(&pid_file, gone.to_string()).unwrap();
+        assert!(!stack.is_running("shop", Slot::Green).unwrap());
+        // Half-written after a crash.
+        fs_err::write(&pid_file, "").unwrap();
+        assert_eq!(stack.slot_pid("shop", Slot::Green).unwrap(), None);
+    }
+
+    #[test]
+    fn the_live_slot_is_neither_restarted_nor_stopped() {
+        let (dir, stack) = test_stack();
+        let site = site(&dir.path().join("rel"));
+        fs_err::write(
+            stack.nginx_app_file("shop"),
+            stack.render_nginx_app(&site).unwrap(),
+        )
+        .unwrap();
+        let port = stack.slot_port("shop", Slot::Green).unwrap();
+        stack
+            .point_live_link("shop", &stack.nginx_slot_dir("shop", Slot::Green, port))
+            .unwrap();
+        let pid_file = stack.slot_pid_file("shop", Slot::Green);
+        fs_err::create_dir_all(pid_file.parent().unwrap()).unwrap();
+        fs_err::write(&pid_file, std::process::id().to_string()).unwrap();
+
+        let err = stack.start_slot(&site, Slot::Green).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                WebError::SlotIsLive {
+                    slot: Slot::Green,
+                    action: "restarting",
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        let err = stack.stop_slot("shop", Slot::Green).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                WebError::SlotIsLive {
+                    slot: Slot::Green,
+                    action: "stopping",
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        // Nothing was touched: the pid file still names the "running" slot.
+        assert!(stack.is_running("shop", Slot::Green).unwrap());
+        assert!(!stack.slot_conf("shop", Slot::Green).exists());
+        // Stopping the idle slot that does not run is a no-op.
+        stack.stop_slot("shop", Slot::Blue).unwrap();
+    }
+}
