@@ -15,6 +15,10 @@ pub struct AppSite {
     /// Host names nginx routes to this app; the first is also Apache's `ServerName` and the
     /// `Host` of health checks (Django's `ALLOWED_HOSTS` must accept it).
     pub server_names: Vec<String>,
+    /// The `Host` of health checks when it is not the first server name: an app that names none
+    /// is checked as `localhost`, which a stock Django project (DEBUG on, ALLOWED_HOSTS empty)
+    /// accepts, where the app's name would be refused.
+    pub health_host: Option<String>,
     /// Whether requests for unknown host names go to this app rather than to a 404.
     pub default_server: bool,
     /// The unpacked release: absolute, readable by Apache's and nginx's users.
@@ -48,6 +52,14 @@ pub struct AppSite {
 }
 
 impl AppSite {
+    /// The `Host` health checks send.
+    pub fn health_host(&self) -> &str {
+        self.health_host
+            .as_deref()
+            .or(self.server_names.first().map(String::as_str))
+            .unwrap_or("localhost")
+    }
+
     /// An app with one server name and the defaults: venv in `release_dir/venv`, static files
     /// from `static_collected/` at `/static/`, 2 processes × 8 threads, no snippets.
     pub fn new(
@@ -60,6 +72,7 @@ impl AppSite {
         AppSite {
             name: name.into(),
             server_names: vec![server_name.into()],
+            health_host: None,
             default_server: false,
             venv_dir: release_dir.join("venv"),
             release_dir,
@@ -92,7 +105,7 @@ impl AppSite {
                 "an app needs at least one server name",
             ));
         }
-        for name in &self.server_names {
+        for name in self.server_names.iter().chain(&self.health_host) {
             validate::server_name(app, name)?;
         }
         validate::config_path(&format!("release dir of app {app}"), &self.release_dir)?;
