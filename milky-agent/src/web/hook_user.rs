@@ -19,38 +19,27 @@ use super::WebError;
 pub struct HookUser {
     pub name: String,
     pub uid: u32,
-    /// The account's primary group, from /etc/passwd.
+    /// The account's primary group, from its passwd entry.
     pub gid: u32,
 }
 
 impl HookUser {
-    /// Looks `name` up in /etc/passwd; refuses root (uid 0).
+    /// Looks `name` up through the system's name service (local files, LDAP, sssd …);
+    /// refuses root (uid 0).
     pub fn lookup(name: &str) -> Result<Self, WebError> {
-        Self::lookup_in(name, Path::new("/etc/passwd"))
-    }
-
-    fn lookup_in(name: &str, passwd: &Path) -> Result<Self, WebError> {
         super::validate::account("hook user", name)?;
-        let text = fs_err::read_to_string(passwd)?;
-        let user = text
-            .lines()
-            .filter_map(|line| {
-                let mut fields = line.split(':');
-                let entry = fields.next()?;
-                let _password = fields.next()?;
-                let uid = fields.next()?.parse().ok()?;
-                let gid = fields.next()?.parse().ok()?;
-                (entry == name).then_some(HookUser {
-                    name: name.to_owned(),
-                    uid,
-                    gid,
-                })
-            })
-            .next()
-            .ok_or_else(|| WebError::HookUser {
-                user: name.to_owned(),
-                reason: format!("there is no such user in {}", passwd.display()),
-            })?;
+        let refused = |reason: String| WebError::HookUser {
+            user: name.to_owned(),
+            reason,
+        };
+        let account = nix::unistd::User::from_name(name)
+            .map_err(|errno| refused(format!("looking it up failed: {errno}")))?
+            .ok_or_else(|| refused("there is no such user on this server".to_owned()))?;
+        let user = HookUser {
+            name: name.to_owned(),
+            uid: account.uid.as_raw(),
+            gid: account.gid.as_raw(),
+        };
         if user.uid == 0 {
             return Err(WebError::HookUser {
                 user: name.to_owned(),
@@ -218,31 +207,30 @@ mod tests {
     }
 
     #[test]
-    fn lookup_reads_passwd_and_refuses_root() {
-        let dir = tempfile::tempdir().unwrap();
-        let passwd = dir.path().join("passwd");
-        std::fs::write(
-            &passwd,
-            "root:x:0:0:root:/root:/bin/bash\nwww-data:x:33:33:www-data:/var/www:/usr/sbin/nologin\n",
-        )
-        .unwrap();
+    fn lookup_finds_real_accounts_and_refuses_root() {
+        let user = nobody();
+        assert_eq!(user.name, "nobody");
+        assert_ne!(user.uid, 0);
+        // What `getent passwd nobody` says, read another way than the lookup's.
+        let getent = std::process::Command::new("getent")
+            .args(["passwd", "nobody"])
+            .output()
+            .unwrap();
+        assert!(getent.status.success());
+        let entry = String::from_utf8(getent.stdout).unwrap();
+        let fields: Vec<&str> = entry.trim().split(':').collect();
         assert_eq!(
-            HookUser::lookup_in("www-data", &passwd).unwrap(),
-            HookUser {
-                name: "www-data".into(),
-                uid: 33,
-                gid: 33
-            }
+            (user.uid.to_string(), user.gid.to_string()),
+            (fields[2].to_owned(), fields[3].to_owned())
         );
-        let err = HookUser::lookup_in("root", &passwd)
-            .unwrap_err()
-            .to_string();
+
+        let err = HookUser::lookup("root").unwrap_err().to_string();
         assert!(err.contains("never run as root"), "{err}");
-        let err = HookUser::lookup_in("ghost", &passwd)
+        let err = HookUser::lookup("no-such-user-here")
             .unwrap_err()
             .to_string();
         assert!(err.contains("no such user"), "{err}");
-        assert!(HookUser::lookup_in("a:b", &passwd).is_err());
+        assert!(HookUser::lookup("a:b").is_err());
     }
 
     #[test]
