@@ -9,7 +9,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::names::{AppName, GroupName, HostName, Version};
+use crate::names::HostName;
 use crate::store::{Condition, Store, StoreError};
 
 
