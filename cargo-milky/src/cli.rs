@@ -59,6 +59,7 @@ pub enum Command {
     Rollback(commands::rollback::RollbackArgs),
     Promote(commands::promote::PromoteArgs),
     Hosts(commands::hosts::HostsArgs),
+    Hooks(commands::hooks::HooksArgs),
     Doctor(commands::doctor::DoctorArgs),
     Env(commands::env::EnvArgs),
     Logs(commands::logs::LogsArgs),
@@ -85,7 +86,7 @@ mod tests {
         insta::assert_snapshot!("milky", milky.render_long_help().to_string());
         for sub in [
             "init", "package", "upload", "version", "remove", "info", "status", "rollback",
-            "promote", "hosts", "doctor", "logs", "keygen", "sign",
+            "promote", "hosts", "hooks", "doctor", "logs", "keygen", "sign",
         ] {
             let help = milky
                 .find_subcommand_mut(sub)

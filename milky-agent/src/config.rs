@@ -75,6 +75,19 @@ pub struct Paths {
     pub templates: PathBuf,
     /// The agent's own log (`agent.log`) and the hooks' output (`hooks/<app>.log`).
     pub logs: PathBuf,
+    /// Each app's persistent data dir, `DATA/<app>/` (`MILKY_DATA_DIR`, with `media/` inside):
+    /// kept across releases and when the app is removed. Default: `data/` beside `apps`.
+    pub data: Option<PathBuf>,
+}
+
+impl Paths {
+    /// Where the apps' data dirs are.
+    pub fn data_root(&self) -> PathBuf {
+        self.data.clone().unwrap_or_else(|| match self.apps.parent() {
+            Some(parent) if parent != Path::new("") => parent.join("data"),
+            _ => self.apps.join(".data"),
+        })
+    }
 }
 
 impl Default for Paths {
@@ -85,6 +98,7 @@ impl Default for Paths {
             web: "/var/lib/milky/web".into(),
             templates: "/etc/milky/templates".into(),
             logs: "/var/log/milky".into(),
+            data: None,
         }
     }
 }

@@ -1,12 +1,14 @@
 //! The agent's side of one-time tasks (see `milky_core::once`): take the lease and run the
-//! release's `once` hooks, or wait a bounded time for the server that holds it.
+//! release's `once` hooks (once per group and version) or its `first` hooks (once per group
+//! ever), or wait a bounded time for the server that holds the lease.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, bail};
-use milky_core::once::{Lease, OnceResult, lease_key, result_key};
+use milky_core::layout;
+use milky_core::once::{Lease, OnceResult};
 use milky_core::store::{Condition, StoreError};
 use milky_core::{AppName, GroupName, HostName, Store, Version};
 use tokio::sync::Mutex;
@@ -20,6 +22,33 @@ pub enum Once {
     Done,
     /// Another server runs them; stay staged and look again next pass.
     Waiting(String),
+}
+
+/// Which one-time hooks: the folder of their lease and result in the store, and their name in
+/// messages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnceKind {
+    /// `[hooks] once`: once per group and version (migrations).
+    PerVersion,
+    /// `[hooks] first`: once per group ever; each version that tries has a folder of its own, so
+    /// a failed attempt does not block the next version's.
+    FirstDeploy,
+}
+
+impl OnceKind {
+    pub fn label(self) -> &'static str {
+        match self {
+            OnceKind::PerVersion => "once hooks",
+            OnceKind::FirstDeploy => "first-deploy hooks",
+        }
+    }
+
+    fn folder(self, group: &GroupName, app: &AppName, version: &Version) -> String {
+        match self {
+            OnceKind::PerVersion => layout::once_hooks(group, app, version),
+            OnceKind::FirstDeploy => layout::first_hooks(group, app, version),
+        }
+    }
 }
 
 pub struct OnceRunner<'a> {
@@ -50,25 +79,24 @@ struct HeldLease<'a> {
 }
 
 impl OnceRunner<'_> {
-    /// Makes sure the once hooks of `app` `version` ran successfully in this group, running them
-    /// here (through `run`) if this server wins the lease. A failed result is an error, for every
-    /// server of the group: nobody switches.
+    /// Makes sure the `kind` hooks of `app` `version` ran successfully in this group, running
+    /// them here (through `run`) if this server wins the lease. A failed result is an error, for
+    /// every server of the group: nobody switches.
     pub async fn ensure(
         &self,
+        kind: OnceKind,
         app: &AppName,
         version: &Version,
         hooks: &[String],
         run: impl FnOnce() -> Result<Vec<HookRun>, WebError>,
     ) -> anyhow::Result<Once> {
-        let (lease_key, result_key) = (
-            lease_key(self.group, app, version),
-            result_key(self.group, app, version),
-        );
+        let folder = kind.folder(self.group, app, version);
+        let (lease_key, result_key) = (layout::lease_in(&folder), layout::result_in(&folder));
         let deadline = Instant::now() + self.wait;
         let mut run = Some(run);
         loop {
             if let Some(result) = self.result(&result_key).await? {
-                return outcome(app, version, &result);
+                return outcome(kind, app, version, &result);
             }
             let lease = self.store.get(&lease_key).await?;
             let taken = match &lease {
@@ -79,7 +107,7 @@ impl OnceRunner<'_> {
                     // Our own lease means this server died while leading: it carries on.
                     if current.holder == *self.host || current.expires <= unix_now() {
                         if current.holder != *self.host {
-                            tracing::warn!(%app, %version, "taking over the once-hooks lease of {}, which expired", current.holder);
+                            tracing::warn!(%app, %version, "taking over the lease of the {} of {}, which expired", kind.label(), current.holder);
                         }
                         self.take(&lease_key, Condition::IfMatch(object.etag.clone()))
                             .await?
@@ -94,7 +122,9 @@ impl OnceRunner<'_> {
                     key: &lease_key,
                     etag,
                 };
-                return self.lead(app, version, hooks, held, &result_key, run).await;
+                return self
+                    .lead(kind, app, version, hooks, held, &result_key, run)
+                    .await;
             }
             if Instant::now() >= deadline {
                 let holder = lease
@@ -102,11 +132,48 @@ impl OnceRunner<'_> {
                     .map(|l| l.holder.to_string())
                     .unwrap_or_else(|| "another server".into());
                 return Ok(Once::Waiting(format!(
-                    "waiting for {holder} to run the once hooks of {version}"
+                    "waiting for {holder} to run the {} of {version}",
+                    kind.label()
                 )));
             }
             tokio::time::sleep(Duration::from_millis(500)).await;
         }
+    }
+
+    /// Runs an app's first-deploy hooks unless they already ran in this group (its done marker
+    /// is there), then writes the marker: from then on no server runs them again, whichever
+    /// version it deploys.
+    pub async fn ensure_first(
+        &self,
+        app: &AppName,
+        version: &Version,
+        hooks: &[String],
+        run: impl FnOnce() -> Result<Vec<HookRun>, WebError>,
+    ) -> anyhow::Result<Once> {
+        let done_key = layout::first_hooks_done(self.group, app);
+        if self.store.get(&done_key).await?.is_some() {
+            return Ok(Once::Done);
+        }
+        let once = self
+            .ensure(OnceKind::FirstDeploy, app, version, hooks, run)
+            .await?;
+        if once == Once::Done {
+            let folder = OnceKind::FirstDeploy.folder(self.group, app, version);
+            let result = self
+                .result(&layout::result_in(&folder))
+                .await?
+                .context("the first-deploy hooks' result vanished")?;
+            match self
+                .store
+                .put(&done_key, result.to_toml().into_bytes(), Condition::IfAbsent)
+                .await
+            {
+                // Another server of the group marked it first: the same fact.
+                Ok(_) | Err(StoreError::PreconditionFailed { .. }) => {}
+                Err(other) => return Err(other).context("marking the first-deploy hooks done"),
+            }
+        }
+        Ok(once)
     }
 
     async fn result(&self, key: &str) -> anyhow::Result<Option<OnceResult>> {
@@ -138,8 +205,10 @@ impl OnceRunner<'_> {
         }
     }
 
+    #[allow(clippy::too_many_arguments)]
     async fn lead(
         &self,
+        kind: OnceKind,
         app: &AppName,
         version: &Version,
         hooks: &[String],
@@ -151,7 +220,7 @@ impl OnceRunner<'_> {
             key: lease_key,
             etag,
         } = held;
-        tracing::info!(%app, %version, "this server runs the once hooks for group {}", self.group);
+        tracing::info!(%app, %version, "this server runs the {} for group {}", kind.label(), self.group);
         let etag = Arc::new(Mutex::new(etag));
         let lost = Arc::new(AtomicBool::new(false));
         let renewer = {
@@ -196,7 +265,7 @@ impl OnceRunner<'_> {
         let _ = renewer.await;
         if lost.load(Ordering::SeqCst) {
             return self
-                .follow_the_taker(app, version, result_key, "while running the hooks")
+                .follow_the_taker(kind, app, version, result_key, "while running the hooks")
                 .await;
         }
         // Confirm we still hold the lease before anyone is told the result.
@@ -209,7 +278,7 @@ impl OnceRunner<'_> {
             Ok(_) => {}
             Err(StoreError::PreconditionFailed { .. }) => {
                 return self
-                    .follow_the_taker(app, version, result_key, "before writing the result")
+                    .follow_the_taker(kind, app, version, result_key, "before writing the result")
                     .await;
             }
             Err(other) => return Err(other).context("confirming the once-hooks lease"),
@@ -251,10 +320,10 @@ impl OnceRunner<'_> {
             )
             .await
         {
-            Ok(_) => outcome(app, version, &result),
+            Ok(_) => outcome(kind, app, version, &result),
             // Someone finished first (we were presumed dead): theirs counts.
             Err(StoreError::PreconditionFailed { .. }) => match self.result(result_key).await? {
-                Some(theirs) => outcome(app, version, &theirs),
+                Some(theirs) => outcome(kind, app, version, &theirs),
                 None => bail!("{result_key} vanished"),
             },
             Err(other) => Err(other).context("writing the once-hooks result"),
@@ -267,27 +336,35 @@ impl OnceRunner<'_> {
     /// count (no result is written); the other server's result decides, as for everyone else.
     async fn follow_the_taker(
         &self,
+        kind: OnceKind,
         app: &AppName,
         version: &Version,
         result_key: &str,
         when: &str,
     ) -> anyhow::Result<Once> {
-        tracing::warn!(%app, %version, "lost the once-hooks lease {when}: another server took over; following its result");
+        tracing::warn!(%app, %version, "lost the lease of the {} {when}: another server took over; following its result", kind.label());
         match self.result(result_key).await? {
-            Some(result) => outcome(app, version, &result),
+            Some(result) => outcome(kind, app, version, &result),
             None => Ok(Once::Waiting(format!(
-                "lost the once-hooks lease of {version}; waiting for the server that took over"
+                "lost the lease of the {} of {version}; waiting for the server that took over",
+                kind.label()
             ))),
         }
     }
 }
 
-fn outcome(app: &AppName, version: &Version, result: &OnceResult) -> anyhow::Result<Once> {
+fn outcome(
+    kind: OnceKind,
+    app: &AppName,
+    version: &Version,
+    result: &OnceResult,
+) -> anyhow::Result<Once> {
     if result.ok {
         Ok(Once::Done)
     } else {
         bail!(
-            "the once hooks of {app} {version} failed on {} at {}: {}\n{}",
+            "the {} of {app} {version} failed on {} at {}: {}\n{}",
+            kind.label(),
             result.host,
             result.finished,
             result.error.as_deref().unwrap_or("failed"),

@@ -18,7 +18,7 @@ use crate::signing::{KeyId, SecretKey, TrustedKeys};
 use crate::store::{Condition, EditError, Store, StoreError, backoff};
 
 pub fn key(group: &GroupName, app: &AppName) -> String {
-    format!("groups/{group}/env/{app}.toml")
+    crate::layout::env(group, app)
 }
 
 /// An app's environment in one group.

@@ -37,8 +37,13 @@ pub enum IndexError {
     },
     #[error("group {group} does not run app {app}")]
     NotInGroup { group: GroupName, app: AppName },
-    #[error("group {group} has no earlier version of {app} to roll back to")]
-    NoHistory { group: GroupName, app: AppName },
+    #[error("group {group} has no earlier version of {app} to roll back to{}", passed_over(never_served))]
+    NoHistory {
+        group: GroupName,
+        app: AppName,
+        /// Versions in the history that never served anywhere.
+        never_served: Vec<Version>,
+    },
     #[error(
         "{app} {version} is listed with size {listed}, the package is {size} bytes; refusing to sign an entry that does not match"
     )]
@@ -352,12 +357,15 @@ impl Index {
     }
 
     /// Switches `group` back to the version of `app` it ran before; that version leaves the
-    /// history, so rolling back again goes one further. Returns (from, to).
+    /// history, so rolling back again goes one further. Versions whose package is no longer
+    /// listed, and those `served` says never served anywhere (a release that failed its health
+    /// check everywhere), are passed over and leave the history too.
     pub fn rollback(
         &mut self,
         group: &GroupName,
         app: &AppName,
-    ) -> Result<(Version, Version), IndexError> {
+        served: impl Fn(&Version) -> bool,
+    ) -> Result<Rollback, IndexError> {
         let current = self
             .group(group)
             .remove(app)
@@ -366,19 +374,29 @@ impl Index {
                 app: app.clone(),
             })?;
         let mut history = self.history(group, app);
-        // Skip versions whose package is no longer listed.
+        let mut never_served = Vec::new();
         while let Some(candidate) = history.first().cloned() {
             history.remove(0);
-            if self.package(app, &candidate).is_some() && candidate != current {
-                self.set_history(group, app, &history);
-                table_at(&mut self.doc, &["groups", group.as_str()])
-                    .insert(app.as_str(), value(candidate.as_str()));
-                return Ok((current, candidate));
+            if self.package(app, &candidate).is_none() || candidate == current {
+                continue;
             }
+            if !served(&candidate) {
+                never_served.push(candidate);
+                continue;
+            }
+            self.set_history(group, app, &history);
+            table_at(&mut self.doc, &["groups", group.as_str()])
+                .insert(app.as_str(), value(candidate.as_str()));
+            return Ok(Rollback {
+                from: current,
+                to: candidate,
+                never_served,
+            });
         }
         Err(IndexError::NoHistory {
             group: group.clone(),
             app: app.clone(),
+            never_served,
         })
     }
 
@@ -399,6 +417,27 @@ impl std::fmt::Display for Index {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "{}", self.doc)
     }
+}
+
+/// What a rollback did: the version it left, the one it went to, and the versions of the history
+/// it passed over because they never served anywhere.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rollback {
+    pub from: Version,
+    pub to: Version,
+    pub never_served: Vec<Version>,
+}
+
+fn passed_over(never_served: &[Version]) -> String {
+    if never_served.is_empty() {
+        return String::new();
+    }
+    let list: Vec<&str> = never_served.iter().map(Version::as_str).collect();
+    format!(
+        " ({} in its history never served on any server: {})",
+        if list.len() == 1 { "one version" } else { "versions" },
+        list.join(", ")
+    )
 }
 
 fn implicit_table() -> Item {
@@ -686,19 +725,50 @@ mod tests {
                 .contains("[history.g]\na = [\"v2\", \"v1\"]"),
             "{index}"
         );
-        assert_eq!(
-            index.rollback(&group("g"), &app("a")).unwrap(),
-            (version("v3"), version("v2"))
-        );
-        assert_eq!(
-            index.rollback(&group("g"), &app("a")).unwrap(),
-            (version("v2"), version("v1"))
-        );
-        let err = index.rollback(&group("g"), &app("a")).unwrap_err();
+        let any = |_: &Version| true;
+        let back = |index: &mut Index| {
+            let r = index.rollback(&group("g"), &app("a"), any).unwrap();
+            (r.from, r.to)
+        };
+        assert_eq!(back(&mut index), (version("v3"), version("v2")));
+        assert_eq!(back(&mut index), (version("v2"), version("v1")));
+        let err = index.rollback(&group("g"), &app("a"), any).unwrap_err();
         assert!(matches!(err, IndexError::NoHistory { .. }), "{err}");
         assert_eq!(index.group(&group("g"))[&app("a")], version("v1"));
         let reparsed = Index::parse(&index.to_string()).unwrap();
         assert!(reparsed.history(&group("g"), &app("a")).is_empty());
+    }
+
+    #[test]
+    fn rollback_passes_over_versions_that_never_served() {
+        let mut index = Index::new();
+        for v in ["v1", "v2", "v3", "v4"] {
+            index
+                .add_package(&app("a"), &version(v), &entry('a'))
+                .unwrap();
+            index
+                .set_version(&group("g"), &app("a"), &version(v))
+                .unwrap();
+        }
+        // v3 failed its health check everywhere; v2 served.
+        let served = |v: &Version| v.as_str() != "v3";
+        let rollback = index.rollback(&group("g"), &app("a"), served).unwrap();
+        assert_eq!(
+            (rollback.from, rollback.to, rollback.never_served),
+            (version("v4"), version("v2"), vec![version("v3")])
+        );
+        assert_eq!(
+            index.history(&group("g"), &app("a")),
+            vec![version("v1")]
+        );
+        let none = |_: &Version| false;
+        let err = index.rollback(&group("g"), &app("a"), none).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "group g has no earlier version of a to roll back to (one version in its history never served on any server: v1)"
+        );
+        // A refused rollback changes nothing.
+        assert_eq!(index.group(&group("g"))[&app("a")], version("v2"));
     }
 
     #[test]

@@ -17,7 +17,65 @@ pub fn package_file_name(app: &AppName, version: &Version) -> String {
 
 /// An agent's own status report.
 pub fn host_status(group: &GroupName, host: &HostName) -> String {
-    format!("groups/{group}/hosts/{host}.toml")
+    format!("{}{host}.toml", host_status_prefix(group))
+}
+
+/// Where the status reports of a group's servers are, one object per server.
+pub fn host_status_prefix(group: &GroupName) -> String {
+    format!("groups/{group}/hosts/")
+}
+
+/// An app's settings and secrets in a group (`cargo milky env`).
+pub fn env(group: &GroupName, app: &AppName) -> String {
+    format!("groups/{group}/env/{app}.toml")
+}
+
+/// Where one (group, app, version)'s once hooks are coordinated: `lease.toml` and `result.toml`.
+pub fn once_hooks(group: &GroupName, app: &AppName, version: &Version) -> String {
+    format!("groups/{group}/once/{app}/{version}/")
+}
+
+/// Where the conditional-write probe of a group's servers writes its scratch objects.
+pub fn once_probe_prefix(group: &GroupName) -> String {
+    format!("groups/{group}/once")
+}
+
+/// Where one attempt at an app's first-deploy hooks (with `version`) is coordinated:
+/// `lease.toml` and `result.toml`, as for once hooks.
+pub fn first_hooks(group: &GroupName, app: &AppName, version: &Version) -> String {
+    format!("{}{version}/", first_hooks_prefix(group, app))
+}
+
+/// Everything of an app's first-deploy hooks in a group: the attempts and the done marker.
+pub fn first_hooks_prefix(group: &GroupName, app: &AppName) -> String {
+    format!("groups/{group}/first/{app}/")
+}
+
+/// Written once the first-deploy hooks of an app ran successfully in a group: from then on no
+/// server runs them again (until `cargo milky hooks reset` deletes it).
+pub fn first_hooks_done(group: &GroupName, app: &AppName) -> String {
+    format!("{}done.toml", first_hooks_prefix(group, app))
+}
+
+/// The lease object in a once- or first-hooks folder.
+pub fn lease_in(folder: &str) -> String {
+    format!("{folder}lease.toml")
+}
+
+/// The result object in a once- or first-hooks folder.
+pub fn result_in(folder: &str) -> String {
+    format!("{folder}result.toml")
+}
+
+/// Created by the first server that serves `version` of `app` in a group; rollback steps only
+/// onto versions that have one.
+pub fn served(group: &GroupName, app: &AppName, version: &Version) -> String {
+    format!("{}{version}", served_prefix(group, app))
+}
+
+/// Every served marker of an app in a group.
+pub fn served_prefix(group: &GroupName, app: &AppName) -> String {
+    format!("groups/{group}/served/{app}/")
 }
 
 #[cfg(test)]
@@ -35,5 +93,22 @@ mod tests {
         let group = GroupName::new("stable").unwrap();
         let host = HostName::new("web-1").unwrap();
         assert_eq!(host_status(&group, &host), "groups/stable/hosts/web-1.toml");
+        assert_eq!(env(&group, &app), "groups/stable/env/myapp.toml");
+        assert_eq!(
+            lease_in(&once_hooks(&group, &app, &version)),
+            "groups/stable/once/myapp/v1022/lease.toml"
+        );
+        assert_eq!(
+            result_in(&first_hooks(&group, &app, &version)),
+            "groups/stable/first/myapp/v1022/result.toml"
+        );
+        assert_eq!(
+            first_hooks_done(&group, &app),
+            "groups/stable/first/myapp/done.toml"
+        );
+        assert_eq!(
+            served(&group, &app, &version),
+            "groups/stable/served/myapp/v1022"
+        );
     }
 }

@@ -10,11 +10,12 @@ pub mod names;
 pub mod once;
 pub mod package;
 pub mod project;
+pub mod served;
 pub mod signing;
 pub mod status;
 pub mod store;
 
-pub use index::{Index, IndexError, PackageEntry};
+pub use index::{Index, IndexError, PackageEntry, Rollback};
 pub use names::{AppName, GroupName, HostName, NameError, Version};
 pub use package::Manifest;
 pub use project::ProjectConfig;

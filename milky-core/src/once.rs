@@ -9,16 +9,9 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::names::{AppName, GroupName, HostName, Version};
+use crate::names::HostName;
 use crate::store::{Condition, Store, StoreError};
 
-pub fn lease_key(group: &GroupName, app: &AppName, version: &Version) -> String {
-    format!("groups/{group}/once/{app}/{version}/lease.toml")
-}
-
-pub fn result_key(group: &GroupName, app: &AppName, version: &Version) -> String {
-    format!("groups/{group}/once/{app}/{version}/result.toml")
-}
 
 /// Who runs the once hooks, until when.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

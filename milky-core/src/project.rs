@@ -56,6 +56,10 @@ pub struct AppSettings {
     /// The pip requirements file, relative to the project.
     #[serde(default = "default_requirements")]
     pub requirements: String,
+    /// The URL path at which nginx serves the app's uploads (`MEDIA_URL`, e.g. `/media/`) from
+    /// the `media/` folder of its persistent data dir (`MILKY_DATA_DIR`). Unset: not served.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub media_url: Option<String>,
 }
 
 /// Commands run on servers, from the release dir with the release's venv first on PATH.
@@ -68,6 +72,10 @@ pub struct Hooks {
     /// Run on every server after unpacking, before the switch (collectstatic).
     #[serde(default)]
     pub server: Vec<String>,
+    /// Run once per group ever, by one server, after the `once` hooks of the first release
+    /// that has them (seed data, fixtures, the first admin); never again for later versions.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub first: Vec<String>,
 }
 
 /// Config snippets the package adds inside its own nginx server block and Apache vhost.
@@ -142,6 +150,7 @@ impl Hooks {
         Self {
             once: vec!["python manage.py migrate --noinput".into()],
             server: vec!["python manage.py collectstatic --noinput".into()],
+            first: Vec::new(),
         }
     }
 }
@@ -164,6 +173,20 @@ impl AppSettings {
             check_relative_path("app.static_dir", dir)?;
         }
         check_relative_path("app.requirements", &self.requirements)?;
+        if let Some(url) = &self.media_url {
+            let ok = url.starts_with('/')
+                && url.ends_with('/')
+                && url.len() > 1
+                && url
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '/' | '-' | '_' | '.'))
+                && !url.split('/').any(|part| part == "..");
+            if !ok {
+                return Err(format!(
+                    "app.media_url {url:?} should be a plain URL path that starts and ends with '/', such as /media/"
+                ));
+            }
+        }
         if !self.health.starts_with('/')
             || !self.health.chars().all(|c| c.is_ascii_graphic())
             || self.health.contains(['"', '\'', ';', '{', '}', '\\'])

@@ -124,7 +124,7 @@ pub async fn read_group(
     store: &crate::Store,
     group: &GroupName,
 ) -> Result<Vec<(HostName, Result<HostStatus, String>)>, crate::StoreError> {
-    let prefix = format!("groups/{group}/hosts/");
+    let prefix = crate::layout::host_status_prefix(group);
     let mut reports = Vec::new();
     for key in store.list(&prefix).await? {
         let Some(name) = key

@@ -2,6 +2,7 @@
 
 pub mod doctor;
 pub mod env;
+pub mod hooks;
 pub mod hosts;
 pub mod info;
 pub mod init;
@@ -34,6 +35,7 @@ pub async fn run(args: MilkyArgs) -> anyhow::Result<()> {
         Command::Rollback(a) => rollback::run(a, &args.global, printer).await,
         Command::Promote(a) => promote::run(a, &args.global, printer).await,
         Command::Hosts(a) => hosts::run(a, &args.global, printer).await,
+        Command::Hooks(a) => hooks::run(a, &args.global, printer).await,
         Command::Doctor(a) => doctor::run(a, &args.global).await,
         Command::Env(a) => env::run(a, &args.global, printer).await,
         Command::Logs(a) => logs::run(a, &args.global, printer).await,

@@ -8,11 +8,13 @@ use anyhow::{Context, bail};
 use milky_core::{AppName, GroupName, HostName, Manifest, PackageEntry, Version};
 
 use super::hook_log::HookLog;
-use super::{Agent, Target, Wanted, conditional_writes};
-use crate::once::{Once, OnceRunner};
+use super::{Agent, Target, Wanted, conditional_writes, env_file};
+use crate::once::{Once, OnceKind, OnceRunner};
 use crate::release_store::Releases;
 use crate::state::AgentState;
-use crate::web::{AppSite, HookUser, ReleaseSetup, Slot, prepare_release, run_hooks};
+use crate::web::{
+    AppSite, HookUser, MEDIA_DIR, ReleaseSetup, Slot, ensure_data_dir, prepare_release, run_hooks,
+};
 
 /// What one deploy brings up: a version's index entry, with the env generation the index names.
 pub(super) struct Release<'a> {
@@ -60,8 +62,27 @@ impl Agent {
             &self.host,
             &self.config.group,
         )?;
+        // The app's data dir: made (never emptied) before anything of the release runs, so its
+        // hooks (migrate into SQLite there, seed media) and its processes find it.
+        let web = &self.config.web;
+        let (uid, gid) = env_file::account_ids(&web.apache_user, &web.apache_group)?;
+        let data_root = self.config.paths.data_root();
+        let data_dir = tokio::task::block_in_place(|| {
+            ensure_data_dir(&data_root, app.as_str(), uid, gid)
+        })?;
+        site.env.insert(
+            "MILKY_DATA_DIR".into(),
+            data_dir.to_string_lossy().into_owned(),
+        );
+        site.env.insert(
+            "MILKY_MEDIA_DIR".into(),
+            data_dir.join(MEDIA_DIR).to_string_lossy().into_owned(),
+        );
+        site.data_dir = Some(data_dir);
+        site.media_url = manifest.app.media_url.clone();
         let mut setup = ReleaseSetup::new(&release_dir);
         setup.python = self.config.releases.python.clone();
+        setup.requirements = manifest.app.requirements.clone().into();
         setup.hooks = manifest.hooks.server.clone();
         setup.env = site.env.clone();
         setup.user = Some(HookUser::lookup(self.config.hook_user())?);
@@ -107,8 +128,8 @@ impl Agent {
             tracing::info!(%app, %version, "hook `{}` ran in {:?}", hook.hook, hook.duration);
         }
         crate::crash::point("deploy:prepared");
-        let once = &manifest.hooks.once;
-        if !once.is_empty() {
+        let (once, first) = (&manifest.hooks.once, &manifest.hooks.first);
+        if !once.is_empty() || !first.is_empty() {
             conditional_writes::check(&self.store, &self.config.group, state).await?;
             let runner = OnceRunner {
                 store: &self.store,
@@ -117,19 +138,28 @@ impl Agent {
                 ttl: self.config.releases.once_lease,
                 wait: self.config.releases.once_wait,
             };
-            match runner
-                .ensure(app, version, once, || {
-                    let runs = run_hooks(&setup, once);
-                    match &runs {
-                        Ok(runs) => hook_log.runs(runs),
-                        Err(err) => hook_log.failure(err),
-                    }
-                    runs
-                })
-                .await?
+            let run = |hooks: &[String]| {
+                let runs = run_hooks(&setup, hooks);
+                match &runs {
+                    Ok(runs) => hook_log.runs(runs),
+                    Err(err) => hook_log.failure(err),
+                }
+                runs
+            };
+            // Migrations first: the first-deploy hooks (seed data) need the tables.
+            if !once.is_empty()
+                && let Once::Waiting(why) = runner
+                    .ensure(OnceKind::PerVersion, app, version, once, || run(once))
+                    .await?
             {
-                Once::Done => {}
-                Once::Waiting(why) => return Ok(Deployed::Waiting(why)),
+                return Ok(Deployed::Waiting(why));
+            }
+            if !first.is_empty()
+                && let Once::Waiting(why) = runner
+                    .ensure_first(app, version, first, || run(first))
+                    .await?
+            {
+                return Ok(Deployed::Waiting(why));
             }
         }
         let live = self.web.live_slot(app.as_str())?;
@@ -174,6 +204,14 @@ impl Agent {
             }
             Ok(())
         })?;
+        // Rollback steps only onto versions that served somewhere; a marker that cannot be
+        // written now costs nothing but that (rollback then treats the version as never served).
+        if let Err(err) =
+            milky_core::served::mark(&self.store, &self.config.group, app, version, &self.host)
+                .await
+        {
+            tracing::warn!(%app, %version, "recording that this version served: {err}");
+        }
         crate::crash::point("deploy:done");
         state.live_env.insert(app.clone(), env_generation);
         Ok(Deployed::Switched)
@@ -222,6 +260,8 @@ fn app_site(
     );
     site.env.extend(server_env.clone());
     site.server_names = if app.server_names.is_empty() {
+        // nginx needs a name; health checks ask as localhost, which Django accepts by default.
+        site.health_host = Some("localhost".to_owned());
         vec![app.name.to_string()]
     } else {
         app.server_names.clone()

@@ -72,7 +72,7 @@ impl EnvFiles {
 
 /// The uid of `user` and gid of `group`, through the system's name service (local files,
 /// LDAP, sssd …).
-fn account_ids(user: &str, group: &str) -> anyhow::Result<(u32, u32)> {
+pub(super) fn account_ids(user: &str, group: &str) -> anyhow::Result<(u32, u32)> {
     let uid = User::from_name(user)
         .with_context(|| format!("looking up the user {user:?}"))?
         .with_context(|| format!("there is no user {user:?} on this server"))?

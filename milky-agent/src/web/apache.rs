@@ -161,7 +161,7 @@ impl WebStack {
             slot,
             port,
             release_dir: site.release_dir.clone(),
-            server_name: site.server_names[0].clone(),
+            server_name: site.health_host().to_owned(),
         };
         let info_file = self.slot_info_file(app, slot);
         let info_text = toml::to_string(&info).map_err(|e| WebError::State {

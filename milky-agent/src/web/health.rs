@@ -66,11 +66,22 @@ impl WebStack {
                         }
                     }
                 }
-                Ok(resp) => format!("HTTP {}", resp.status()),
+                Ok(resp) => {
+                    let location = resp.header("Location").map(str::to_owned);
+                    let code = resp.status();
+                    with_hint(
+                        format!("HTTP {code}"),
+                        explain(code, location.as_deref(), &info.server_name, path),
+                    )
+                }
                 Err(ureq::Error::Status(code, resp)) => {
+                    let location = resp.header("Location").map(str::to_owned);
                     let body = resp.into_string().unwrap_or_default();
                     let excerpt: String = body.chars().take(300).collect();
-                    format!("HTTP {code}: {}", excerpt.trim())
+                    with_hint(
+                        format!("HTTP {code}: {}", excerpt.trim()),
+                        explain(code, location.as_deref(), &info.server_name, path),
+                    )
                 }
                 Err(e) => e.to_string(),
             };
@@ -88,6 +99,44 @@ impl WebStack {
             last,
             log: log_excerpt(&self.slot_error_log(app, slot)),
         })
+    }
+}
+
+fn with_hint(failure: String, hint: String) -> String {
+    if hint.is_empty() {
+        failure
+    } else {
+        format!("{failure}\n  {hint}")
+    }
+}
+
+/// What a failing answer most likely means for a Django app, and what to change, so a first
+/// deploy that fails says how to fix it. Empty when there is nothing useful to add.
+fn explain(status: u16, location: Option<&str>, host: &str, path: &str) -> String {
+    match status {
+        300..=399 => {
+            let hint = match location {
+                Some(l) if l.starts_with("https://") => {
+                    "the app redirects to HTTPS (Django's SECURE_SSL_REDIRECT), and the health check asks over plain HTTP on loopback, as nginx forwards plain HTTP. Turn SECURE_SSL_REDIRECT off until the app is served over HTTPS, or exempt the health path (SECURE_REDIRECT_EXEMPT = [r\"^health/$\"]); behind a TLS proxy also set SECURE_PROXY_SSL_HEADER = (\"HTTP_X_FORWARDED_PROTO\", \"https\")".to_owned()
+                }
+                Some(l) if !path.ends_with('/') && l.ends_with(&format!("{path}/")) => {
+                    format!("Django adds a slash (APPEND_SLASH): set health = \"{path}/\" under [app] in milky.toml")
+                }
+                Some(l) if l.contains("login") => "the health path needs a login: point health under [app] in milky.toml at a page anyone may read".to_owned(),
+                Some(l) if l.contains("://www.") => "Django adds www. (PREPEND_WWW): list that name in server_names under [app] in milky.toml".to_owned(),
+                _ => format!("point health under [app] in milky.toml at a URL that answers 200 (it is {path})"),
+            };
+            format!(
+                "redirect to {}: {hint}",
+                location.unwrap_or("nowhere (no Location header)")
+            )
+        }
+        400 => format!(
+            "Django answers 400 to a Host it does not allow (DisallowedHost): the health check sent Host: {host}. Add it to ALLOWED_HOSTS, or list the names the app answers to in server_names under [app] in milky.toml (the first is the health check's Host)"
+        ),
+        404 => format!("no page at {path}: set health under [app] in milky.toml to a URL that answers 200"),
+        500..=599 => "the app failed while answering: its error log is below".to_owned(),
+        _ => String::new(),
     }
 }
 
@@ -190,6 +239,35 @@ mod tests {
             .unwrap_err();
         assert!(
             matches!(&err, WebError::Unhealthy { last, .. } if last.starts_with("HTTP 500") && last.contains("body")),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn failing_answers_say_what_to_change() {
+        let https = explain(301, Some("https://shop.example/"), "shop.example", "/");
+        assert!(https.contains("https://shop.example/"), "{https}");
+        assert!(https.contains("SECURE_SSL_REDIRECT"), "{https}");
+        let slash = explain(301, Some("/health/"), "shop.example", "/health");
+        assert!(slash.contains("APPEND_SLASH") && slash.contains("\"/health/\""), "{slash}");
+        let login = explain(302, Some("/accounts/login/?next=/"), "h", "/");
+        assert!(login.contains("login"), "{login}");
+        let host = explain(400, None, "proj", "/");
+        assert!(host.contains("ALLOWED_HOSTS") && host.contains("Host: proj"), "{host}");
+        assert!(explain(404, None, "h", "/up").contains("/up"));
+        assert!(explain(503, None, "h", "/").contains("error log"));
+        assert_eq!(explain(200, None, "h", "/"), "");
+    }
+
+    #[test]
+    fn a_redirect_fails_and_names_where_it_pointed() {
+        let dir = tempfile::tempdir().unwrap();
+        let (stack, _hosts) = stack_with_slot(dir.path(), "301 Moved Permanently", "1.0");
+        let err = stack
+            .health_check("shop", Slot::Blue, "/", Some("1.0"))
+            .unwrap_err();
+        assert!(
+            matches!(&err, WebError::Unhealthy { last, .. } if last.starts_with("HTTP 301") && last.contains("redirect to")),
             "{err}"
         );
     }

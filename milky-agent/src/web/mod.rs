@@ -19,13 +19,14 @@
 //! `ports.toml`), `apache.rs` (a slot's config, start, stop and read-back), `nginx.rs` (render,
 //! test, reload, the switch by live link, drain), `health.rs`, `served.rs` (what runs, read back
 //! from the app files and live links), `remove.rs` (taking an app off) and `logs.rs` (the log
-//! files to ship). Then `release.rs` (venv, requirements, hooks), `hook_user.rs` (hooks as an
+//! files to ship). Then `data_dir.rs` (each app's persistent data dir), `release.rs` (venv, requirements, hooks), `hook_user.rs` (hooks as an
 //! unprivileged user), `site.rs` ([`AppSite`]), `validate.rs`, `templates.rs`, `slot.rs`,
 //! `commands.rs` (the service command lines), `process.rs` (pid files, /proc, signals, atomic
 //! file writes) and `error.rs`.
 
 mod apache;
 mod commands;
+mod data_dir;
 mod error;
 mod health;
 mod hook_user;
@@ -50,6 +51,7 @@ pub use health::HealthReport;
 pub use hook_user::HookUser;
 pub use logs::{LogWriter, WebLog, WebLogSource};
 pub use release::{HookRun, PreparedRelease, ReleaseSetup, prepare_release, run_hooks};
+pub use data_dir::{MEDIA as MEDIA_DIR, ensure as ensure_data_dir};
 pub use site::AppSite;
 pub use slot::Slot;
 pub use stack::{SlotPorts, Timeouts, WebSettings, WebStack};

@@ -55,6 +55,8 @@ impl WebStack {
                 "static_dir": site.static_dir.as_ref().map(|_| live.join("static")),
                 "static_url": site.static_url,
                 "nginx_snippet": snippet,
+                "media_url": site.media_url,
+                "media_dir": site.media_url.as_ref().and(site.data_dir.as_ref()).map(|d| d.join(super::MEDIA_DIR)),
                 "access_log": self.nginx_app_log(&site.name, "access"),
                 "error_log": self.nginx_app_log(&site.name, "error"),
             }),

@@ -14,13 +14,16 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use super::WebError;
+use super::{WebError, validate};
 use super::commands::combined;
 use super::hook_user::{self, HookUser};
 
 /// Written into the venv last: a release with it is fully prepared, one without it (a crash
 /// half-way) is prepared again from scratch.
 const PREPARED_MARKER: &str = ".milky-prepared";
+
+/// The requirements file a project has when its milky.toml names none.
+const DEFAULT_REQUIREMENTS: &str = "requirements.txt";
 
 /// How to prepare one release.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -46,6 +49,9 @@ pub struct ReleaseSetup {
     /// Where the agent keeps one venv with pip per Python ([`pip_venv`]); `None`: each release's
     /// venv gets pip of its own.
     pub pip_home: Option<PathBuf>,
+    /// The requirements file, relative to the release (`[app] requirements`). The default,
+    /// `requirements.txt`, may be absent (nothing to install); any other named file must exist.
+    pub requirements: PathBuf,
 }
 
 impl ReleaseSetup {
@@ -59,6 +65,7 @@ impl ReleaseSetup {
             home: None,
             static_dir: Some(PathBuf::from("static_collected")),
             pip_home: None,
+            requirements: PathBuf::from(DEFAULT_REQUIREMENTS),
         }
     }
 
@@ -111,7 +118,15 @@ pub fn prepare_release(setup: &ReleaseSetup) -> Result<PreparedRelease, WebError
             tracing::warn!("could not delete {} yet: {err}", stale.display());
         }
     }
-    let requirements = release.join("requirements.txt");
+    validate::release_relative("requirements file", &setup.requirements)?;
+    let requirements = release.join(&setup.requirements);
+    if !requirements.exists() && setup.requirements != Path::new(DEFAULT_REQUIREMENTS) {
+        return Err(WebError::invalid(
+            "requirements file",
+            setup.requirements.display().to_string(),
+            "milky.toml names it ([app] requirements) but the package has no such file",
+        ));
+    }
     let pip = match &setup.pip_home {
         Some(home) if requirements.exists() => pip_venv(home, &setup.python)?,
         _ => None,
@@ -154,7 +169,7 @@ pub fn prepare_release(setup: &ReleaseSetup) -> Result<PreparedRelease, WebError
         tracing::info!(release = %release.display(), offline = wheels.is_dir(), "installing requirements");
         run_step(
             release,
-            "pip install -r requirements.txt",
+            &format!("pip install -r {}", setup.requirements.display()),
             cmd,
             RunAs::Agent,
             "prepare:pip-running",

@@ -15,6 +15,10 @@ pub struct AppSite {
     /// Host names nginx routes to this app; the first is also Apache's `ServerName` and the
     /// `Host` of health checks (Django's `ALLOWED_HOSTS` must accept it).
     pub server_names: Vec<String>,
+    /// The `Host` of health checks when it is not the first server name: an app that names none
+    /// is checked as `localhost`, which a stock Django project (DEBUG on, ALLOWED_HOSTS empty)
+    /// accepts, where the app's name would be refused.
+    pub health_host: Option<String>,
     /// Whether requests for unknown host names go to this app rather than to a 404.
     pub default_server: bool,
     /// The unpacked release: absolute, readable by Apache's and nginx's users.
@@ -38,12 +42,24 @@ pub struct AppSite {
     /// A JSON object of secret variables (`cargo milky env`), readable only by Apache's user:
     /// loaded by the WSGI wrapper at start, never written into a config.
     pub secret_env_file: Option<PathBuf>,
+    /// The app's persistent data dir (`MILKY_DATA_DIR`), kept across releases.
+    pub data_dir: Option<PathBuf>,
+    /// Where nginx serves the data dir's `media/` (uploads); `None`: not served.
+    pub media_url: Option<String>,
     /// mod_wsgi daemon processes and threads per process.
     pub processes: u32,
     pub threads: u32,
 }
 
 impl AppSite {
+    /// The `Host` health checks send.
+    pub fn health_host(&self) -> &str {
+        self.health_host
+            .as_deref()
+            .or(self.server_names.first().map(String::as_str))
+            .unwrap_or("localhost")
+    }
+
     /// An app with one server name and the defaults: venv in `release_dir/venv`, static files
     /// from `static_collected/` at `/static/`, 2 processes × 8 threads, no snippets.
     pub fn new(
@@ -56,6 +72,7 @@ impl AppSite {
         AppSite {
             name: name.into(),
             server_names: vec![server_name.into()],
+            health_host: None,
             default_server: false,
             venv_dir: release_dir.join("venv"),
             release_dir,
@@ -67,6 +84,8 @@ impl AppSite {
             apache_snippet: None,
             env: BTreeMap::new(),
             secret_env_file: None,
+            data_dir: None,
+            media_url: None,
             processes: 2,
             threads: 8,
         }
@@ -86,7 +105,7 @@ impl AppSite {
                 "an app needs at least one server name",
             ));
         }
-        for name in &self.server_names {
+        for name in self.server_names.iter().chain(&self.health_host) {
             validate::server_name(app, name)?;
         }
         validate::config_path(&format!("release dir of app {app}"), &self.release_dir)?;
@@ -115,6 +134,26 @@ impl AppSite {
                 &self.static_url,
                 "must end with '/'",
             ));
+        }
+        if let Some(dir) = &self.data_dir {
+            validate::config_path(&format!("data dir of app {app}"), dir)?;
+        }
+        if let Some(url) = &self.media_url {
+            validate::url_path(&format!("media URL of app {app}"), url)?;
+            if !url.ends_with('/') || url == "/" || *url == self.static_url {
+                return Err(WebError::invalid(
+                    format!("media URL of app {app}"),
+                    url,
+                    "must end with '/', and be neither / nor the static URL",
+                ));
+            }
+            if self.data_dir.is_none() {
+                return Err(WebError::invalid(
+                    format!("media URL of app {app}"),
+                    url,
+                    "needs the app's data dir",
+                ));
+            }
         }
         if let Some(s) = &self.nginx_snippet {
             validate::release_relative(&format!("nginx snippet of app {app}"), s)?;
