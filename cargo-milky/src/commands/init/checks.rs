@@ -28,6 +28,8 @@ pub enum Fix {
         health: String,
     },
     DebugOff,
+    /// Uploads in the app's data dir (`MILKY_MEDIA_DIR`), served by nginx at `url`.
+    MediaInDataDir { url: Option<String> },
 }
 
 impl Fix {
@@ -36,7 +38,10 @@ impl Fix {
     pub fn is_safe(&self) -> bool {
         matches!(
             self,
-            Fix::StaticRoot | Fix::AllowHost(_) | Fix::SqliteInDataDir(_)
+            Fix::StaticRoot
+                | Fix::AllowHost(_)
+                | Fix::SqliteInDataDir(_)
+                | Fix::MediaInDataDir { .. }
         )
     }
 }
@@ -134,6 +139,31 @@ pub fn check(settings: Option<&Settings>, deploy: &Deploy) -> Findings {
 
     if let Some(media) = settings.get("MEDIA_ROOT") {
         findings.media_dir = inside(root, media.resolved()).filter(|d| d != ".");
+        if let Some(dir) = &findings.media_dir
+            && media.env_var().is_none()
+        {
+            // A plain URL path nginx can serve; anything else (a CDN URL) is left to the app.
+            let url = match settings.get("MEDIA_URL").map(Value::resolved) {
+                Some(Value::Str(url))
+                    if url.starts_with('/') && url.ends_with('/') && url.len() > 1 =>
+                {
+                    Some(url.clone())
+                }
+                _ => None,
+            };
+            problems.push(Problem {
+                message: format!(
+                    "MEDIA_ROOT is {dir} inside the project: on a server uploads would go into the release, which is read-only to the app and replaced by every version"
+                ),
+                remedy: format!(
+                    "MEDIA_ROOT = os.environ.get(\"MILKY_MEDIA_DIR\", MEDIA_ROOT): the media/ folder of the app's data dir, kept across releases{}",
+                    url.as_ref()
+                        .map(|u| format!(", and media_url = \"{u}\" under [app] in milky.toml so nginx serves it"))
+                        .unwrap_or_default()
+                ),
+                fix: Some(Fix::MediaInDataDir { url }),
+            });
+        }
     }
 
     let static_root = settings.get("STATIC_ROOT");
@@ -380,6 +410,13 @@ pub fn render_overlay(module: &str, overlay_file: &Path, fixes: &[Fix]) -> Strin
             }
             Fix::DebugOff => {
                 text.push_str("DEBUG = False\n");
+            }
+            Fix::MediaInDataDir { .. } => {
+                text.push_str(
+                    "# Uploads go to the media/ folder of the app's data dir on a server, kept across\n\
+                     # releases (nginx serves it at milky.toml's media_url); elsewhere, where they were.\n\
+                     MEDIA_ROOT = os.environ.get(\"MILKY_MEDIA_DIR\", MEDIA_ROOT)\n",
+                );
             }
         }
     }

@@ -198,6 +198,10 @@ pub fn run(args: InitArgs, global: &GlobalArgs, printer: Printer) -> anyhow::Res
         static_dir: static_dir.as_deref(),
         server_names: &server_names,
         requirements: requirements.as_deref(),
+        media_url: fixes.iter().find_map(|fix| match fix {
+            Fix::MediaInDataDir { url } => url.as_deref(),
+            _ => None,
+        }),
         hooks: &hooks,
         excludes: &excludes(&findings),
         store: store.as_deref(),
@@ -489,6 +493,7 @@ struct Manifest<'a> {
     static_dir: Option<&'a str>,
     server_names: &'a [String],
     requirements: Option<&'a str>,
+    media_url: Option<&'a str>,
     hooks: &'a Hooks,
     excludes: &'a [String],
     store: Option<&'a str>,
@@ -561,6 +566,11 @@ fn render(m: &Manifest) -> String {
             .set("requirements", requirements);
     }
 
+    if let Some(url) = m.media_url {
+        app.comment("nginx serves uploads (MILKY_MEDIA_DIR, the data dir's media/) here")
+            .set("media_url", url);
+    }
+
     let mut hooks = Section::new(&format!("{}\n", app.pending));
     hooks
         .comment("Run once per group and version, by one server, before any server switches")
@@ -621,6 +631,7 @@ mod tests {
             static_dir: Some("static_collected"),
             server_names: &[],
             requirements: None,
+            media_url: None,
             hooks,
             excludes,
             store: Some("s3://b/p"),
@@ -657,6 +668,7 @@ mod tests {
         let hooks = Hooks {
             once: vec!["echo \"quoted\" \\ and 'single'".into()],
             server: vec![],
+            first: vec![],
         };
         let mut m = manifest(&name, &hooks, &[]);
         m.store = Some("s3://bucket/with\"quote");
