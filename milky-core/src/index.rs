@@ -169,6 +169,17 @@ impl Index {
         self.data_unchecked().groups
     }
 
+    /// Every group the index names: those that run apps, and those with an env or a history of
+    /// versions.
+    pub fn known_groups(&self) -> std::collections::BTreeSet<GroupName> {
+        let data = self.data_unchecked();
+        data.groups
+            .into_keys()
+            .chain(data.env.into_keys())
+            .chain(data.history.into_keys())
+            .collect()
+    }
+
     /// The apps and versions one group runs (empty if the group is unknown).
     pub fn group(&self, group: &GroupName) -> BTreeMap<AppName, Version> {
         self.groups().remove(group).unwrap_or_default()
@@ -716,6 +727,12 @@ mod tests {
         );
         assert!(index.group(&group("g")).is_empty());
         assert!(index.package(&app("a"), &version("v1")).is_some());
+        // The group stays known without apps, and so does one that only has an env.
+        index.set_env_generation(&group("e"), &app("a"), 1);
+        assert_eq!(
+            index.known_groups().into_iter().collect::<Vec<_>>(),
+            [group("e"), group("g")]
+        );
         let err = index.remove_app(&group("g"), &app("a")).unwrap_err();
         assert_eq!(err.to_string(), "group g does not run app a");
     }

@@ -27,9 +27,10 @@ pub async fn run(args: RollbackArgs, global: &GlobalArgs, printer: Printer) -> a
         .edit_index(|index| -> Result<_, IndexError> { index.rollback(&args.group, &args.app) })
         .await
         .context("updating version.info")?;
-    println!(
+    outln!(
         "{} now runs {} {to} (rolled back from {from})",
-        args.group, args.app
+        args.group,
+        args.app
     );
     if args.wait.wait {
         until_converged(&store, &args.group, &args.app, &args.wait, printer).await?;
