@@ -727,11 +727,19 @@ mod tests {
         );
         assert!(index.group(&group("g")).is_empty());
         assert!(index.package(&app("a"), &version("v1")).is_some());
-        // The group stays known without apps, and so does one that only has an env.
+        // A group that only has an env is known; one whose last app left (with no history) is
+        // not any more: its servers' reports in the store keep it known to the controller.
         index.set_env_generation(&group("e"), &app("a"), 1);
         assert_eq!(
             index.known_groups().into_iter().collect::<Vec<_>>(),
-            [group("e"), group("g")]
+            [group("e")]
+        );
+        index
+            .set_version(&group("h"), &app("a"), &version("v1"))
+            .unwrap();
+        assert_eq!(
+            index.known_groups().into_iter().collect::<Vec<_>>(),
+            [group("e"), group("h")]
         );
         let err = index.remove_app(&group("g"), &app("a")).unwrap_err();
         assert_eq!(err.to_string(), "group g does not run app a");
