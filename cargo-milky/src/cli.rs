@@ -19,7 +19,7 @@ pub enum Cargo {
     version,
     about,
     long_about,
-    after_help = "Examples:\n  cargo milky init\n  cargo milky upload --group stable ./myapp\n  cargo milky version stable myapp v1022\n  cargo milky remove stable oldapp\n  cargo milky info\n  cargo milky status\n  cargo milky logs stable --since 1h"
+    after_help = "Examples:\n  cargo milky init\n  cargo milky upload --new-group --group stable ./myapp\n  cargo milky version stable myapp v1022\n  cargo milky remove stable oldapp\n  cargo milky info\n  cargo milky status\n  cargo milky logs stable --since 1h"
 )]
 pub struct MilkyArgs {
     #[command(flatten)]
@@ -84,16 +84,31 @@ mod tests {
         milky.build();
         let milky = milky.find_subcommand_mut("milky").unwrap();
         insta::assert_snapshot!("milky", milky.render_long_help().to_string());
-        for sub in [
-            "init", "package", "upload", "version", "remove", "info", "status", "rollback",
-            "promote", "hosts", "hooks", "doctor", "logs", "keygen", "sign",
-        ] {
-            let help = milky
-                .find_subcommand_mut(sub)
-                .unwrap()
-                .render_long_help()
-                .to_string();
-            insta::assert_snapshot!(sub, help);
+        // Every command, and the subcommands of those that have them, by their names: a new
+        // command fails this test until it has a snapshot.
+        let names: Vec<String> = milky
+            .get_subcommands()
+            .map(|sub| sub.get_name().to_owned())
+            .filter(|name| name != "help")
+            .collect();
+        assert!(names.iter().any(|name| name == "env"), "{names:?}");
+        for name in names {
+            let sub = milky.find_subcommand_mut(&name).unwrap();
+            let help = sub.render_long_help().to_string();
+            insta::assert_snapshot!(name.as_str(), help);
+            let inner: Vec<String> = sub
+                .get_subcommands()
+                .map(|inner| inner.get_name().to_owned())
+                .filter(|inner| inner != "help")
+                .collect();
+            for inner in inner {
+                let help = sub
+                    .find_subcommand_mut(&inner)
+                    .unwrap()
+                    .render_long_help()
+                    .to_string();
+                insta::assert_snapshot!(format!("{name}-{inner}"), help);
+            }
         }
     }
 }

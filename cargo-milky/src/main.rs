@@ -6,9 +6,14 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
+// First, so that its `outln!` is there for the modules below.
+#[macro_use]
+mod stdout;
+
 mod cli;
 mod commands;
 mod exit;
+mod groups;
 mod progress;
 mod settings;
 mod wait;

@@ -1,11 +1,12 @@
 //! `--wait`: block until every live server of a group serves what the index wants for an app,
 //! reading the servers' status reports from the store. What a CI release script needs.
 
+use std::collections::BTreeMap;
 use std::time::{Duration, Instant, SystemTime};
 
 use clap::Args;
-use milky_core::status::{DEFAULT_STALE_AFTER, read_group, summarize};
-use milky_core::{AppName, GroupName, Store};
+use milky_core::status::{AppSummary, DEFAULT_STALE_AFTER, HostStatus, read_group, summarize};
+use milky_core::{AppName, GroupName, HostName, Store};
 
 use crate::exit::user_error;
 use crate::progress::Printer;
@@ -33,11 +34,85 @@ impl Default for WaitArgs {
     }
 }
 
+/// The time of each server's last report, read before an edit of the index.
+///
+/// A report says which version failed, not under which env generation, and a server rewrites
+/// its report only when something in it changes (or every ten minutes). So right after an env
+/// edit, a server whose pass failed on the generation before still reports that failure. A
+/// failure counts for the edit only in a report written since (its pass time differs from the
+/// one read here); until then the server is one that has not tried the edit yet.
+#[derive(Debug, Default)]
+pub struct ReportsBefore(BTreeMap<HostName, String>);
+
+impl ReportsBefore {
+    pub async fn read(store: &Store, group: &GroupName) -> anyhow::Result<Self> {
+        let reports = read_group(store, group).await?;
+        Ok(Self(pass_times(&reports)))
+    }
+}
+
+fn pass_times(reports: &[(HostName, Result<HostStatus, String>)]) -> BTreeMap<HostName, String> {
+    reports
+        .iter()
+        .filter_map(|(host, report)| Some((host.clone(), report.as_ref().ok()?.last_pass.clone())))
+        .collect()
+}
+
+/// Moves the failures of servers that have not reported since `before` to the lagging ones:
+/// they failed on what the group ran before `generation`, and will try it on their next pass.
+fn failures_since(
+    state: &mut AppSummary,
+    now: &BTreeMap<HostName, String>,
+    before: &ReportsBefore,
+    generation: u64,
+) {
+    let (old, new): (Vec<_>, Vec<_>) =
+        std::mem::take(&mut state.failed)
+            .into_iter()
+            .partition(|failed| {
+                now.get(&failed.host).is_some()
+                    && now.get(&failed.host) == before.0.get(&failed.host)
+            });
+    state.failed = new;
+    for mut failed in old {
+        failed.reason = Some(format!(
+            "has not tried env generation {generation} yet; its last pass failed: {}",
+            failed.reason.as_deref().unwrap_or("failed")
+        ));
+        state.lagging.push(failed);
+    }
+}
+
 /// Polls until `app` converged in `group`, one of its servers failed, or the timeout passed.
 pub async fn until_converged(
     store: &Store,
     group: &GroupName,
     app: &AppName,
+    args: &WaitArgs,
+    printer: Printer,
+) -> anyhow::Result<()> {
+    poll(store, group, app, None, args, printer).await
+}
+
+/// As [`until_converged`], after an env edit that wrote `generation`: a failure a server reported
+/// before the edit (`before`) is not one of this generation.
+pub async fn until_env_converged(
+    store: &Store,
+    group: &GroupName,
+    app: &AppName,
+    generation: u64,
+    before: &ReportsBefore,
+    args: &WaitArgs,
+    printer: Printer,
+) -> anyhow::Result<()> {
+    poll(store, group, app, Some((generation, before)), args, printer).await
+}
+
+async fn poll(
+    store: &Store,
+    group: &GroupName,
+    app: &AppName,
+    env_edit: Option<(u64, &ReportsBefore)>,
     args: &WaitArgs,
     printer: Printer,
 ) -> anyhow::Result<()> {
@@ -55,7 +130,7 @@ pub async fn until_converged(
         };
         let wanted = index.group(group);
         let reports = read_group(store, group).await?;
-        let summary = summarize(
+        let mut summary = summarize(
             &wanted,
             &index.env_generations(group),
             &reports,
@@ -66,12 +141,16 @@ pub async fn until_converged(
             .get(app)
             .map(ToString::to_string)
             .unwrap_or_else(|| "nothing".into());
-        let Some(state) = summary.apps.get(app) else {
+        let Some(state) = summary.apps.get_mut(app) else {
             printer.status(format!(
                 "{group} has no live servers reporting {app}; nothing to wait for"
             ));
             return Ok(());
         };
+        if let Some((generation, before)) = env_edit {
+            failures_since(state, &pass_times(&reports), before, generation);
+        }
+        let state = &*state;
         if summary.live.is_empty() {
             printer.status(format!(
                 "{group} has no live servers; they will converge when they start"

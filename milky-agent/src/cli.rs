@@ -119,8 +119,16 @@ async fn run_loop(agent: &Agent, interval: Duration) -> ExitCode {
     ExitCode::SUCCESS
 }
 
+/// Colour on stderr only when a person may read it there: stderr is a terminal and `NO_COLOR`
+/// (no-color.org) is unset or empty. Under cron, systemd or a pipe, stderr ends up in mail, the
+/// journal or a file, where escape codes are noise.
+pub fn colour_stderr() -> bool {
+    use std::io::IsTerminal;
+    std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty()) && std::io::stderr().is_terminal()
+}
+
 /// Logs to stderr and to the agent's log file (`[paths] logs`/agent.log, bounded), which the
-/// agent ships to the store with the other logs.
+/// agent ships to the store with the other logs. The file never holds colour codes.
 fn init_logging(verbose: u8, file: BoundedLog) {
     use tracing_subscriber::prelude::*;
     let default = match verbose {
@@ -132,6 +140,7 @@ fn init_logging(verbose: u8, file: BoundedLog) {
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
     let stderr = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
+        .with_ansi(colour_stderr())
         .with_target(false);
     let to_file = tracing_subscriber::fmt::layer()
         .with_writer(file)

@@ -174,6 +174,17 @@ impl Index {
         self.data_unchecked().groups
     }
 
+    /// Every group the index names: those that run apps, and those with an env or a history of
+    /// versions.
+    pub fn known_groups(&self) -> std::collections::BTreeSet<GroupName> {
+        let data = self.data_unchecked();
+        data.groups
+            .into_keys()
+            .chain(data.env.into_keys())
+            .chain(data.history.into_keys())
+            .collect()
+    }
+
     /// The apps and versions one group runs (empty if the group is unknown).
     pub fn group(&self, group: &GroupName) -> BTreeMap<AppName, Version> {
         self.groups().remove(group).unwrap_or_default()
@@ -786,6 +797,20 @@ mod tests {
         );
         assert!(index.group(&group("g")).is_empty());
         assert!(index.package(&app("a"), &version("v1")).is_some());
+        // A group that only has an env is known; one whose last app left (with no history) is
+        // not any more: its servers' reports in the store keep it known to the controller.
+        index.set_env_generation(&group("e"), &app("a"), 1);
+        assert_eq!(
+            index.known_groups().into_iter().collect::<Vec<_>>(),
+            [group("e")]
+        );
+        index
+            .set_version(&group("h"), &app("a"), &version("v1"))
+            .unwrap();
+        assert_eq!(
+            index.known_groups().into_iter().collect::<Vec<_>>(),
+            [group("e"), group("h")]
+        );
         let err = index.remove_app(&group("g"), &app("a")).unwrap_err();
         assert_eq!(err.to_string(), "group g does not run app a");
     }

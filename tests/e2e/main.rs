@@ -3,6 +3,7 @@
 
 mod access;
 mod agent;
+mod cli;
 mod controller;
 mod demo;
 mod env;

@@ -121,6 +121,8 @@ fn demo() -> anyhow::Result<()> {
             "upload",
             "--group",
             "stable",
+            // The agents' first reports may not be in yet: these uploads make the groups.
+            "--new-group",
             "--version",
             "v1",
             "--wait",
@@ -136,6 +138,7 @@ fn demo() -> anyhow::Result<()> {
             "upload",
             "--group",
             "unstable",
+            "--new-group",
             "--version",
             "v2",
             "--wait",

@@ -15,18 +15,18 @@ pub struct DoctorArgs {}
 pub async fn run(_args: DoctorArgs, global: &GlobalArgs) -> anyhow::Result<()> {
     let settings = Settings::resolve(global)?;
     let store = settings.open_store().await?;
-    println!("store: {}", store.url());
+    outln!("store: {}", store.url());
     match store.read_index().await? {
-        Some((index, _)) => println!(
+        Some((index, _)) => outln!(
             "ok: version.info parses ({} group(s), {} app(s))",
             index.groups().len(),
             index.apps().len()
         ),
-        None => println!("ok: no version.info yet (the first upload creates it)"),
+        None => outln!("ok: no version.info yet (the first upload creates it)"),
     }
     match probe_conditional_writes(&store, "doctor").await? {
         Ok(()) => {
-            println!("ok: conditional writes are honoured");
+            outln!("ok: conditional writes are honoured");
             Ok(())
         }
         Err(why) => anyhow::bail!(

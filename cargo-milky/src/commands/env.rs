@@ -96,6 +96,8 @@ pub struct EditOptions {
     #[arg(long, value_name = "PATH")]
     pub sign_key: Option<PathBuf>,
     #[command(flatten)]
+    pub new_group: crate::groups::NewGroupArgs,
+    #[command(flatten)]
     pub wait: crate::wait::WaitArgs,
 }
 
@@ -144,14 +146,27 @@ pub async fn run(args: EnvArgs, global: &GlobalArgs, printer: Printer) -> anyhow
             app,
             show,
             json,
-        } => return list(&store, &group, &app, show, json).await,
+        } => {
+            require_group(&store, &group).await?;
+            return list(&store, &group, &app, show, json).await;
+        }
         EnvCommand::Sign {
             group,
             app,
             sign_key,
-        } => return sign(&settings, &store, &group, &app, sign_key.as_deref()).await,
+        } => {
+            require_group(&store, &group).await?;
+            return sign(&settings, &store, &group, &app, sign_key.as_deref()).await;
+        }
     };
+    let index = store.read_index().await?.map(|(index, _)| index);
+    crate::groups::allow_new(&store, index.as_ref(), &group, &options.new_group).await?;
     apply(&settings, &store, &group, &app, &options, printer, &change).await
+}
+
+async fn require_group(store: &Store, group: &GroupName) -> anyhow::Result<()> {
+    let index = store.read_index().await?.map(|(index, _)| index);
+    crate::groups::require(store, index.as_ref(), group).await
 }
 
 /// What an edit does to the variables.
@@ -193,12 +208,12 @@ async fn list(
         );
     }
     let signed = signer.map_or("unsigned".to_owned(), |id| format!("signed by {id}"));
-    println!("{app} in {group}: generation {}, {signed}", env.generation);
+    outln!("{app} in {group}: generation {}, {signed}", env.generation);
     for (name, value) in shown {
         if show {
-            println!("{name}={}", serde_json::to_string(&value)?);
+            outln!("{name}={}", serde_json::to_string(&value)?);
         } else {
-            println!("{name} (hidden; --show prints values)");
+            outln!("{name} (hidden; --show prints values)");
         }
     }
     Ok(())
@@ -225,12 +240,12 @@ async fn sign(
     let id = key.key.public().id();
     if changed {
         record_generation(store, group, app, env.generation).await?;
-        println!(
+        outln!(
             "{app} in {group}: env generation {} signed by {id}; servers restart the app on their next pass",
             env.generation
         );
     } else {
-        println!(
+        outln!(
             "{app} in {group}: env generation {} was signed by {id} already",
             env.generation
         );
@@ -267,19 +282,26 @@ async fn apply(
         .await
         .context("writing the env")?;
     if !changed {
-        println!(
+        outln!(
             "{app} in {group}: no change (generation {})",
             env.generation
         );
         return Ok(());
     }
+    // Reports written before the new generation is in the index are about an older one: a
+    // failure in one of them is not this generation's (`--wait` waits for the servers to try it).
+    let reports_before = if options.wait.wait {
+        Some(crate::wait::ReportsBefore::read(store, group).await?)
+    } else {
+        None
+    };
     record_generation(store, group, app, env.generation).await?;
     print_diff(&before, &env.vars);
     let signed = match &key {
         Some(key) => format!(", signed by {}", key.key.public().id()),
         None => String::new(),
     };
-    println!(
+    outln!(
         "{app} in {group}: env generation {}{signed}; servers restart the app on their next pass",
         env.generation
     );
@@ -290,8 +312,17 @@ async fn apply(
             "the env was signed (by {signer}); this generation is not: servers that verify keep the old env until `cargo milky env sign {group} {app}` (or an edit with --sign-key)"
         );
     }
-    if options.wait.wait {
-        crate::wait::until_converged(store, group, app, &options.wait, printer).await?;
+    if let Some(reports_before) = reports_before {
+        crate::wait::until_env_converged(
+            store,
+            group,
+            app,
+            env.generation,
+            &reports_before,
+            &options.wait,
+            printer,
+        )
+        .await?;
     }
     Ok(())
 }
@@ -316,12 +347,12 @@ async fn record_generation(
 fn print_diff(before: &AppEnv, after: &BTreeMap<String, String>) {
     for (name, value) in after {
         match before.vars.get(name) {
-            None => println!("  + {name}"),
-            Some(old) if old != value => println!("  ~ {name}"),
+            None => outln!("  + {name}"),
+            Some(old) if old != value => outln!("  ~ {name}"),
             Some(_) => {}
         }
     }
     for name in before.vars.keys().filter(|n| !after.contains_key(*n)) {
-        println!("  - {name}");
+        outln!("  - {name}");
     }
 }

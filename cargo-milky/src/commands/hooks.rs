@@ -66,17 +66,17 @@ pub async fn run(args: HooksArgs, global: &GlobalArgs, printer: Printer) -> anyh
             }
             match &shown.result {
                 Some(r) => {
-                    println!(
+                    outln!(
                         "the first-deploy hooks of {app} ran in {group} on {} at {}: {}",
                         r.host,
                         r.finished,
                         r.hooks.join("; ")
                     );
                     if !r.output_tail.trim().is_empty() {
-                        println!("{}", r.output_tail.trim_end());
+                        outln!("{}", r.output_tail.trim_end());
                     }
                 }
-                None => println!(
+                None => outln!(
                     "the first-deploy hooks of {app} have not run in {group}: the next version a server deploys runs them"
                 ),
             }

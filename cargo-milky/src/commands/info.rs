@@ -43,26 +43,26 @@ pub async fn run(args: InfoArgs, global: &GlobalArgs) -> anyhow::Result<()> {
     if args.json {
         return super::print_json(&info);
     }
-    println!("store: {}", info.store);
-    println!();
+    outln!("store: {}", info.store);
+    outln!();
     if info.groups.is_empty() {
-        println!("no groups yet: `cargo milky upload --group GROUP DIR` creates one");
+        outln!("no groups yet: `cargo milky upload --new-group --group GROUP DIR` creates one");
     }
     for (group, apps) in &info.groups {
-        println!("group {group}");
+        outln!("group {group}");
         if apps.is_empty() {
-            println!("  (no apps)");
+            outln!("  (no apps)");
         }
         for (app, version) in apps {
-            println!("  {app:<24} {version}");
+            outln!("  {app:<24} {version}");
         }
     }
     if !info.apps.is_empty() {
-        println!();
-        println!("uploaded versions");
+        outln!();
+        outln!("uploaded versions");
     }
     for (app, versions) in &info.apps {
-        println!("  {app}");
+        outln!("  {app}");
         for (version, entry) in versions {
             let running: Vec<&str> = info
                 .groups
@@ -80,7 +80,7 @@ pub async fn run(args: InfoArgs, global: &GlobalArgs) -> anyhow::Result<()> {
                 None if entry.signature.is_some() => "signature malformed".into(),
                 None => "unsigned".into(),
             };
-            println!(
+            outln!(
                 "    {version:<22} {:>12} bytes  {}  sha256 {}  {signed}{running}",
                 entry.size,
                 entry.uploaded,

@@ -96,7 +96,7 @@ pub fn run(args: KeygenArgs, printer: Printer) -> anyhow::Result<()> {
             public_path,
         })
     } else {
-        println!("{public}");
+        outln!("{public}");
         Ok(())
     }
 }

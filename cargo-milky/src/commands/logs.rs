@@ -23,11 +23,14 @@ const MAX_SEGMENT: u64 = 256 << 20;
 ///
 /// Agents ship on every pass, so lines show up one pass (cron: up to 5 minutes) after they were
 /// written. Servers are expected to keep UTC: nginx's and Apache's error logs carry no zone.
+///
+/// `logs GROUP` is short for `logs show GROUP`; a group named `show` or `prune` is read with
+/// `logs show GROUP`.
 #[derive(Debug, Args)]
 #[command(
     args_conflicts_with_subcommands = true,
     subcommand_negates_reqs = true,
-    after_help = "Examples:\n  cargo milky logs stable\n  cargo milky logs stable --app shop --source apache --since 2h\n  cargo milky logs stable --host web-1 --follow\n  cargo milky logs stable --since 2026-11-25T08:00:00Z --json | jq .line\n  cargo milky logs prune --older-than 30d"
+    after_help = "Examples:\n  cargo milky logs stable\n  cargo milky logs show prune\n  cargo milky logs stable --app shop --source apache --since 2h\n  cargo milky logs stable --host web-1 --follow\n  cargo milky logs stable --since 2026-11-25T08:00:00Z --json | jq .line\n  cargo milky logs prune --older-than 30d"
 )]
 pub struct LogsArgs {
     #[command(subcommand)]
@@ -67,6 +70,8 @@ pub struct ShowArgs {
 
 #[derive(Debug, Subcommand)]
 pub enum LogsCommand {
+    /// Print a group's logs, as `logs GROUP` does (also for a group named `show` or `prune`)
+    Show(ShowArgs),
     /// Delete shipped logs older than a given age (or let an S3 lifecycle rule do it: see README)
     Prune(PruneArgs),
 }
@@ -106,6 +111,7 @@ pub async fn run(args: LogsArgs, global: &GlobalArgs, printer: Printer) -> anyho
     let store = settings.open_store().await?;
     match args.command {
         Some(LogsCommand::Prune(prune_args)) => prune(&store, prune_args, printer).await,
+        Some(LogsCommand::Show(show_args)) => show(&store, show_args).await,
         None => show(&store, args.show).await,
     }
 }
@@ -129,6 +135,7 @@ fn rfc3339_millis<S: serde::Serializer>(ms: &i64, s: S) -> Result<S::Ok, S::Erro
 
 async fn show(store: &Store, args: ShowArgs) -> anyhow::Result<()> {
     let group = args.group.clone().expect("clap requires the group");
+    require_group(store, &group).await?;
     let since = args.since.0;
     let mut seen = BTreeSet::new();
     // The day before `since` too: a segment that began then may run into it.
@@ -264,8 +271,8 @@ fn print_lines(lines: Vec<(i64, Line)>, json: bool) -> anyhow::Result<()> {
             writeln!(out, "{} {from} | {}", line.host, line.line)
         };
         // A closed pipe (`| head`) ends the command quietly.
-        if written.is_err() {
-            std::process::exit(0);
+        if let Err(err) = written {
+            crate::stdout::closed(&err);
         }
     }
     Ok(())
@@ -281,6 +288,9 @@ async fn prune(store: &Store, args: PruneArgs, printer: Printer) -> anyhow::Resu
             .filter_map(|g| g.parse().ok())
             .collect()
     } else {
+        for group in &args.groups {
+            require_group(store, group).await?;
+        }
         args.groups
     };
     let (mut days, mut deleted) = (0usize, 0usize);
@@ -329,6 +339,19 @@ async fn prune(store: &Store, args: PruneArgs, printer: Printer) -> anyhow::Resu
         humantime::format_duration(args.older_than)
     ));
     Ok(())
+}
+
+/// An error listing the groups unless `group` is one, or has shipped logs.
+async fn require_group(store: &Store, group: &GroupName) -> anyhow::Result<()> {
+    if !store
+        .list_dirs(&logs::group_prefix(group))
+        .await?
+        .is_empty()
+    {
+        return Ok(());
+    }
+    let index = store.read_index().await?.map(|(index, _)| index);
+    crate::groups::require(store, index.as_ref(), group).await
 }
 
 fn unix_now() -> i64 {

@@ -46,6 +46,6 @@ pub async fn run(args: MilkyArgs) -> anyhow::Result<()> {
 
 /// Prints a value as pretty JSON on stdout, for `--json`.
 pub fn print_json(value: &impl serde::Serialize) -> anyhow::Result<()> {
-    println!("{}", serde_json::to_string_pretty(value)?);
+    outln!("{}", serde_json::to_string_pretty(value)?);
     Ok(())
 }

@@ -19,6 +19,8 @@ pub struct PromoteArgs {
     pub to: GroupName,
     pub apps: Vec<AppName>,
     #[command(flatten)]
+    pub new_group: crate::groups::NewGroupArgs,
+    #[command(flatten)]
     pub wait: WaitArgs,
 }
 
@@ -28,6 +30,9 @@ pub async fn run(args: PromoteArgs, global: &GlobalArgs, printer: Printer) -> an
     }
     let settings = Settings::resolve(global)?;
     let store = settings.open_store().await?;
+    let index = store.read_index().await?.map(|(index, _)| index);
+    crate::groups::require(&store, index.as_ref(), &args.from).await?;
+    crate::groups::allow_new(&store, index.as_ref(), &args.to, &args.new_group).await?;
     let (changes, _) = store
         .edit_index(|index| -> Result<_, IndexError> {
             let source = index.group(&args.from);
@@ -53,7 +58,7 @@ pub async fn run(args: PromoteArgs, global: &GlobalArgs, printer: Printer) -> an
         .await
         .context("updating version.info")?;
     for (app, version, previous) in &changes {
-        println!(
+        outln!(
             "{} now runs {app} {version}{}",
             args.to,
             crate::commands::version::was(previous.as_ref(), version)

@@ -44,7 +44,7 @@ pub async fn run(args: RemoveArgs, global: &GlobalArgs, printer: Printer) -> any
     };
     if args.dry_run {
         printer.status("dry run: version.info not changed");
-        println!("{group} would stop running {app} {version}");
+        outln!("{group} would stop running {app} {version}");
         return Ok(());
     }
     if !args.yes {
@@ -67,6 +67,6 @@ pub async fn run(args: RemoveArgs, global: &GlobalArgs, printer: Printer) -> any
         .edit_index(|index| -> Result<_, IndexError> { index.remove_app(group, app) })
         .await
         .context("updating version.info")?;
-    println!("{group} no longer runs {app} (was {version}); its packages stay in the store");
+    outln!("{group} no longer runs {app} (was {version}); its packages stay in the store");
     Ok(())
 }

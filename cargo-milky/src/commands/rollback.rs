@@ -66,7 +66,7 @@ pub async fn run(args: RollbackArgs, global: &GlobalArgs, printer: Printer) -> a
         );
     }
     let verb = if args.dry_run { "would run" } else { "now runs" };
-    println!("{group} {verb} {app} {to} (rolled back from {from})");
+    outln!("{group} {verb} {app} {to} (rolled back from {from})");
     if args.wait.wait && !args.dry_run {
         until_converged(&store, group, app, &args.wait, printer).await?;
     }

@@ -170,6 +170,6 @@ pub async fn run(args: SignArgs, global: &GlobalArgs, printer: Printer) -> anyho
     let replaced = replaced
         .map(|id| format!(" (replacing the signature by key {id})"))
         .unwrap_or_default();
-    println!("{app} {version} {verb} with key {}{replaced}", public.id());
+    outln!("{app} {version} {verb} with key {}{replaced}", public.id());
     Ok(())
 }

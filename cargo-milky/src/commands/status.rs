@@ -34,7 +34,10 @@ pub async fn run(args: StatusArgs, global: &GlobalArgs) -> anyhow::Result<()> {
         .map(|(index, _)| index)
         .unwrap_or_default();
     let groups: Vec<GroupName> = match args.group {
-        Some(group) => vec![group],
+        Some(group) => {
+            crate::groups::require(&store, Some(&index), &group).await?;
+            vec![group]
+        }
         None => index.groups().into_keys().collect(),
     };
     let mut all: BTreeMap<GroupName, GroupSummary> = BTreeMap::new();
@@ -55,7 +58,7 @@ pub async fn run(args: StatusArgs, global: &GlobalArgs) -> anyhow::Result<()> {
         return super::print_json(&all);
     }
     for (group, summary) in &all {
-        println!(
+        outln!(
             "group {group}: {} live server(s){}",
             summary.live.len(),
             if summary.stale.is_empty() {
@@ -75,13 +78,13 @@ pub async fn run(args: StatusArgs, global: &GlobalArgs) -> anyhow::Result<()> {
             } else {
                 String::new()
             };
-            println!(
+            outln!(
                 "  {app:<20} {wanted:<16} {}/{} serving{env}",
                 state.serving.len(),
                 summary.live.len()
             );
             for failed in &state.failed {
-                println!(
+                outln!(
                     "    FAILED  {}: {}",
                     failed.host,
                     failed.reason.as_deref().unwrap_or("failed")
@@ -93,7 +96,7 @@ pub async fn run(args: StatusArgs, global: &GlobalArgs) -> anyhow::Result<()> {
                     .as_ref()
                     .map(ToString::to_string)
                     .unwrap_or_else(|| "nothing".into());
-                println!(
+                outln!(
                     "    lagging {}: serves {serving}{}",
                     lag.host,
                     lag.reason
@@ -104,18 +107,18 @@ pub async fn run(args: StatusArgs, global: &GlobalArgs) -> anyhow::Result<()> {
             }
         }
         for (host, age) in &summary.stale {
-            println!(
+            outln!(
                 "  stale   {host}: last report {} ago (`cargo milky hosts forget {group} {host}` drops it)",
                 humantime::format_duration(std::time::Duration::from_secs(*age))
             );
         }
         for (host, err) in &summary.unreadable {
-            println!("  unreadable report of {host}: {err}");
+            outln!("  unreadable report of {host}: {err}");
         }
         print_not_verifying(summary);
     }
     if all.is_empty() {
-        println!("no groups yet");
+        outln!("no groups yet");
     }
     Ok(())
 }
@@ -129,10 +132,10 @@ fn print_not_verifying(summary: &GroupSummary) {
         && hosts.len() == summary.live.len()
         && rest.iter().all(|(_, other)| other == why)
     {
-        println!("  all {} live servers: {why}", hosts.len());
+        outln!("  all {} live servers: {why}", hosts.len());
         return;
     }
     for (host, why) in hosts {
-        println!("  server {host} {why}");
+        outln!("  server {host} {why}");
     }
 }

@@ -27,10 +27,11 @@ use crate::settings::Settings;
 /// entry is signed, so servers that trust the key's public half install it; uploading an
 /// unsigned version again with a key adds the signature.
 ///
-/// Both `upload --group GROUP PATH` and `upload GROUP PATH` work.
+/// Both `upload --group GROUP PATH` and `upload GROUP PATH` work. A group that does not exist yet
+/// is created only with --new-group (or a yes at the terminal), so a typo cannot make one.
 #[derive(Debug, Args)]
 #[command(
-    after_help = "Examples:\n  cargo milky upload --group stable ./myapp\n  cargo milky upload stable target/milky/myapp-v1022.tar.bz2\n  cargo milky upload --group stable --sign-key ~/.config/milky/signing.key ./myapp"
+    after_help = "Examples:\n  cargo milky upload --group stable ./myapp\n  cargo milky upload --new-group --group staging ./myapp\n  cargo milky upload stable target/milky/myapp-v1022.tar.bz2\n  cargo milky upload --group stable --sign-key ~/.config/milky/signing.key ./myapp"
 )]
 pub struct UploadArgs {
     /// The group that will run the uploaded version [default: [deploy] group in milky.toml]
@@ -44,6 +45,8 @@ pub struct UploadArgs {
     /// Sign the index entry with this secret key (from `cargo milky keygen`) [default: $MILKY_SIGNING_KEY, else [deploy] signing_key in milky.toml]
     #[arg(long, value_name = "PATH")]
     pub sign_key: Option<PathBuf>,
+    #[command(flatten)]
+    pub new_group: crate::groups::NewGroupArgs,
     #[command(flatten)]
     pub wait: crate::wait::WaitArgs,
     /// Show what would happen; write nothing to the store
@@ -97,6 +100,10 @@ pub async fn run(args: UploadArgs, global: &GlobalArgs, printer: Printer) -> any
             path.display()
         )));
     }
+    // A group that does not exist is refused before anything is packed or sent.
+    let store = settings.open_store().await?;
+    let index = store.read_index().await?.map(|(index, _)| index);
+    crate::groups::allow_new(&store, index.as_ref(), &group, &args.new_group).await?;
     let (package, manifest, sha256, size) = if path.is_dir() {
         let built = build_package(&path, &args.build, printer)?;
         (built.path, built.manifest, built.sha256, built.size)
@@ -118,7 +125,6 @@ pub async fn run(args: UploadArgs, global: &GlobalArgs, printer: Printer) -> any
         ..
     } = &manifest;
     let (app, version) = (&settings_app.name, &release.version);
-    let store = settings.open_store().await?;
     let mut entry = PackageEntry {
         sha256: sha256.clone(),
         size,
@@ -232,7 +238,7 @@ fn print_outcome(
     let (group, app) = (&outcome.group, &outcome.app);
     let was = super::version::was(previous, version);
     let verb = if dry_run { "would run" } else { "now runs" };
-    println!("{group} {verb} {app} {version}{was}");
+    outln!("{group} {verb} {app} {version}{was}");
 }
 
 /// Writes the package once. Returns whether bytes were sent: if the key already holds the same

@@ -23,6 +23,8 @@ pub struct VersionArgs {
     #[arg(long)]
     pub dry_run: bool,
     #[command(flatten)]
+    pub new_group: crate::groups::NewGroupArgs,
+    #[command(flatten)]
     pub wait: crate::wait::WaitArgs,
 }
 
@@ -35,6 +37,7 @@ pub async fn run(args: VersionArgs, global: &GlobalArgs, printer: Printer) -> an
             "the store has no version.info yet; upload something first",
         ));
     };
+    crate::groups::allow_new(&store, Some(&index), &args.group, &args.new_group).await?;
     let key = layout::package(&args.app, &args.version);
     if store.head(&key).await?.is_none() {
         return Err(user_error(format!(
@@ -46,7 +49,7 @@ pub async fn run(args: VersionArgs, global: &GlobalArgs, printer: Printer) -> an
     if args.dry_run {
         let previous = index.set_version(group, app, version)?;
         printer.status("dry run: version.info not changed");
-        println!(
+        outln!(
             "{group} would run {app} {version}{}",
             was(previous.as_ref(), version)
         );
@@ -56,7 +59,7 @@ pub async fn run(args: VersionArgs, global: &GlobalArgs, printer: Printer) -> an
         .edit_index(|index| -> Result<_, IndexError> { index.set_version(group, app, version) })
         .await
         .context("updating version.info")?;
-    println!(
+    outln!(
         "{group} now runs {app} {version}{}",
         was(previous.as_ref(), version)
     );
