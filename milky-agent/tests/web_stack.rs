@@ -15,6 +15,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use milky_dev_support::{Ports, Signal, alive, copy_project, group_alive, signal_group, walk};
+
 use milky_agent::web::{
     AppSite, ReleaseSetup, Slot, SlotPorts, Timeouts, WebError, WebSettings, WebStack,
     prepare_release,
@@ -47,33 +49,6 @@ fn require_tools() {
         missing.is_empty(),
         "these tests need nginx, apache2, libapache2-mod-wsgi-py3 and python3-venv (apt); missing: {missing:?}"
     );
-}
-
-/// Whether `pid` runs (a zombie waiting for init to reap it does not).
-fn alive(pid: u32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .ok()
-        .and_then(|s| {
-            s.rsplit_once(')')
-                .map(|(_, rest)| rest.trim_start().to_owned())
-        })
-        .is_some_and(|rest| !rest.starts_with('Z') && !rest.starts_with('X'))
-}
-
-/// A free loopback port below the kernel's ephemeral range (32768+): nginx and Apache bind
-/// theirs later (and again after a restart), and an outgoing connection could take one from that
-/// range meanwhile. 14000–19999, apart from the e2e tests' 20000 and up.
-fn free_port() -> u16 {
-    use std::sync::atomic::{AtomicU16, Ordering};
-    static NEXT: AtomicU16 = AtomicU16::new(0);
-    let spread = (std::process::id() % 997) as u16;
-    loop {
-        let slot = NEXT.fetch_add(1, Ordering::Relaxed);
-        let port = 14_000 + (spread.wrapping_mul(31).wrapping_add(slot.wrapping_mul(7))) % 6_000;
-        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
-            return port;
-        }
-    }
 }
 
 /// A temp dir under /tmp that www-data and nobody can enter (tempfile makes them 0700).
@@ -146,29 +121,8 @@ fn wheels() -> PathBuf {
 /// Copies the fixture to `dest` as version `version`, with the wheels, as a package would
 /// unpack.
 fn unpack_fixture(dest: &Path, version: &str) {
-    fn copy_tree(from: &Path, to: &Path) {
-        std::fs::create_dir_all(to).unwrap();
-        for entry in std::fs::read_dir(from).unwrap() {
-            let entry = entry.unwrap();
-            let name = entry.file_name();
-            let skip = [
-                "__pycache__",
-                "static_collected",
-                "venv",
-                "db.sqlite3",
-                "wheels",
-            ];
-            if skip.iter().any(|s| name == *s) {
-                continue;
-            }
-            if entry.file_type().unwrap().is_dir() {
-                copy_tree(&entry.path(), &to.join(&name));
-            } else {
-                std::fs::copy(entry.path(), to.join(&name)).unwrap();
-            }
-        }
-    }
-    copy_tree(&fixture_dir(), dest);
+    // Without the fixture's leftovers, venv and wheels: the wheels come next.
+    copy_project(&fixture_dir(), dest).unwrap();
     std::fs::write(dest.join("VERSION"), format!("{version}\n")).unwrap();
     let wheels_dest = dest.join("wheels");
     std::fs::create_dir_all(&wheels_dest).unwrap();
@@ -182,22 +136,10 @@ fn unpack_fixture(dest: &Path, version: &str) {
 
 /// A hash of the fixture's files, so a changed fixture gets freshly prepared releases.
 fn fixture_hash() -> String {
-    fn walk(dir: &Path, files: &mut Vec<PathBuf>) {
-        for entry in std::fs::read_dir(dir).unwrap() {
-            let path = entry.unwrap().path();
-            if path.file_name().is_some_and(|n| n == "__pycache__") {
-                continue;
-            }
-            if path.is_dir() {
-                walk(&path, files);
-            } else {
-                files.push(path);
-            }
-        }
-    }
-    let mut files = Vec::new();
-    walk(&fixture_dir(), &mut files);
-    files.sort();
+    let files: Vec<PathBuf> = walk(&fixture_dir())
+        .into_iter()
+        .filter(|path| !path.components().any(|c| c.as_os_str() == "__pycache__"))
+        .collect();
     // FNV-1a: stable across runs and Rust versions, unlike DefaultHasher.
     let mut h: u64 = 0xcbf29ce484222325;
     for file in files {
@@ -265,18 +207,24 @@ fn overlay_site(app: &str, host: &str, release: &Path, shared: &Path) -> AppSite
 struct TestStack {
     stack: WebStack,
     root: tempfile::TempDir,
+    /// The front port and the apps' slot ports, held while nginx and Apache may bind them.
+    _ports: Ports,
 }
 
 impl TestStack {
     fn new(apps: &[&str]) -> Self {
         require_tools();
         let root = temp_root("milky-web-");
-        let front = std::net::SocketAddr::from(([127, 0, 0, 1], free_port()));
+        // One block: the front, then two slot ports per app.
+        let count = u16::try_from(1 + 2 * apps.len()).expect("a few apps");
+        let ports = Ports::reserve(count).expect("reserve ports");
+        let front = std::net::SocketAddr::from(([127, 0, 0, 1], ports.first()));
         let mut settings = WebSettings::new(root.path().join("web"), front);
         settings.slot_ports = SlotPorts {
-            fixed: apps
-                .iter()
-                .map(|a| (a.to_string(), [free_port(), free_port()]))
+            fixed: (1..)
+                .step_by(2)
+                .zip(apps)
+                .map(|(i, a)| (a.to_string(), [ports.get(i), ports.get(i + 1)]))
                 .collect(),
             ..SlotPorts::default()
         };
@@ -288,7 +236,11 @@ impl TestStack {
             stop: Duration::from_secs(10),
         };
         let stack = WebStack::new(settings).unwrap_or_else(|e| panic!("{e}"));
-        TestStack { stack, root }
+        TestStack {
+            stack,
+            root,
+            _ports: ports,
+        }
     }
 
     fn front(&self) -> u16 {
@@ -327,19 +279,7 @@ impl TestStack {
 
 impl Drop for TestStack {
     fn drop(&mut self) {
-        let pids: Vec<u32> = self.pids().into_iter().filter(|p| alive(*p)).collect();
-        for signal in ["-TERM", "-KILL"] {
-            for pid in pids.iter().filter(|p| alive(**p)) {
-                let _ = Command::new("kill")
-                    .arg(signal)
-                    .arg(pid.to_string())
-                    .output();
-            }
-            let deadline = Instant::now() + Duration::from_secs(10);
-            while pids.iter().any(|p| alive(*p)) && Instant::now() < deadline {
-                std::thread::sleep(Duration::from_millis(50));
-            }
-        }
+        milky_dev_support::stop(&self.pids(), Duration::from_secs(10));
     }
 }
 
@@ -1035,7 +975,9 @@ fn templates_can_be_overridden_per_server() {
 #[test]
 fn slot_ports_are_allocated_once_and_freed() {
     let root = temp_root("milky-ports-");
-    let first = free_port();
+    // Nothing binds these: the range is only written down.
+    let reserved = Ports::one().unwrap();
+    let first = reserved.first();
     let mut settings = WebSettings::new(root.path().join("web"), "127.0.0.1:8080".parse().unwrap());
     settings.slot_ports = SlotPorts {
         fixed: BTreeMap::new(),
@@ -1066,16 +1008,11 @@ fn ensure_nginx_recovers_after_nginx_died() {
     // Its whole process group at once (the daemonized master leads it): a worker the master
     // forks for the deploy's reload after a listing of its children would be missed, and would
     // keep the front port.
-    let group = format!("-{master}");
-    run(Command::new("kill").args(["-KILL", "--", &group]));
+    signal_group(master, Signal::KILL).unwrap();
     assert!(
         (0..100).any(|_| {
             std::thread::sleep(Duration::from_millis(50));
-            !Command::new("kill")
-                .args(["-0", "--", &group])
-                .stderr(std::process::Stdio::null())
-                .status()
-                .is_ok_and(|s| s.success())
+            !group_alive(master)
         }),
         "nginx's process group {master} did not die"
     );

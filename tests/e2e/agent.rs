@@ -5,7 +5,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
-use milky_tests::agent::{Agent, http_get};
+use milky_dev_support::{Ports, http_get};
+use milky_tests::agent::Agent;
 use milky_tests::django::{fixture_project, set_fixture_version};
 use milky_tests::*;
 
@@ -282,7 +283,9 @@ fn a_broken_store_never_takes_down_what_serves() {
     );
 
     // An unreachable store: the same.
-    let dead = format!("endpoint_url = \"http://127.0.0.1:{}\"", free_port());
+    // Reserved for the rest of the test, so nothing listens on it.
+    let dead_port = Ports::one().unwrap();
+    let dead = format!("endpoint_url = \"http://127.0.0.1:{}\"", dead_port.first());
     let config = std::fs::read_to_string(&agent.config).unwrap();
     let line = config
         .lines()

@@ -3,6 +3,7 @@
 use std::process::Output;
 
 use milky_core::Index;
+use milky_dev_support::Ports;
 use milky_tests::*;
 use serde_json::Value;
 
@@ -177,7 +178,9 @@ fn bad_names_unreachable_stores_and_missing_settings_are_clear_errors() {
         "bad store URL",
     );
 
-    let dead = format!("http://127.0.0.1:{}", free_port());
+    // Reserved while the command runs, so nothing listens on it.
+    let dead_port = Ports::one().unwrap();
+    let dead = format!("http://127.0.0.1:{}", dead_port.first());
     let out = ctx.milky(&["info", "--endpoint-url", &dead]);
     assert_failure(&out, 1, "cannot reach the store");
 

@@ -2,7 +2,7 @@
 
 use std::process::Command;
 
-use milky_tests::agent::alive;
+use milky_dev_support::{alive, pids_in};
 use milky_tests::*;
 
 #[test]
@@ -50,7 +50,7 @@ fn the_demo_runs_end_to_end_and_stops_cleanly() {
         "it says how to stop it"
     );
 
-    let pids: Vec<u32> = walk_pids(&demo_dir);
+    let pids: Vec<u32> = pids_in(&demo_dir);
     assert!(
         pids.len() >= 3,
         "agents, nginx and Apache run after the demo: {pids:?}"
@@ -73,21 +73,4 @@ impl Drop for StopOnDrop<'_> {
             .env("MILKY_DEMO_DIR", self.0)
             .output();
     }
-}
-
-fn walk_pids(dir: &std::path::Path) -> Vec<u32> {
-    let mut pids = Vec::new();
-    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
-        let path = entry.path();
-        if path.is_dir() {
-            pids.extend(walk_pids(&path));
-        } else if path.extension().is_some_and(|e| e == "pid")
-            && let Some(pid) = std::fs::read_to_string(&path)
-                .ok()
-                .and_then(|t| t.trim().parse().ok())
-        {
-            pids.push(pid);
-        }
-    }
-    pids
 }

@@ -6,7 +6,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
-use milky_tests::agent::{Agent, http_get};
+use milky_dev_support::http_get;
+use milky_tests::agent::Agent;
 use milky_tests::django::{fixture_project, set_fixture_version};
 use milky_tests::*;
 use serde_json::Value;

@@ -11,7 +11,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use milky_agent::crash;
-use milky_tests::agent::{Agent, http_get};
+use milky_dev_support::http_get;
+use milky_tests::agent::Agent;
 use milky_tests::django::fixture_project;
 use milky_tests::tmpfs::Tmpfs;
 use milky_tests::*;
@@ -259,7 +260,7 @@ fn running_slots(agent: &Agent, app: &str) -> Vec<String> {
             std::fs::read_to_string(pid_file)
                 .ok()
                 .and_then(|p| p.trim().parse().ok())
-                .is_some_and(milky_tests::agent::alive)
+                .is_some_and(milky_dev_support::alive)
         })
         .map(str::to_owned)
         .collect()

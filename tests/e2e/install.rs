@@ -7,6 +7,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+use milky_dev_support::{Ports, Signal, pids_in, signal, wait_for_port};
 use milky_tests::*;
 
 fn install_server_sh() -> PathBuf {
@@ -95,26 +96,9 @@ fn agent_check(settings: &str, dir: &Path) -> Output {
 /// Nothing should have been started (nginx's start command is `false`); should the agent ever
 /// start something anyway, it is stopped here by the pids in its own pid files.
 fn stop_anything_started(web: &Path) {
-    let mut pid_files = Vec::new();
-    let mut dirs = vec![web.to_owned()];
-    while let Some(dir) = dirs.pop() {
-        for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
-            let path = entry.path();
-            if path.is_dir() {
-                dirs.push(path);
-            } else if path.extension().is_some_and(|e| e == "pid") {
-                pid_files.push(path);
-            }
-        }
-    }
-    let pids: Vec<String> = pid_files
-        .iter()
-        .filter_map(|f| std::fs::read_to_string(f).ok())
-        .map(|pid| pid.trim().to_owned())
-        .filter(|pid| !pid.is_empty())
-        .collect();
+    let pids = pids_in(web);
     for pid in &pids {
-        let _ = Command::new("kill").args(["-TERM", pid]).status();
+        let _ = signal(*pid, Signal::TERM);
     }
     assert!(
         pids.is_empty(),
@@ -146,8 +130,8 @@ fn install_server_sets_up_a_root_and_a_second_run_changes_nothing() {
         std::os::unix::fs::symlink(target, &link).unwrap();
     }
     let agent = agent_copy(tmp.path());
-    let port = free_port();
-    let listen = format!("127.0.0.1:{port}");
+    let port = Ports::one().unwrap();
+    let listen = format!("127.0.0.1:{}", port.first());
     let agent_arg = agent.display().to_string();
     let args = [
         "--store",
@@ -409,7 +393,8 @@ fn install_server_downloads_the_agent_from_a_url() {
     std::fs::create_dir_all(&served).unwrap();
     let agent = agent_copy(&served);
     std::fs::write(served.join("not-an-agent"), "<html>404</html>").unwrap();
-    let port = free_port();
+    let ports = Ports::one().unwrap();
+    let port = ports.first();
     let _server = Child(
         Command::new("python3")
             .args(["-m", "http.server", "--bind", "127.0.0.1"])

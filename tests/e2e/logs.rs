@@ -2,8 +2,8 @@
 //! the Django fixture, which logs a marker line (`/marker?id=N`) and raises in `/boom`.
 
 use std::collections::BTreeMap;
-use std::process::Command;
 
+use milky_dev_support::{Signal, signal};
 use milky_tests::agent::Agent;
 use milky_tests::*;
 
@@ -148,11 +148,7 @@ fn rotation_mid_stream_by_rename_and_by_copytruncate_loses_no_line() {
     // renamed file); nothing shipped the lines 20..40 yet.
     std::fs::rename(&access, nginx_logs.join("shop.access.log.1")).unwrap();
     request_markers(&agent, 40..45);
-    let reopened = Command::new("kill")
-        .args(["-USR1", nginx_pid.trim()])
-        .status()
-        .unwrap();
-    assert!(reopened.success());
+    signal(nginx_pid.trim().parse().unwrap(), Signal::USR1).expect("SIGUSR1 to nginx");
     wait_for(|| access.exists());
     request_markers(&agent, 45..60);
     sync_ok(&agent);

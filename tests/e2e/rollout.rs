@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use milky_dev_support::{Signal, signal};
 use milky_tests::agent::Agent;
 use milky_tests::django::{fixture_project, set_fixture_version};
 use milky_tests::*;
@@ -240,9 +241,7 @@ struct Services(Vec<Child>);
 impl Drop for Services {
     fn drop(&mut self) {
         for child in &mut self.0 {
-            let _ = Command::new("kill")
-                .args(["-TERM", &child.id().to_string()])
-                .status();
+            let _ = signal(child.id(), Signal::TERM);
         }
         for child in &mut self.0 {
             let _ = child.wait();
@@ -436,19 +435,13 @@ fn a_stale_leader_that_wakes_up_learns_it_lost_the_lease_before_writing_a_result
         .unwrap();
     wait_for_lease_holder(&ctx, "v1", "a");
     // The leader freezes (its hook runs on); its lease expires and b takes over and finishes.
-    let pid = leader.id().to_string();
-    assert_success(
-        &Command::new("kill").args(["-STOP", &pid]).output().unwrap(),
-        "SIGSTOP",
-    );
+    let pid = leader.id();
+    signal(pid, Signal::STOP).expect("SIGSTOP");
     let out = b.sync();
     assert_success(&out, "sync on b");
     assert!(result(&ctx, "v1").contains("host = \"b\""));
     // Woken, the old leader must not write a result: it finds its lease gone and follows b's.
-    assert_success(
-        &Command::new("kill").args(["-CONT", &pid]).output().unwrap(),
-        "SIGCONT",
-    );
+    signal(pid, Signal::CONT).expect("SIGCONT");
     let out = leader.wait_with_output().unwrap();
     assert_success(&out, "the woken leader's pass");
     assert!(

@@ -2,13 +2,12 @@
 //! Apache slot ports on loopback, and its own `agent.toml`. Dropping one stops the nginx and
 //! Apache processes it started, by the pids in its own pid files.
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Command, Output};
-use std::sync::atomic::{AtomicU16, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use milky_dev_support::{Ports, Response, http_get, pids_in};
 
 use crate::{TestContext, aws_env, bin};
 
@@ -20,22 +19,9 @@ pub struct Agent {
     pub front: u16,
     pub config: PathBuf,
     env: Vec<(&'static str, String)>,
-}
-
-/// `count` consecutive free loopback ports, different for every agent of this process, below
-/// the kernel's ephemeral range (32768 and up): an outgoing connection's local port must never
-/// take a port an Apache slot binds only later.
-fn port_range(count: u16) -> u16 {
-    static NEXT: AtomicU16 = AtomicU16::new(0);
-    let spread = (std::process::id() % 997) as u16;
-    loop {
-        let slot = NEXT.fetch_add(1, Ordering::Relaxed);
-        let base =
-            20_000 + ((spread.wrapping_mul(37).wrapping_add(slot.wrapping_mul(11))) % 1_270) * 10;
-        if (base..base + count).all(|p| std::net::TcpListener::bind(("127.0.0.1", p)).is_ok()) {
-            return base;
-        }
-    }
+    /// The front port and the slots' range, held while the agent's servers may bind them (an
+    /// Apache slot binds only when a release starts on it).
+    _ports: Ports,
 }
 
 impl Agent {
@@ -88,8 +74,8 @@ impl Agent {
         } else {
             format!("[env]\n{db_line}\n{extra}")
         };
-        let base = port_range(10);
-        let front = base;
+        let ports = Ports::reserve(10).expect("reserve the agent's ports");
+        let front = ports.first();
         let config = root.join("agent.toml");
         let text = format!(
             "store = \"{store}\"\nendpoint_url = \"{endpoint}\"\ngroup = \"{group}\"\nhost = \"{host}\"\n\n\
@@ -98,8 +84,8 @@ impl Agent {
             store = ctx.store(),
             endpoint = endpoint,
             root = root.display(),
-            first = base + 1,
-            last = base + 9,
+            first = ports.get(1),
+            last = ports.last(),
         );
         std::fs::write(&config, format!("{text}\n{extra}")).expect("write agent.toml");
         Self {
@@ -109,6 +95,7 @@ impl Agent {
             front,
             config,
             env: aws_env(endpoint),
+            _ports: ports,
         }
     }
 
@@ -152,35 +139,12 @@ impl Agent {
 
     /// Pids of the nginx and Apache processes this agent started.
     pub fn pids(&self) -> Vec<u32> {
-        let mut pids = Vec::new();
-        for entry in walk(&self.root.join("web")) {
-            if entry.extension().is_some_and(|e| e == "pid")
-                && let Ok(text) = std::fs::read_to_string(&entry)
-                && let Ok(pid) = text.trim().parse()
-            {
-                pids.push(pid);
-            }
-        }
-        pids
+        pids_in(&self.root.join("web"))
     }
 
     /// Stops everything this agent started, by pid, and waits for it to go.
     pub fn stop(&self) {
-        let pids = self.pids();
-        for pid in &pids {
-            let _ = Command::new("kill")
-                .args(["-TERM", &pid.to_string()])
-                .status();
-        }
-        let start = Instant::now();
-        while pids.iter().any(|pid| alive(*pid)) && start.elapsed() < Duration::from_secs(15) {
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        for pid in pids.iter().filter(|pid| alive(**pid)) {
-            let _ = Command::new("kill")
-                .args(["-KILL", &pid.to_string()])
-                .status();
-        }
+        milky_dev_support::stop(&self.pids(), Duration::from_secs(15));
     }
 }
 
@@ -188,70 +152,4 @@ impl Drop for Agent {
     fn drop(&mut self) {
         self.stop();
     }
-}
-
-fn walk(dir: &Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
-        let path = entry.path();
-        if entry.file_type().is_ok_and(|t| t.is_dir()) {
-            out.extend(walk(&path));
-        } else {
-            out.push(path);
-        }
-    }
-    out
-}
-
-/// Whether a process runs (a zombie does not count).
-pub fn alive(pid: u32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .ok()
-        .and_then(|s| {
-            s.rsplit_once(')')
-                .map(|(_, rest)| rest.trim_start().to_owned())
-        })
-        .is_some_and(|rest| !rest.starts_with('Z') && !rest.starts_with('X'))
-}
-
-#[derive(Debug, Clone)]
-pub struct Response {
-    pub status: u16,
-    pub headers: String,
-    pub body: String,
-}
-
-impl Response {
-    pub fn header(&self, name: &str) -> Option<String> {
-        self.headers.lines().find_map(|line| {
-            let (key, value) = line.split_once(':')?;
-            key.trim()
-                .eq_ignore_ascii_case(name)
-                .then(|| value.trim().to_owned())
-        })
-    }
-}
-
-/// A plain HTTP/1.0 GET to 127.0.0.1:port with a Host header.
-pub fn http_get(port: u16, host: &str, path: &str) -> std::io::Result<Response> {
-    let mut stream = TcpStream::connect(("127.0.0.1", port))?;
-    stream.set_read_timeout(Some(Duration::from_secs(20)))?;
-    write!(
-        stream,
-        "GET {path} HTTP/1.0\r\nHost: {host}\r\nConnection: close\r\n\r\n"
-    )?;
-    let mut raw = Vec::new();
-    stream.read_to_end(&mut raw)?;
-    let text = String::from_utf8_lossy(&raw).into_owned();
-    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
-    let status = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .ok_or_else(|| std::io::Error::other(format!("not an HTTP response: {head:?}")))?;
-    Ok(Response {
-        status,
-        headers: head.to_owned(),
-        body: body.to_owned(),
-    })
 }

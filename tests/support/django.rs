@@ -5,6 +5,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Mutex;
 
+use milky_dev_support::copy_project;
+
 use crate::workspace_root;
 
 /// Shared by every test (and the web-stack tests): the only network access of the suite.
@@ -66,10 +68,11 @@ pub fn fixture_wheels() -> PathBuf {
 /// Copies the fixture into `dir/name`, says `version` in its VERSION file, vendors its wheels.
 pub fn fixture_project(parent: &Path, name: &str, version: &str) -> PathBuf {
     let project = parent.join(name);
-    copy_tree(
+    copy_project(
         &workspace_root().join("tests/fixtures/django-app"),
         &project,
-    );
+    )
+    .expect("copy the Django fixture");
     set_fixture_version(&project, version);
     let wheels = project.join("wheels");
     std::fs::create_dir_all(&wheels).expect("create wheels/");
@@ -87,23 +90,4 @@ pub fn fixture_project(parent: &Path, name: &str, version: &str) -> PathBuf {
 
 pub fn set_fixture_version(project: &Path, version: &str) {
     std::fs::write(project.join("VERSION"), format!("{version}\n")).expect("write VERSION");
-}
-
-pub fn copy_tree(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).expect("create dir");
-    for entry in std::fs::read_dir(from)
-        .unwrap_or_else(|e| panic!("{}: {e}", from.display()))
-        .flatten()
-    {
-        let target = to.join(entry.file_name());
-        let name = entry.file_name().to_string_lossy().into_owned();
-        if name == "__pycache__" || name.ends_with(".sqlite3") || name == "static_collected" {
-            continue;
-        }
-        if entry.file_type().expect("file type").is_dir() {
-            copy_tree(&entry.path(), &target);
-        } else {
-            std::fs::copy(entry.path(), &target).expect("copy file");
-        }
-    }
 }

@@ -5,12 +5,9 @@
 //! moto starts authorizing after `INITIAL_NO_AUTH_ACTION_COUNT` requests: exactly the setup's
 //! (bucket, users, policies, keys), made by moto's own Python client.
 
-use std::net::SocketAddr;
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
-use std::time::Duration;
+use std::process::Command;
 
-use crate::{free_port, wait_for_port, which};
+use milky_dev_support::{Moto, moto_program};
 
 /// An AWS access key pair.
 #[derive(Debug, Clone)]
@@ -31,7 +28,7 @@ impl Keys {
 
 /// The server; stopped (by its pid) when dropped.
 pub struct IamStore {
-    child: Child,
+    _moto: Moto,
     pub endpoint: String,
     /// One key pair per user of the setup, by user name.
     pub users: std::collections::BTreeMap<String, Keys>,
@@ -43,37 +40,25 @@ const REQUESTS_PER_USER: usize = 3;
 impl IamStore {
     /// Starts moto with `bucket` and one IAM user per `(name, policy JSON)`.
     pub fn start(bucket: &str, users: &[(&str, String)]) -> Self {
-        let moto = std::env::var_os("MILKY_TEST_MOTO")
-            .map(PathBuf::from)
-            .or_else(|| which("moto_server"))
-            .expect("moto_server is not installed: run `cargo xtask test`");
-        let python = moto.with_file_name("python3");
+        let program = moto_program().expect("moto_server is not installed: run `cargo xtask test`");
+        let python = program.with_file_name("python3");
         assert!(
             python.exists(),
             "{} has no python3 beside it",
-            moto.display()
+            program.display()
         );
-        let port = free_port();
-        let child = Command::new(&moto)
-            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+        let moto = Moto::builder(&program)
             .env(
                 "INITIAL_NO_AUTH_ACTION_COUNT",
-                (1 + users.len() * REQUESTS_PER_USER).to_string(),
+                &(1 + users.len() * REQUESTS_PER_USER).to_string(),
             )
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
+            .start()
             .expect("start moto_server");
         let mut store = IamStore {
-            child,
-            endpoint: format!("http://127.0.0.1:{port}"),
+            endpoint: moto.endpoint.clone(),
+            _moto: moto,
             users: Default::default(),
         };
-        let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-        assert!(
-            wait_for_port(addr, Duration::from_secs(30)),
-            "moto on {addr}"
-        );
         let spec: Vec<serde_json::Value> = users
             .iter()
             .map(|(name, policy)| serde_json::json!({"name": name, "policy": policy}))
@@ -99,13 +84,6 @@ impl IamStore {
             );
         }
         store
-    }
-}
-
-impl Drop for IamStore {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 

@@ -1,6 +1,10 @@
 //! Test support for MilkyWhite's end-to-end tests: the binaries under test, a real
 //! S3-compatible server (moto) on loopback, and throwaway projects.
 //!
+//! What xtask and the agent's web-stack tests need too (reserved ports, processes by pid, moto,
+//! HTTP over loopback, file trees) is in `milky-dev-support`; this crate is the end-to-end
+//! harness on top of it.
+//!
 //! Everything started here is ended by process id when the test process ends, and nothing
 //! talks to anything but loopback: the AWS settings handed to the binaries disable the instance
 //! metadata service and every shared config file.
@@ -12,11 +16,11 @@ pub mod proxy;
 pub mod tmpfs;
 
 use std::io::Write;
-use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Output};
 use std::sync::OnceLock;
-use std::time::{Duration, Instant};
+
+use milky_dev_support::{Moto, moto_program};
 
 /// The repository root.
 pub fn workspace_root() -> PathBuf {
@@ -43,70 +47,22 @@ pub fn bin(name: &str) -> PathBuf {
     path
 }
 
-/// A free TCP port on 127.0.0.1.
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("bind a free port")
-        .port()
-}
-
-/// Waits until something listens on `addr`.
-pub fn wait_for_port(addr: SocketAddr, timeout: Duration) -> bool {
-    let start = Instant::now();
-    while start.elapsed() < timeout {
-        if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    false
-}
-
 /// The endpoint of the S3-compatible server shared by this test process: `MILKY_TEST_S3_ENDPOINT`
-/// if `cargo xtask test` started one, else a moto server started here on first use.
+/// if `cargo xtask test` started one, else a moto server started here on first use. That one is
+/// kept in a static, never dropped: it stops when this process ends (see [`Moto`]).
 pub fn s3_endpoint() -> &'static str {
     static ENDPOINT: OnceLock<String> = OnceLock::new();
+    static MOTO: OnceLock<Moto> = OnceLock::new();
     ENDPOINT.get_or_init(|| match std::env::var("MILKY_TEST_S3_ENDPOINT") {
         Ok(endpoint) if !endpoint.is_empty() => endpoint,
-        _ => start_moto(),
+        _ => {
+            let moto = moto_program().unwrap_or_else(|| {
+                panic!("moto_server is not installed: run `cargo xtask test`, which installs it (pip install 'moto[server]')")
+            });
+            let moto = MOTO.get_or_init(|| Moto::start(&moto).expect("start moto_server"));
+            moto.endpoint.clone()
+        }
     })
-}
-
-/// Starts `moto_server` on a free loopback port. It is run under a small shell guard that waits
-/// on our pipe and kills moto (by its pid) when the pipe closes, that is, when this test process
-/// ends however it ends: a static is never dropped, so a `Drop` guard could not do it.
-fn start_moto() -> String {
-    let moto = which("moto_server").unwrap_or_else(|| {
-        panic!("moto_server is not installed: run `cargo xtask test`, which installs it (pip install 'moto[server]')")
-    });
-    let port = free_port();
-    let script = format!(
-        "'{}' -H 127.0.0.1 -p {port} >/dev/null 2>&1 & pid=$!; read -r _; kill $pid",
-        moto.display()
-    );
-    let child = Command::new("sh")
-        .args(["-c", &script])
-        .stdin(Stdio::piped())
-        .spawn()
-        .expect("start moto_server");
-    // Held for the life of the process: its open stdin pipe is what keeps moto running.
-    static GUARD: OnceLock<std::sync::Mutex<std::process::Child>> = OnceLock::new();
-    let _ = GUARD.set(std::sync::Mutex::new(child));
-    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().expect("valid address");
-    assert!(
-        wait_for_port(addr, Duration::from_secs(30)),
-        "moto_server did not listen on {addr} within 30 s"
-    );
-    format!("http://{addr}")
-}
-
-pub fn which(name: &str) -> Option<PathBuf> {
-    std::env::var_os("PATH")
-        .into_iter()
-        .flat_map(|paths| std::env::split_paths(&paths).collect::<Vec<_>>())
-        .map(|dir| dir.join(name))
-        .find(|path| path.is_file())
 }
 
 /// The environment every binary under test gets: fixed test credentials, the loopback endpoint,

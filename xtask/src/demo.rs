@@ -6,13 +6,12 @@
 //! The servers keep running afterwards; `cargo xtask demo --stop` stops them (by the pids they
 //! wrote), and so do Ctrl-C during the demo and a new `cargo xtask demo` before it starts.
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{Context, bail};
+use milky_dev_support::{Ports, alive, copy_project, http_get, pid_files};
 
 use crate::tools::{self, workspace_root};
 
@@ -27,6 +26,9 @@ struct Server {
     host: &'static str,
     group: &'static str,
     front: u16,
+    /// The front port and the slots' range, held while the demo runs. Servers the agents start
+    /// after it has ended (a slot for a later release) may find one taken: a demo is not a test.
+    _ports: Ports,
 }
 
 pub fn run(args: &[String]) -> anyhow::Result<()> {
@@ -72,7 +74,7 @@ fn demo() -> anyhow::Result<()> {
         demo.display()
     );
     let project = demo.join("mysite");
-    tools::copy_project(&root.join("tests/fixtures/django-app"), &project)?;
+    copy_project(&root.join("tests/fixtures/django-app"), &project)?;
     vendor_wheels(&demo, &project)?;
 
     let mut servers = Vec::new();
@@ -81,10 +83,12 @@ fn demo() -> anyhow::Result<()> {
         ("stable-2", "stable"),
         ("unstable-1", "unstable"),
     ] {
+        let ports = Ports::reserve(10).context("reserving a server's ports")?;
         let server = Server {
             host,
             group,
-            front: tools::free_port_range(),
+            front: ports.first(),
+            _ports: ports,
         };
         start_agent(&demo, &bin, &store, &server)?;
         servers.push(server);
@@ -243,7 +247,9 @@ fn show(servers: &[Server], group: &str, version: &str) -> anyhow::Result<()> {
             "$ curl -H 'Host: mysite' http://127.0.0.1:{}/",
             server.front
         );
-        let (status, body) = get(server.front)?;
+        let response = http_get(server.front, "mysite", "/")
+            .with_context(|| format!("GET / from {}", server.host))?;
+        let (status, body) = (response.status, response.body);
         print!("{body}");
         if status != 200 || !body.contains(&format!("mysite {version} ")) {
             bail!(
@@ -255,21 +261,6 @@ fn show(servers: &[Server], group: &str, version: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn get(port: u16) -> anyhow::Result<(u16, String)> {
-    let mut stream = TcpStream::connect(("127.0.0.1", port))?;
-    stream.set_read_timeout(Some(Duration::from_secs(20)))?;
-    write!(stream, "GET / HTTP/1.0\r\nHost: mysite\r\n\r\n")?;
-    let mut raw = String::new();
-    stream.read_to_string(&mut raw)?;
-    let (head, body) = raw.split_once("\r\n\r\n").unwrap_or((&raw, ""));
-    let status = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
-    Ok((status, body.to_owned()))
-}
-
 /// Stops the demo's agents, then the nginx and Apache processes they started, by their pids.
 fn stop(demo: &Path) -> anyhow::Result<()> {
     if !demo.exists() {
@@ -278,10 +269,10 @@ fn stop(demo: &Path) -> anyhow::Result<()> {
     // Agents first, so none starts a server again. One busy in a pass finishes it before it
     // heeds SIGTERM; after 5 s it gets SIGKILL, which a pass is built to survive.
     let agents = with_running(pids(demo, true), demo, true);
-    stop_all(&agents, Duration::from_secs(5));
+    milky_dev_support::stop(&agents, Duration::from_secs(5));
     // Read the servers' pid files only now: a pass may have started one meanwhile.
     let servers = with_running(pids(demo, false), demo, false);
-    stop_all(&servers, Duration::from_secs(15));
+    milky_dev_support::stop(&servers, Duration::from_secs(15));
     for pid_file in pid_files(demo) {
         let _ = std::fs::remove_file(pid_file);
     }
@@ -298,7 +289,7 @@ fn pids(demo: &Path, agents: bool) -> Vec<u32> {
         .into_iter()
         .filter(|f| f.file_name().is_some_and(|n| n == "agent.pid") == agents)
         .filter_map(|f| std::fs::read_to_string(f).ok()?.trim().parse().ok())
-        .filter(|pid| tools::alive(*pid))
+        .filter(|pid| alive(*pid))
         .collect()
 }
 
@@ -330,45 +321,6 @@ fn with_running(mut pids: Vec<u32>, demo: &Path, agents: bool) -> Vec<u32> {
         }
     }
     pids
-}
-
-/// SIGTERM, up to `grace` to go, then SIGKILL.
-fn stop_all(pids: &[u32], grace: Duration) {
-    signal(pids, "-TERM");
-    let start = Instant::now();
-    while pids.iter().any(|pid| tools::alive(*pid)) && start.elapsed() < grace {
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    signal(
-        &pids
-            .iter()
-            .copied()
-            .filter(|pid| tools::alive(*pid))
-            .collect::<Vec<_>>(),
-        "-KILL",
-    );
-}
-
-fn signal(pids: &[u32], signal: &str) {
-    for pid in pids {
-        let _ = Command::new("kill")
-            .args([signal, &pid.to_string()])
-            .stderr(Stdio::null())
-            .status();
-    }
-}
-
-fn pid_files(dir: &Path) -> Vec<PathBuf> {
-    let mut found = Vec::new();
-    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
-        let path = entry.path();
-        if entry.file_type().is_ok_and(|t| t.is_dir()) {
-            found.extend(pid_files(&path));
-        } else if path.extension().is_some_and(|e| e == "pid") {
-            found.push(path);
-        }
-    }
-    found
 }
 
 fn chmod(path: &Path, mode: u32) -> anyhow::Result<()> {

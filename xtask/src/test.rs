@@ -2,11 +2,13 @@
 
 use std::process::Command;
 
+use milky_dev_support::Moto;
+
 use crate::tools::{self, workspace_root};
 
 fn run_tests(extra: &[String]) -> anyhow::Result<()> {
     tools::ensure_apt_packages()?;
-    let moto = tools::ensure_moto()?;
+    let moto_program = tools::ensure_moto()?;
     let root = workspace_root();
 
     // Build once: the binaries the end-to-end tests run, and every test binary.
@@ -18,7 +20,7 @@ fn run_tests(extra: &[String]) -> anyhow::Result<()> {
     ]))?;
 
     // One S3-compatible server for the whole run; each test makes its own bucket in it.
-    let (_moto, endpoint) = tools::start_moto(&moto)?;
+    let moto = Moto::start(&moto_program)?;
     let has_nextest = Command::new("cargo")
         .args(["nextest", "--version"])
         .output()
@@ -26,9 +28,9 @@ fn run_tests(extra: &[String]) -> anyhow::Result<()> {
     let mut command = Command::new("cargo");
     command
         .current_dir(&root)
-        .env("MILKY_TEST_S3_ENDPOINT", &endpoint)
+        .env("MILKY_TEST_S3_ENDPOINT", &moto.endpoint)
         // For tests that start a moto of their own (with IAM checks on).
-        .env("MILKY_TEST_MOTO", &moto);
+        .env("MILKY_TEST_MOTO", &moto_program);
     if has_nextest {
         command.args(["nextest", "run", "--workspace", "--no-fail-fast"]);
     } else {

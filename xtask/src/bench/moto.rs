@@ -4,16 +4,13 @@
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 
-use anyhow::{Context, bail};
-
-use crate::tools::{Guard, free_port};
+use anyhow::bail;
 
 pub struct Moto {
     pub endpoint: String,
     log: PathBuf,
-    _guard: Guard,
+    _server: milky_dev_support::Moto,
 }
 
 /// One request as moto logged it.
@@ -27,26 +24,12 @@ pub struct Request {
 
 impl Moto {
     pub fn start(moto: &Path, work: &Path) -> anyhow::Result<Self> {
-        let port = free_port()?;
         let log = work.join("moto.log");
-        let child = Command::new(moto)
-            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log)?)
-            .spawn()
-            .with_context(|| format!("starting {}", moto.display()))?;
-        let guard = Guard(child);
-        let start = std::time::Instant::now();
-        while TcpStream::connect(("127.0.0.1", port)).is_err() {
-            if start.elapsed().as_secs() > 30 {
-                bail!("moto did not listen on port {port} within 30 s");
-            }
-            std::thread::sleep(std::time::Duration::from_millis(50));
-        }
+        let server = milky_dev_support::Moto::builder(moto).log(&log).start()?;
         Ok(Self {
-            endpoint: format!("http://127.0.0.1:{port}"),
+            endpoint: server.endpoint.clone(),
             log,
-            _guard: guard,
+            _server: server,
         })
     }
 

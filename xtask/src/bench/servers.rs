@@ -2,8 +2,7 @@
 //! root, nginx front port, Apache slot ports and `agent.toml`. Everything they start (nginx,
 //! Apache) is stopped by the pids in their own pid files.
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpStream;
+use std::io::{BufRead, BufReader, Read};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -11,6 +10,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
+use milky_dev_support::{Ports, Signal, http_get, pids_in, signal, walk};
 
 use super::Bench;
 
@@ -27,6 +27,8 @@ pub struct Server {
     agent: PathBuf,
     env: Vec<(&'static str, String)>,
     run: Option<Child>,
+    /// The front port and the slots' range, held while nginx and Apache may bind them.
+    _ports: Ports,
 }
 
 impl Server {
@@ -47,7 +49,8 @@ impl Server {
         let db = root.join("db");
         std::fs::create_dir_all(&db)?;
         std::fs::set_permissions(&db, std::fs::Permissions::from_mode(0o777))?;
-        let base = crate::tools::free_port_range();
+        let ports = Ports::reserve(10).context("reserving the server's ports")?;
+        let base = ports.first();
         let config = root.join("agent.toml");
         let text = format!(
             "store = \"{store}\"\nendpoint_url = \"{endpoint}\"\ngroup = \"{group}\"\nhost = \"{host}\"\n\n\
@@ -57,8 +60,8 @@ impl Server {
             store = bench.store,
             endpoint = bench.moto.endpoint,
             root = root.display(),
-            first = base + 1,
-            last = base + 9,
+            first = ports.get(1),
+            last = ports.last(),
         );
         std::fs::write(&config, text)?;
         Ok(Self {
@@ -69,6 +72,7 @@ impl Server {
             agent: bench.agent.clone(),
             env: bench.aws_env(),
             run: None,
+            _ports: ports,
         })
     }
 
@@ -134,7 +138,7 @@ impl Server {
     /// Stops the `run` loop (SIGTERM, by its pid), then nginx and Apache.
     pub fn stop(&mut self) {
         if let Some(mut child) = self.run.take() {
-            signal("TERM", child.id());
+            let _ = signal(child.id(), Signal::TERM);
             let start = Instant::now();
             while start.elapsed() < Duration::from_secs(30) {
                 if let Ok(Some(_)) = child.try_wait() {
@@ -145,38 +149,19 @@ impl Server {
             let _ = child.kill();
             let _ = child.wait();
         }
-        let pids = self.web_pids();
-        pids.iter().for_each(|pid| signal("TERM", *pid));
-        let start = Instant::now();
-        while pids.iter().any(|pid| crate::tools::alive(*pid))
-            && start.elapsed() < Duration::from_secs(15)
-        {
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        pids.iter()
-            .filter(|pid| crate::tools::alive(**pid))
-            .for_each(|pid| signal("KILL", *pid));
+        milky_dev_support::stop(&self.web_pids(), Duration::from_secs(15));
     }
 
     /// Pids of the nginx and Apache processes this server's agent started.
     fn web_pids(&self) -> Vec<u32> {
-        let mut pids = Vec::new();
-        for path in walk(&self.root.join("web")) {
-            if path.extension().is_some_and(|e| e == "pid")
-                && let Ok(text) = std::fs::read_to_string(&path)
-                && let Ok(pid) = text.trim().parse()
-            {
-                pids.push(pid);
-            }
-        }
-        pids
+        pids_in(&self.root.join("web"))
     }
 
     /// The version answering `/` through this server's nginx, if it answers 200.
     pub fn serving(&self) -> Option<String> {
-        let (status, head) = http_get(self.front, APP, "/").ok()?;
-        (status == 200)
-            .then(|| header(&head, "X-Milky-Version"))
+        let response = http_get(self.front, APP, "/").ok()?;
+        (response.status == 200)
+            .then(|| response.header("X-Milky-Version"))
             .flatten()
     }
 
@@ -228,53 +213,4 @@ pub fn text(lines: &[(Instant, String)]) -> String {
         .map(|(_, l)| l.as_str())
         .collect::<Vec<_>>()
         .join("\n")
-}
-
-fn signal(name: &str, pid: u32) {
-    let _ = Command::new("kill")
-        .args([&format!("-{name}"), &pid.to_string()])
-        .stderr(Stdio::null())
-        .status();
-}
-
-fn walk(dir: &Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
-        let path = entry.path();
-        if entry.file_type().is_ok_and(|t| t.is_dir()) {
-            out.extend(walk(&path));
-        } else {
-            out.push(path);
-        }
-    }
-    out
-}
-
-/// A plain HTTP/1.0 GET on loopback: status and head.
-pub fn http_get(port: u16, host: &str, path: &str) -> std::io::Result<(u16, String)> {
-    let mut stream = TcpStream::connect(("127.0.0.1", port))?;
-    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
-    write!(
-        stream,
-        "GET {path} HTTP/1.0\r\nHost: {host}\r\nConnection: close\r\n\r\n"
-    )?;
-    let mut raw = Vec::new();
-    stream.read_to_end(&mut raw)?;
-    let text = String::from_utf8_lossy(&raw);
-    let head = text.split("\r\n\r\n").next().unwrap_or_default().to_owned();
-    let status = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .ok_or_else(|| std::io::Error::other("not HTTP"))?;
-    Ok((status, head))
-}
-
-fn header(head: &str, name: &str) -> Option<String> {
-    head.lines().find_map(|line| {
-        let (key, value) = line.split_once(':')?;
-        key.trim()
-            .eq_ignore_ascii_case(name)
-            .then(|| value.trim().to_owned())
-    })
 }

@@ -58,7 +58,7 @@ fn wheels(bench: &Bench) -> anyhow::Result<PathBuf> {
 pub fn project(bench: &Bench) -> anyhow::Result<PathBuf> {
     let wheels = wheels(bench)?;
     let project = bench.work.join("shop");
-    crate::tools::copy_project(
+    milky_dev_support::copy_project(
         &workspace_root().join("tests/fixtures/django-app"),
         &project,
     )?;
@@ -95,20 +95,10 @@ pub fn project(bench: &Bench) -> anyhow::Result<PathBuf> {
 
 /// Size in bytes and number of files of a tree.
 pub fn tree_size(dir: &Path) -> (u64, u64) {
-    let mut bytes = 0;
-    let mut files = 0;
-    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
-        let Ok(kind) = entry.file_type() else {
-            continue;
-        };
-        if kind.is_dir() {
-            let (b, f) = tree_size(&entry.path());
-            bytes += b;
-            files += f;
-        } else if let Ok(meta) = entry.metadata() {
-            bytes += meta.len();
-            files += 1;
-        }
-    }
-    (bytes, files)
+    milky_dev_support::walk(dir)
+        .iter()
+        .filter_map(|path| path.symlink_metadata().ok())
+        .fold((0, 0), |(bytes, files), meta| {
+            (bytes + meta.len(), files + 1)
+        })
 }

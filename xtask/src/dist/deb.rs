@@ -196,24 +196,19 @@ fn glibc_requirement(binary: &Path) -> Option<String> {
 /// `Installed-Size` as dpkg-gencontrol counts it: KiB per file, rounded up, and one per
 /// directory, for everything but DEBIAN/.
 fn installed_size_kib(staging: &Path) -> anyhow::Result<u64> {
-    fn walk(dir: &Path, total: &mut u64) -> anyhow::Result<()> {
-        for entry in std::fs::read_dir(dir).with_context(|| format!("reading {}", dir.display()))? {
-            let entry = entry?;
-            if entry.file_name() == "DEBIAN" {
-                continue;
-            }
-            let meta = entry.metadata()?;
-            if meta.is_dir() {
-                *total += 1;
-                walk(&entry.path(), total)?;
-            } else {
-                *total += meta.len().div_ceil(1024);
-            }
-        }
-        Ok(())
-    }
     let mut total = 0;
-    walk(staging, &mut total)?;
+    let entries = walkdir::WalkDir::new(staging)
+        .min_depth(1)
+        .into_iter()
+        .filter_entry(|entry| entry.file_name() != "DEBIAN");
+    for entry in entries {
+        let meta = entry?.metadata()?;
+        if meta.is_dir() {
+            total += 1;
+        } else {
+            total += meta.len().div_ceil(1024);
+        }
+    }
     Ok(total)
 }
 
