@@ -121,15 +121,15 @@ fn compress_jobs(jobs: &Mutex<Receiver<Job>>, results: &SyncSender<io::Result<Jo
 fn compress(block: &[u8], level: u32) -> io::Result<Vec<u8>> {
     // bzip2's worst case (incompressible input) in one buffer: one call, no copy, no regrowth.
     let mut out = Vec::with_capacity(block.len() + block.len() / 100 + 600);
-    let mut stream = bzip2_encoder::Compress::new(bzip2_encoder::Compression::new(level), 0);
+    let mut stream = bzip2::Compress::new(bzip2::Compression::new(level), 0);
     let mut input = block;
     loop {
         let before = stream.total_in();
         let status = stream
-            .compress_vec(input, &mut out, bzip2_encoder::Action::Finish)
+            .compress_vec(input, &mut out, bzip2::Action::Finish)
             .map_err(io::Error::other)?;
         input = &input[usize::try_from(stream.total_in() - before).expect("fits")..];
-        if status == bzip2_encoder::Status::StreamEnd {
+        if status == bzip2::Status::StreamEnd {
             return Ok(out);
         }
         // Not reached with the worst-case capacity above; kept so that no input is ever lost.

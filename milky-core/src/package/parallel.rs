@@ -8,10 +8,12 @@
 //! output is used only if the segment decodes as whole streams that end exactly at its last byte.
 //! That is exactly what the sequential decoder ([`bzip2::read::MultiBzDecoder`]) would see
 //! there (it starts a new stream where the previous one ends), so the bytes handed on are the
-//! ones it would produce. Each segment is decoded first by [`super::bzdecode`] (safe Rust, ~40%
-//! less CPU than libbz2; every block and stream CRC checked), and by libbz2 when that declines. On any doubt (a segment that does not decode, is too large, or an I/O
-//! error) the rest of the file, from the last verified stream start, is decoded sequentially:
-//! the result is the same, only slower, and a broken file fails as it would have anyway.
+//! ones it would produce. Each segment is decoded first by our own decoder ([`Decoder::Own`],
+//! faster per core than libbz2 as benchmark 1b measures; every block and stream CRC checked),
+//! and by libbz2 when that declines. On any doubt (a segment that does not decode, is too
+//! large, or an I/O error) the rest of the file, from the last verified stream start, is decoded
+//! sequentially: the result is the same, only slower, and a broken file fails as it would have
+//! anyway.
 //!
 //! The decoded bytes are read in order by the one tar loop, [`super::unpack::unpack_tar`], so
 //! every check of the security boundary sees every entry, whoever decompressed it. Decoding runs
@@ -174,19 +176,44 @@ pub(super) fn decode_segment(file: &File, start: u64, end: u64) -> Option<Vec<u8
     }
     let mut input = vec![0; usize::try_from(size).ok()?];
     file.read_exact_at(&mut input, start).ok()?;
+    let cap = usize::try_from(SEGMENT_CAP).expect("fits");
     // The faster decoder first; libbz2 decides whatever it declines. A bug in it that panics
     // on some input must not take the agent down: that segment goes to libbz2 too.
-    let fast = std::panic::catch_unwind(|| bzdecode::decode_streams(&input, SEGMENT_CAP as usize));
+    let fast = std::panic::catch_unwind(|| Decoder::Own.decode(&input, cap));
     if let Ok(Some(output)) = fast {
         return Some(output);
     }
-    let mut output = Vec::with_capacity(input.len() * 3);
-    // Reads to the end of the input: an error unless the last stream ends at the last byte.
-    bzip2::read::MultiBzDecoder::new(&input[..])
-        .take(SEGMENT_CAP + 1)
-        .read_to_end(&mut output)
-        .ok()?;
-    (output.len() as u64 <= SEGMENT_CAP).then_some(output)
+    Decoder::Library.decode(&input, cap)
+}
+
+/// The two decoders of a segment. Public so that benchmark 1b can time each alone on a package
+/// (`milky-core/examples/bzip2_decoders.rs`); the agent uses them only through the unpack.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Decoder {
+    /// `bzdecode.rs`: strict, declines anything unusual.
+    Own,
+    /// libbz2 through the `bzip2` crate, whose answer stands.
+    Library,
+}
+
+impl Decoder {
+    /// The decoded bytes of `input` if it is a sequence of whole bzip2 streams that ends exactly
+    /// at its last byte and decodes to at most `cap` bytes, else `None`.
+    pub fn decode(self, input: &[u8], cap: usize) -> Option<Vec<u8>> {
+        match self {
+            Decoder::Own => bzdecode::decode_streams(input, cap),
+            Decoder::Library => {
+                let mut output = Vec::with_capacity(input.len() * 3);
+                // Reads to the end of the input: an error unless the last stream ends at the
+                // last byte.
+                bzip2::read::MultiBzDecoder::new(input)
+                    .take(cap as u64 + 1)
+                    .read_to_end(&mut output)
+                    .ok()?;
+                (output.len() <= cap).then_some(output)
+            }
+        }
+    }
 }
 
 /// The decoded file, in order: segments decoded ahead by the workers, then, after the first

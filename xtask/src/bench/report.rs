@@ -1,18 +1,45 @@
-//! `docs/BENCHMARKS.md`: the machine, the command, one table per benchmark, the targets.
+//! `docs/BENCHMARKS.md`: the runs, the machine, the targets, one section per benchmark.
+//!
+//! A run with `--only` replaces the sections and target rows of the benchmarks it ran and keeps
+//! the others from the page it finds; every section and row names the run that measured it, and
+//! the table of runs lists those runs.
 
 use std::fmt::Write as _;
 use std::process::Command;
 use std::time::Duration;
 
 use super::Bench;
+use crate::tools::workspace_root;
 
 pub struct Report {
     machine: Vec<(String, String)>,
-    quick: bool,
+    run: Run,
     only: Option<Vec<String>>,
+    /// The page as an earlier run left it, for a run with `--only`.
+    earlier: Page,
     sections: Vec<(String, String)>,
     targets: Vec<[String; 5]>,
-    took: Duration,
+}
+
+/// A row of the table of runs.
+#[derive(Debug, Clone, PartialEq, Default)]
+struct Run {
+    label: String,
+    command: String,
+    date: String,
+    took: String,
+    load: String,
+    rustc: String,
+}
+
+/// What the page holds, each item with the label of the run that measured it.
+#[derive(Debug, Default)]
+struct Page {
+    runs: Vec<Run>,
+    /// Run label, then the benchmark id, target, measured, met and why.
+    targets: Vec<(String, [String; 5])>,
+    /// Run label, title, body.
+    sections: Vec<(String, String, String)>,
 }
 
 fn output(program: &str, args: &[&str]) -> String {
@@ -21,6 +48,116 @@ fn output(program: &str, args: &[&str]) -> String {
         .output()
         .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
         .unwrap_or_default()
+}
+
+/// The 1-minute load average: how busy the machine was besides the bench.
+fn load() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|l| l.split_whitespace().next().map(str::to_owned))
+        .unwrap_or_else(|| "?".into())
+}
+
+/// The benchmark a section title or target id belongs to ("1b" of "1b. Unpacking …").
+fn bench_id(title: &str) -> &str {
+    title.split_once(". ").map_or(title, |(id, _)| id)
+}
+
+/// Benchmarks in their order: "1" < "1b" < "2" < … < "10".
+fn order(id: &str) -> (u32, String) {
+    let digits = id.len() - id.trim_start_matches(|c: char| c.is_ascii_digit()).len();
+    (
+        id[..digits].parse().unwrap_or(u32::MAX),
+        id[digits..].to_owned(),
+    )
+}
+
+/// The cells of a markdown table row; `\|` inside a cell is not a separator.
+fn cells(row: &str) -> Vec<String> {
+    let inner = row.trim().trim_start_matches('|');
+    let inner = inner.strip_suffix('|').unwrap_or(inner);
+    let mut cells = vec![String::new()];
+    let mut escaped = false;
+    for c in inner.chars() {
+        if c == '|' && !escaped {
+            cells.push(String::new());
+        } else {
+            cells.last_mut().expect("one cell").push(c);
+        }
+        escaped = c == '\\';
+    }
+    cells.iter().map(|c| c.trim().to_owned()).collect()
+}
+
+/// Rows of the first table in `text`, without its header and separator.
+fn table_rows(text: &str) -> Vec<Vec<String>> {
+    text.lines()
+        .skip_while(|l| !l.starts_with('|'))
+        .take_while(|l| l.starts_with('|'))
+        .skip(2)
+        .map(cells)
+        .collect()
+}
+
+/// The line a section body starts with, naming its run.
+fn measured_by(label: &str) -> String {
+    format!("*Measured by run {label}.*")
+}
+
+impl Page {
+    /// Reads a page this module wrote; anything else gives an empty page.
+    fn parse(text: &str) -> Self {
+        let mut page = Page::default();
+        for part in text.split("\n## ").skip(1) {
+            let (title, body) = part.split_once('\n').unwrap_or((part, ""));
+            match title {
+                "Runs" => {
+                    for row in table_rows(body) {
+                        if let [label, command, date, took, load, rustc] = &row[..] {
+                            page.runs.push(Run {
+                                label: label.clone(),
+                                command: command.trim_matches('`').to_owned(),
+                                date: date.clone(),
+                                took: took.clone(),
+                                load: load.clone(),
+                                rustc: rustc.clone(),
+                            });
+                        }
+                    }
+                }
+                "Targets" => {
+                    for row in table_rows(body) {
+                        if let [id, run, target, measured, met, why] = &row[..] {
+                            page.targets.push((
+                                run.clone(),
+                                [
+                                    id.clone(),
+                                    target.clone(),
+                                    measured.clone(),
+                                    met.clone(),
+                                    why.clone(),
+                                ],
+                            ));
+                        }
+                    }
+                }
+                "Machine" => {}
+                _ => {
+                    let body = body.trim_start_matches('\n');
+                    let (first, rest) = body.split_once('\n').unwrap_or((body, ""));
+                    if let Some(label) = first
+                        .strip_prefix("*Measured by run ")
+                        .and_then(|l| l.strip_suffix(".*"))
+                    {
+                        let rest = rest.trim_start_matches('\n').trim_end_matches('\n');
+                        page.sections
+                            .push((label.to_owned(), title.to_owned(), rest.to_owned()));
+                    }
+                }
+            }
+        }
+        page
+    }
 }
 
 impl Report {
@@ -51,11 +188,6 @@ impl Report {
                     output("uname", &["-r"])
                 ),
             ),
-            ("Rust".into(), output("rustc", &["-V"])),
-            (
-                "Date".into(),
-                output("date", &["-u", "+%Y-%m-%d %H:%M UTC"]),
-            ),
             (
                 "Workload".into(),
                 format!(
@@ -68,13 +200,35 @@ impl Report {
                 ),
             ),
         ];
+        let run = Run {
+            label: String::new(),
+            command: format!(
+                "cargo xtask bench{}{}",
+                if quick { " --quick" } else { "" },
+                only.as_ref()
+                    .map(|o| format!(" --only {}", o.join(",")))
+                    .unwrap_or_default(),
+            ),
+            date: output("date", &["-u", "+%Y-%m-%d %H:%M UTC"]),
+            took: String::new(),
+            load: load(),
+            rustc: output("rustc", &["-V"]),
+        };
+        // Only a partial run keeps anything of the page it replaces.
+        let earlier = if only.is_some() {
+            std::fs::read_to_string(workspace_root().join("docs/BENCHMARKS.md"))
+                .map(|text| Page::parse(&text))
+                .unwrap_or_default()
+        } else {
+            Page::default()
+        };
         Self {
             machine,
-            quick,
+            run,
             only,
+            earlier,
             sections: Vec::new(),
             targets: Vec::new(),
-            took: Duration::ZERO,
         }
     }
 
@@ -98,38 +252,102 @@ impl Report {
     }
 
     pub fn finish(&mut self, took: Duration) {
-        self.took = took;
+        self.run.took = format!("{:.0} min", took.as_secs_f64() / 60.0);
+        self.run.load = format!("{} → {}", self.run.load, load());
     }
 
     pub fn markdown(&self) -> String {
+        let page = self.merged();
         let mut md = String::from("# Benchmarks\n\n");
         md += "Written by `cargo xtask bench`, which reproduces it on any Debian 12 machine: it makes its own\n\
                workload, installs what it measures against and runs every baseline in the same run.\n\
-               `cargo xtask bench --quick` does fewer repetitions. Figures are the median of the runs with\n\
-               min–max in brackets; ratios are baseline ÷ MilkyWhite (higher is better) on medians.\n\n";
-        let _ = writeln!(
-            md,
-            "Run: `cargo xtask bench{}{}`, {:.0} min.\n",
-            if self.quick { " --quick" } else { "" },
-            self.only
-                .as_ref()
-                .map(|o| format!(" --only {}", o.join(",")))
-                .unwrap_or_default(),
-            self.took.as_secs_f64() / 60.0
-        );
-        md += "| Machine | |\n|---|---|\n";
+               `cargo xtask bench --quick` does fewer repetitions; `--only 1,1b` reruns some benchmarks and\n\
+               keeps the others' sections from the run that measured them. Every section and target row\n\
+               names its run. Figures are the median of the runs with min–max in brackets; ratios are\n\
+               baseline ÷ MilkyWhite (higher is better) on medians.\n\n";
+        md += "## Runs\n\n| run | command | date | took | load (1 min) start → end | rustc |\n|---|---|---|---|---|---|\n";
+        for run in &page.runs {
+            let _ = writeln!(
+                md,
+                "| {} | `{}` | {} | {} | {} | {} |",
+                run.label, run.command, run.date, run.took, run.load, run.rustc
+            );
+        }
+        md += "\nThe machine has other load than the bench's own: the load column says how much (a\n\
+               load above the core count means that CPU time was shared).\n";
+        md += "\n## Machine\n\n| As of the latest run | |\n|---|---|\n";
         for (key, value) in &self.machine {
             let _ = writeln!(md, "| {key} | {value} |");
         }
-        md +=
-            "\n## Targets\n\n| # | target | measured | | what limits it |\n|---|---|---|---|---|\n";
-        for row in &self.targets {
-            let _ = writeln!(md, "| {} |", row.join(" | "));
+        md += "\n## Targets\n\n| # | run | target | measured | | what limits it |\n|---|---|---|---|---|---|\n";
+        for (run, [id, rest @ ..]) in &page.targets {
+            let _ = writeln!(md, "| {id} | {run} | {} |", rest.join(" | "));
         }
-        for (title, body) in &self.sections {
-            let _ = write!(md, "\n## {title}\n\n{body}\n");
+        for (run, title, body) in &page.sections {
+            let _ = write!(md, "\n## {title}\n\n{}\n\n{body}\n", measured_by(run));
         }
         md
+    }
+
+    /// This run's items, and the earlier page's for the benchmarks this run did not do.
+    fn merged(&self) -> Page {
+        let rerun = |id: &str| {
+            self.only
+                .as_ref()
+                .is_none_or(|only| only.iter().any(|o| o == id))
+        };
+        let mut page = Page::default();
+        for (run, row) in &self.earlier.targets {
+            if !rerun(&row[0]) {
+                page.targets.push((run.clone(), row.clone()));
+            }
+        }
+        for (run, title, body) in &self.earlier.sections {
+            if !rerun(bench_id(title)) {
+                page.sections
+                    .push((run.clone(), title.clone(), body.clone()));
+            }
+        }
+        let kept: Vec<&Run> = self
+            .earlier
+            .runs
+            .iter()
+            .filter(|r| {
+                page.targets.iter().any(|(run, _)| *run == r.label)
+                    || page.sections.iter().any(|(run, _, _)| *run == r.label)
+            })
+            .collect();
+        // The letter after the latest kept run's, so that a letter names one run.
+        let label = kept
+            .iter()
+            .filter_map(|r| r.label.chars().next())
+            .max()
+            .map_or('A', |last| {
+                char::from_u32(u32::from(last) + 1)
+                    .filter(char::is_ascii_uppercase)
+                    .unwrap_or('A')
+            })
+            .to_string();
+        page.runs = kept.into_iter().cloned().collect();
+        page.runs.push(Run {
+            label: label.clone(),
+            ..self.run.clone()
+        });
+        for row in &self.targets {
+            page.targets.push((label.clone(), row.clone()));
+        }
+        for (title, body) in &self.sections {
+            page.sections.push((
+                label.clone(),
+                title.clone(),
+                body.trim_end_matches('\n').to_owned(),
+            ));
+        }
+        // Stable: a benchmark's rows keep the order they were written in.
+        page.targets.sort_by_key(|(_, row)| order(&row[0]));
+        page.sections
+            .sort_by_key(|(_, title, _)| order(bench_id(title)));
+        page
     }
 }
 
@@ -178,4 +396,99 @@ pub fn scale(report: &mut Report, per_pass: Option<f64>) {
         per_pass * 10_000.0 / 30.0
     );
     report.section("6. Scale on paper", body);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn report(only: Option<&str>, earlier: &str, label_note: &str) -> Report {
+        let mut report = Report {
+            machine: vec![("CPU".into(), "2 × test".into())],
+            run: Run {
+                command: format!("cargo xtask bench {label_note}"),
+                date: "today".into(),
+                took: "1 min".into(),
+                load: "1.0 → 2.0".into(),
+                rustc: "rustc test".into(),
+                ..Run::default()
+            },
+            only: only.map(|o| o.split(',').map(str::to_owned).collect()),
+            earlier: Page::parse(earlier),
+            sections: Vec::new(),
+            targets: Vec::new(),
+        };
+        for id in ["1", "1b", "2"] {
+            if report
+                .only
+                .as_ref()
+                .is_none_or(|o| o.iter().any(|x| x == id))
+            {
+                report.section(
+                    &format!("{id}. Bench {id}"),
+                    format!(
+                        "| a | b |\n|---|---|\n| {label_note} \\| x | 1 |\n\n### Sub\n\ntext\n"
+                    ),
+                );
+                report.target(id, "fast", format!("{label_note} 2×"), true, "");
+            }
+        }
+        report
+    }
+
+    #[test]
+    fn a_partial_run_replaces_its_benchmarks_and_keeps_the_others_with_their_run() {
+        let full = report(None, "", "first").markdown();
+        let partial = report(Some("1b"), &full, "second").markdown();
+        let page = Page::parse(&partial);
+        let labels: Vec<_> = page.runs.iter().map(|r| r.label.as_str()).collect();
+        assert_eq!(labels, ["A", "B"], "{partial}");
+        assert_eq!(page.runs[1].command, "cargo xtask bench second");
+        let sections: Vec<_> = page
+            .sections
+            .iter()
+            .map(|(run, title, body)| (run.as_str(), title.as_str(), body.contains("first")))
+            .collect();
+        assert_eq!(
+            sections,
+            [
+                ("A", "1. Bench 1", true),
+                ("B", "1b. Bench 1b", false),
+                ("A", "2. Bench 2", true)
+            ]
+        );
+        let targets: Vec<_> = page
+            .targets
+            .iter()
+            .map(|(run, row)| (run.as_str(), row[0].as_str(), row[2].as_str()))
+            .collect();
+        assert_eq!(
+            targets,
+            [
+                ("A", "1", "first 2×"),
+                ("B", "1b", "second 2×"),
+                ("A", "2", "first 2×")
+            ]
+        );
+        // Rewriting the page from itself changes nothing.
+        let again = report(Some("9"), &partial, "third").markdown();
+        let page_again = Page::parse(&again);
+        assert_eq!(page_again.sections, page.sections);
+        assert_eq!(page_again.targets, page.targets);
+
+        // Once no section or row is left from run A, it leaves the table.
+        let replaced = report(Some("1,2"), &partial, "fourth").markdown();
+        let labels: Vec<_> = Page::parse(&replaced)
+            .runs
+            .iter()
+            .map(|r| (r.label.clone(), r.command.clone()))
+            .collect();
+        assert_eq!(
+            labels,
+            [
+                ("B".to_owned(), "cargo xtask bench second".to_owned()),
+                ("C".to_owned(), "cargo xtask bench fourth".to_owned())
+            ]
+        );
+    }
 }
