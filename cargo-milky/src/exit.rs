@@ -117,6 +117,7 @@ mod tests {
             IndexError::NoHistory {
                 group: group(),
                 app: app(),
+                never_served: Vec::new(),
             },
             IndexError::NotInGroup {
                 group: group(),

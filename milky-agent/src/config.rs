@@ -83,10 +83,12 @@ pub struct Paths {
 impl Paths {
     /// Where the apps' data dirs are.
     pub fn data_root(&self) -> PathBuf {
-        self.data.clone().unwrap_or_else(|| match self.apps.parent() {
-            Some(parent) if parent != Path::new("") => parent.join("data"),
-            _ => self.apps.join(".data"),
-        })
+        self.data
+            .clone()
+            .unwrap_or_else(|| match self.apps.parent() {
+                Some(parent) if parent != Path::new("") => parent.join("data"),
+                _ => self.apps.join(".data"),
+            })
     }
 }
 

@@ -165,7 +165,11 @@ impl OnceRunner<'_> {
                 .context("the first-deploy hooks' result vanished")?;
             match self
                 .store
-                .put(&done_key, result.to_toml().into_bytes(), Condition::IfAbsent)
+                .put(
+                    &done_key,
+                    result.to_toml().into_bytes(),
+                    Condition::IfAbsent,
+                )
                 .await
             {
                 // Another server of the group marked it first: the same fact.

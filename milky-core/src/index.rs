@@ -37,7 +37,10 @@ pub enum IndexError {
     },
     #[error("group {group} does not run app {app}")]
     NotInGroup { group: GroupName, app: AppName },
-    #[error("group {group} has no earlier version of {app} to roll back to{}", passed_over(never_served))]
+    #[error(
+        "group {group} has no earlier version of {app} to roll back to{}",
+        passed_over(never_served)
+    )]
     NoHistory {
         group: GroupName,
         app: AppName,
@@ -446,7 +449,11 @@ fn passed_over(never_served: &[Version]) -> String {
     let list: Vec<&str> = never_served.iter().map(Version::as_str).collect();
     format!(
         " ({} in its history never served on any server: {})",
-        if list.len() == 1 { "one version" } else { "versions" },
+        if list.len() == 1 {
+            "one version"
+        } else {
+            "versions"
+        },
         list.join(", ")
     )
 }
@@ -768,10 +775,7 @@ mod tests {
             (rollback.from, rollback.to, rollback.never_served),
             (version("v4"), version("v2"), vec![version("v3")])
         );
-        assert_eq!(
-            index.history(&group("g"), &app("a")),
-            vec![version("v1")]
-        );
+        assert_eq!(index.history(&group("g"), &app("a")), vec![version("v1")]);
         let none = |_: &Version| false;
         let err = index.rollback(&group("g"), &app("a"), none).unwrap_err();
         assert_eq!(

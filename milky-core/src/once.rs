@@ -12,7 +12,6 @@ use serde::{Deserialize, Serialize};
 use crate::names::HostName;
 use crate::store::{Condition, Store, StoreError};
 
-
 /// Who runs the once hooks, until when.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Lease {

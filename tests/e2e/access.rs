@@ -79,6 +79,7 @@ fn denied_requests_fail_clearly_change_nothing_and_keep_serving() {
             user,
             &[
                 "upload",
+                "--new-group",
                 "--group",
                 "stable",
                 "--version",

@@ -28,6 +28,7 @@ pub(crate) fn upload(ctx: &TestContext, project: &std::path::Path, group: &str, 
         project,
         &[
             "upload",
+            "--new-group",
             "--group",
             group,
             "--version",
@@ -98,14 +99,17 @@ fn servers_follow_their_group_through_install_upgrade_switch_back_and_remove() {
         "stable is not touched by unstable's upload"
     );
 
-    assert_success(&ctx.milky(&["version", "stable", APP, "v2"]), "promote v2");
+    assert_success(
+        &ctx.milky(&["version", "--new-group", "stable", APP, "v2"]),
+        "promote v2",
+    );
     for agent in [&a, &b] {
         sync_ok(agent);
         assert_eq!(serving(agent).as_deref(), Some("v2"));
     }
 
     assert_success(
-        &ctx.milky(&["version", "stable", APP, "v1"]),
+        &ctx.milky(&["version", "--new-group", "stable", APP, "v1"]),
         "switch back to v1",
     );
     for agent in [&a, &b] {
@@ -196,7 +200,10 @@ fn blue_green_switches_under_load_fail_no_request() {
     let agent = Agent::new(&ctx, "stable", "busy");
     upload(&ctx, &project, "stable", "v1");
     upload(&ctx, &project, "stable", "v2");
-    assert_success(&ctx.milky(&["version", "stable", APP, "v1"]), "back to v1");
+    assert_success(
+        &ctx.milky(&["version", "--new-group", "stable", APP, "v1"]),
+        "back to v1",
+    );
     sync_ok(&agent);
 
     let stop = Arc::new(AtomicBool::new(false));
@@ -218,7 +225,10 @@ fn blue_green_switches_under_load_fail_no_request() {
         .collect();
     for n in 0..5 {
         let version = if n % 2 == 0 { "v2" } else { "v1" };
-        assert_success(&ctx.milky(&["version", "stable", APP, version]), "switch");
+        assert_success(
+            &ctx.milky(&["version", "--new-group", "stable", APP, version]),
+            "switch",
+        );
         sync_ok(&agent);
         assert_eq!(serving(&agent).as_deref(), Some(version));
     }

@@ -19,7 +19,15 @@ fn upload_switch_remove_and_info_round_trip() {
     let project = ctx.project("shop", "one");
     let out = ctx.milky_in(
         &project,
-        &["upload", "--group", "stable", "--version", "v1", "."],
+        &[
+            "upload",
+            "--new-group",
+            "--group",
+            "stable",
+            "--version",
+            "v1",
+            ".",
+        ],
     );
     assert_success(&out, "upload v1");
     assert_eq!(stdout(&out), "stable now runs shop v1\n");
@@ -30,9 +38,12 @@ fn upload_switch_remove_and_info_round_trip() {
 
     write(&project.join("VERSION"), "two");
     // The seed's positional form: upload GROUP PATH.
-    let out = ctx.milky_in(&project, &["upload", "unstable", ".", "--version", "v2"]);
+    let out = ctx.milky_in(
+        &project,
+        &["upload", "--new-group", "unstable", ".", "--version", "v2"],
+    );
     assert_success(&out, "upload v2");
-    let out = ctx.milky(&["version", "stable", "shop", "v2"]);
+    let out = ctx.milky(&["version", "--new-group", "stable", "shop", "v2"]);
     assert_success(&out, "version");
     assert_eq!(stdout(&out), "stable now runs shop v2 (was v1)\n");
 
@@ -62,21 +73,35 @@ fn a_version_is_immutable_and_the_same_bytes_again_are_a_no_op() {
     let ctx = TestContext::new();
     let project = ctx.project("blog", "one");
     assert_success(
-        &ctx.milky_in(&project, &["upload", "-g", "stable", "--version", "v1"]),
+        &ctx.milky_in(
+            &project,
+            &["upload", "--new-group", "-g", "stable", "--version", "v1"],
+        ),
         "first upload",
     );
     let package = ctx.object("packages/blog/blog-v1.tar.bz2").unwrap();
 
     let out = json(&ctx.milky_in(
         &project,
-        &["upload", "-g", "stable", "--version", "v1", "--json"],
+        &[
+            "upload",
+            "--new-group",
+            "-g",
+            "stable",
+            "--version",
+            "v1",
+            "--json",
+        ],
     ));
     assert_eq!(out["uploaded"], false, "same bytes are not sent again");
     assert_eq!(out["previous"], "v1");
 
     write(&project.join("VERSION"), "changed");
     let index_before = ctx.index();
-    let out = ctx.milky_in(&project, &["upload", "-g", "stable", "--version", "v1"]);
+    let out = ctx.milky_in(
+        &project,
+        &["upload", "--new-group", "-g", "stable", "--version", "v1"],
+    );
     assert_failure(&out, 2, "already uploaded with other bytes");
     assert_eq!(
         ctx.index(),
@@ -95,7 +120,10 @@ fn a_version_is_immutable_and_the_same_bytes_again_are_a_no_op() {
         .unwrap();
     let forgotten = index_before.replace("[apps.blog.versions.v1]", "[apps.blog.versions.v0]");
     ctx.put_object("version.info", forgotten.as_bytes());
-    let out = ctx.milky_in(&project, &["upload", "-g", "stable", "--version", "v1"]);
+    let out = ctx.milky_in(
+        &project,
+        &["upload", "--new-group", "-g", "stable", "--version", "v1"],
+    );
     assert_failure(&out, 2, "already exists in the store with other bytes");
     assert_eq!(
         ctx.object("packages/blog/blog-v1.tar.bz2").unwrap(),
@@ -108,19 +136,25 @@ fn version_needs_the_package_in_the_store() {
     let ctx = TestContext::new();
     let project = ctx.project("api", "one");
     assert_success(
-        &ctx.milky_in(&project, &["upload", "-g", "stable", "--version", "v1"]),
+        &ctx.milky_in(
+            &project,
+            &["upload", "--new-group", "-g", "stable", "--version", "v1"],
+        ),
         "upload v1",
     );
     assert_success(
-        &ctx.milky_in(&project, &["upload", "-g", "unstable", "--version", "v2"]),
+        &ctx.milky_in(
+            &project,
+            &["upload", "--new-group", "-g", "unstable", "--version", "v2"],
+        ),
         "upload v2",
     );
-    let out = ctx.milky(&["version", "stable", "api", "v7"]);
+    let out = ctx.milky(&["version", "--new-group", "stable", "api", "v7"]);
     assert_failure(&out, 2, "api v7 is not in the store");
     // Listed in the index but gone from the store: checked, not assumed.
     ctx.delete_object("packages/api/api-v2.tar.bz2");
     let before = ctx.index();
-    let out = ctx.milky(&["version", "stable", "api", "v2"]);
+    let out = ctx.milky(&["version", "--new-group", "stable", "api", "v2"]);
     assert_failure(&out, 2, "api v2 is not in the store");
     assert_eq!(ctx.index(), before);
     let out = ctx.milky(&["remove", "--yes", "stable", "nosuchapp"]);
@@ -133,7 +167,10 @@ fn a_broken_index_is_never_overwritten() {
     let project = ctx.project("cms", "one");
     let broken = "schema = 1\n[groups.stable\ncms = \"v1\"\n";
     ctx.put_object("version.info", broken.as_bytes());
-    let out = ctx.milky_in(&project, &["upload", "-g", "stable", "--version", "v1"]);
+    let out = ctx.milky_in(
+        &project,
+        &["upload", "--new-group", "-g", "stable", "--version", "v1"],
+    );
     assert_failure(&out, 1, "version.info is broken");
     assert!(
         stderr(&out).contains("line 2"),
@@ -142,7 +179,7 @@ fn a_broken_index_is_never_overwritten() {
     );
     assert_eq!(ctx.index(), broken);
     for args in [
-        &["version", "stable", "cms", "v1"][..],
+        &["version", "--new-group", "stable", "cms", "v1"][..],
         &["remove", "--yes", "stable", "cms"],
         &["info"],
     ] {
@@ -158,17 +195,17 @@ fn a_broken_index_is_never_overwritten() {
 fn bad_names_unreachable_stores_and_missing_settings_are_clear_errors() {
     let ctx = TestContext::new();
     assert_failure(
-        &ctx.milky(&["version", "Stable!", "app", "v1"]),
+        &ctx.milky(&["version", "--new-group", "Stable!", "app", "v1"]),
         2,
         "invalid group name \"Stable!\"",
     );
     assert_failure(
-        &ctx.milky(&["version", "stable", "my app", "v1"]),
+        &ctx.milky(&["version", "--new-group", "stable", "my app", "v1"]),
         2,
         "invalid app name",
     );
     assert_failure(
-        &ctx.milky(&["version", "stable", "app", "../v1"]),
+        &ctx.milky(&["version", "--new-group", "stable", "app", "../v1"]),
         2,
         "invalid version",
     );
@@ -206,22 +243,28 @@ fn twenty_controllers_at_once_lose_no_update() {
         );
         packages.push(json(&out)["path"].as_str().unwrap().to_owned());
     }
-    assert_success(&ctx.milky(&["upload", "base", &packages[0]]), "seed upload");
+    assert_success(
+        &ctx.milky(&["upload", "--new-group", "base", &packages[0]]),
+        "seed upload",
+    );
 
     // Ten uploads (each app into its own group) and ten version switches, all at once.
     let mut children = Vec::new();
     for (n, package) in packages.iter().enumerate() {
         let group = format!("up{n}");
         children.push(
-            ctx.milky_command(ctx.dir.path(), &["upload", &group, package])
+            ctx.milky_command(ctx.dir.path(), &["upload", "--new-group", &group, package])
                 .spawn()
                 .unwrap(),
         );
         let group = format!("sw{n}");
         children.push(
-            ctx.milky_command(ctx.dir.path(), &["version", &group, "app0", "v1"])
-                .spawn()
-                .unwrap(),
+            ctx.milky_command(
+                ctx.dir.path(),
+                &["version", "--new-group", &group, "app0", "v1"],
+            )
+            .spawn()
+            .unwrap(),
         );
     }
     for mut child in children {
@@ -268,7 +311,15 @@ fn large_packages_go_up_in_parts() {
     std::fs::write(project.join("blob.bin"), &noise).unwrap();
     let out = json(&ctx.milky_in(
         &project,
-        &["upload", "-g", "stable", "--version", "v1", "--json"],
+        &[
+            "upload",
+            "--new-group",
+            "-g",
+            "stable",
+            "--version",
+            "v1",
+            "--json",
+        ],
     ));
     assert_eq!(out["uploaded"], true);
     let stored = ctx.object("packages/media/media-v1.tar.bz2").unwrap();
@@ -282,7 +333,10 @@ fn large_packages_go_up_in_parts() {
     // The same version with other bytes is refused by the store's conditional complete too.
     std::fs::write(project.join("blob.bin"), &noise[1..]).unwrap();
     ctx.put_object("version.info", b"schema = 1\n");
-    let out = ctx.milky_in(&project, &["upload", "-g", "stable", "--version", "v1"]);
+    let out = ctx.milky_in(
+        &project,
+        &["upload", "--new-group", "-g", "stable", "--version", "v1"],
+    );
     assert_failure(&out, 2, "already exists in the store with other bytes");
     assert_eq!(
         ctx.object("packages/media/media-v1.tar.bz2").unwrap(),
@@ -298,20 +352,23 @@ fn the_local_directory_store_behaves_the_same() {
     let milky =
         |args: &[&str]| ctx.milky_in(&project, &[&["--store", store.as_str()], args].concat());
     assert_success(
-        &milky(&["upload", "-g", "stable", "--version", "v1"]),
+        &milky(&["upload", "--new-group", "-g", "stable", "--version", "v1"]),
         "upload",
     );
     write(&project.join("VERSION"), "two");
     assert_failure(
-        &milky(&["upload", "-g", "stable", "--version", "v1"]),
+        &milky(&["upload", "--new-group", "-g", "stable", "--version", "v1"]),
         2,
         "other bytes",
     );
     assert_success(
-        &milky(&["upload", "-g", "stable", "--version", "v2"]),
+        &milky(&["upload", "--new-group", "-g", "stable", "--version", "v2"]),
         "upload v2",
     );
-    assert_success(&milky(&["version", "stable", "local", "v1"]), "version");
+    assert_success(
+        &milky(&["version", "--new-group", "stable", "local", "v1"]),
+        "version",
+    );
     let info = json(&milky(&["info", "--json"]));
     assert_eq!(info["groups"]["stable"]["local"], "v1");
     assert!(

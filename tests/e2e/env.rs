@@ -38,6 +38,7 @@ fn env_reaches_the_app_and_a_change_restarts_it_without_dropping_requests() {
     let out = ctx.milky(&[
         "env",
         "set",
+        "--new-group",
         "stable",
         APP,
         &format!("SECRET_KEY={secret}"),
@@ -49,7 +50,16 @@ fn env_reaches_the_app_and_a_change_restarts_it_without_dropping_requests() {
     assert_success(
         &ctx.milky_in(
             &project,
-            &["upload", "-g", "stable", "--version", "v1", "--level", "1"],
+            &[
+                "upload",
+                "--new-group",
+                "-g",
+                "stable",
+                "--version",
+                "v1",
+                "--level",
+                "1",
+            ],
         ),
         "upload",
     );
@@ -111,7 +121,7 @@ fn env_reaches_the_app_and_a_change_restarts_it_without_dropping_requests() {
             .unwrap();
     assert_eq!(still["generation"], 1, "a dry run writes nothing");
     assert_failure(
-        &ctx.milky(&["env", "set", "stable", APP, "BAD-NAME=1"]),
+        &ctx.milky(&["env", "set", "--new-group", "stable", APP, "BAD-NAME=1"]),
         2,
         "invalid variable name",
     );
@@ -134,7 +144,14 @@ fn env_reaches_the_app_and_a_change_restarts_it_without_dropping_requests() {
         })
         .collect();
     assert_success(
-        &ctx.milky(&["env", "set", "stable", APP, "GREETING=bonjour"]),
+        &ctx.milky(&[
+            "env",
+            "set",
+            "--new-group",
+            "stable",
+            APP,
+            "GREETING=bonjour",
+        ]),
         "env set again",
     );
     for agent in [&a, &b] {
@@ -167,6 +184,7 @@ fn env_reaches_the_app_and_a_change_restarts_it_without_dropping_requests() {
         &ctx.milky(&[
             "env",
             "set",
+            "--new-group",
             "stable",
             APP,
             "DJANGO_SETTINGS_MODULE=no.such.settings",

@@ -348,7 +348,10 @@ fn killed_at_every_step_of_an_upgrade_the_next_pass_converges() {
     for point in &crash::UPGRADE[switching..] {
         versions.reverse();
         let target = versions[1];
-        assert_success(&ctx.milky(&["version", "stable", APP, target]), "switch");
+        assert_success(
+            &ctx.milky(&["version", "--new-group", "stable", APP, target]),
+            "switch",
+        );
         let started = Instant::now();
         crashed_pass(&agent, point);
         let crashed = started.elapsed();
@@ -443,7 +446,7 @@ fn killed_at_every_step_of_a_removal_the_next_pass_finishes_it() {
 
         // Nothing left blocks installing it again.
         assert_success(
-            &ctx.milky(&["version", "stable", APP, "v1"]),
+            &ctx.milky(&["version", "--new-group", "stable", APP, "v1"]),
             "add the app again",
         );
         sync_ok(&agent);

@@ -5,7 +5,8 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use milky_tests::django::{copy_tree, fixture_wheels};
+use milky_dev_support::copy_project;
+use milky_tests::django::fixture_wheels;
 use milky_tests::*;
 use toml_edit::DocumentMut;
 
@@ -226,7 +227,8 @@ fn init_fixes_what_would_fail_a_startproject_apps_first_deploy() {
 fn init_takes_the_production_settings_of_a_real_layout_and_package_keeps_nested_media() {
     let ctx = TestContext::new();
     let project = ctx.dir.path().join("cms");
-    copy_tree(&workspace_root().join("tests/fixtures/cms-site"), &project);
+    copy_project(&workspace_root().join("tests/fixtures/cms-site"), &project)
+        .expect("copy the fixture");
     // Uploads stay out of git, as in most projects (media/uploads/ is in the fixture to show
     // they stay out of the package too).
     write(&project.join(".gitignore"), "/media/\n");

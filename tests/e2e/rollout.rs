@@ -71,6 +71,7 @@ fn upload(ctx: &TestContext, project: &Path, version: &str) {
         project,
         &[
             "upload",
+            "--new-group",
             "-g",
             "stable",
             "--version",
@@ -261,6 +262,7 @@ fn upload_wait_rollback_and_promote_follow_the_fleet() {
         &project,
         &[
             "upload",
+            "--new-group",
             "-g",
             "stable",
             "--version",
@@ -302,6 +304,7 @@ fn upload_wait_rollback_and_promote_follow_the_fleet() {
         &project,
         &[
             "upload",
+            "--new-group",
             "-g",
             "stable",
             "--version",
@@ -332,11 +335,12 @@ fn upload_wait_rollback_and_promote_follow_the_fleet() {
 
     // Promote: unstable's version goes to stable without another upload.
     assert_success(
-        &ctx.milky(&["version", "unstable", APP, "v2"]),
+        &ctx.milky(&["version", "--new-group", "unstable", APP, "v2"]),
         "unstable runs v2",
     );
     let out = ctx.milky(&[
         "promote",
+        "--new-group",
         "unstable",
         "stable",
         "--wait",
@@ -355,6 +359,7 @@ fn upload_wait_rollback_and_promote_follow_the_fleet() {
         &project,
         &[
             "upload",
+            "--new-group",
             "-g",
             "stable",
             "--version",

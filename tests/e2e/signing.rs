@@ -31,6 +31,7 @@ fn upload(ctx: &TestContext, project: &Path, group: &str, version: &str, extra: 
     set_fixture_version(project, version);
     let mut args = vec![
         "upload",
+        "--new-group",
         "--group",
         group,
         "--version",
@@ -162,7 +163,10 @@ fn servers_with_a_trusted_key_install_only_what_it_signed() {
     );
     let v1_package = ctx.object("packages/shop/shop-v1.tar.bz2").unwrap();
     ctx.put_object("packages/shop/shop-v3.tar.bz2", &v1_package);
-    assert_success(&ctx.milky(&["version", "stable", APP, "v3"]), "version v3");
+    assert_success(
+        &ctx.milky(&["version", "--new-group", "stable", APP, "v3"]),
+        "version v3",
+    );
     let out = a.sync();
     assert_failure(&out, 1, "package shop v3 is");
     assert!(stderr(&out).contains("refused"), "{}", stderr(&out));
@@ -214,7 +218,10 @@ fn servers_with_a_trusted_key_install_only_what_it_signed() {
         row["size"] = toml_edit::value(1234);
         row["signature"] = toml_edit::value(entry.signature.as_deref().unwrap());
     });
-    assert_success(&ctx.milky(&["version", "stable", APP, "v1"]), "back to v1");
+    assert_success(
+        &ctx.milky(&["version", "--new-group", "stable", APP, "v1"]),
+        "back to v1",
+    );
     let out = a.sync();
     assert_failure(
         &out,
@@ -228,7 +235,10 @@ fn servers_with_a_trusted_key_install_only_what_it_signed() {
     let (_, other_public) = keygen(&ctx, &other_keys);
     let config = std::fs::read_to_string(&a.config).unwrap();
     std::fs::write(&a.config, config.replace(&public, &other_public)).unwrap();
-    assert_success(&ctx.milky(&["version", "stable", APP, "v2"]), "back to v2");
+    assert_success(
+        &ctx.milky(&["version", "--new-group", "stable", APP, "v2"]),
+        "back to v2",
+    );
     let out = a.sync();
     assert_failure(&out, 1, "serves v2, which it would not install now");
     assert!(
@@ -300,6 +310,7 @@ fn keys_are_never_overwritten_or_packed_and_old_uploads_can_be_signed() {
         &project,
         &[
             "upload",
+            "--new-group",
             "-g",
             "stable",
             "--version",
@@ -315,6 +326,7 @@ fn keys_are_never_overwritten_or_packed_and_old_uploads_can_be_signed() {
         &project,
         &[
             "upload",
+            "--new-group",
             "-g",
             "stable",
             "--version",
@@ -328,7 +340,10 @@ fn keys_are_never_overwritten_or_packed_and_old_uploads_can_be_signed() {
 
     // Uploaded unsigned, then again with a key: the entry gets the signature.
     assert_success(
-        &ctx.milky_in(&project, &["upload", "-g", "stable", "--version", "v1"]),
+        &ctx.milky_in(
+            &project,
+            &["upload", "--new-group", "-g", "stable", "--version", "v1"],
+        ),
         "unsigned upload",
     );
     assert!(ctx.index().contains("[apps.blog.versions.v1]"));
@@ -337,6 +352,7 @@ fn keys_are_never_overwritten_or_packed_and_old_uploads_can_be_signed() {
         &project,
         &[
             "upload",
+            "--new-group",
             "-g",
             "stable",
             "--version",
@@ -362,6 +378,7 @@ fn keys_are_never_overwritten_or_packed_and_old_uploads_can_be_signed() {
         &project,
         &[
             "upload",
+            "--new-group",
             "-g",
             "stable",
             "--version",
@@ -419,7 +436,7 @@ fn servers_with_a_trusted_key_use_only_envs_it_signed() {
     );
     let set = |value: &str, extra: &[&str]| {
         let greeting = format!("GREETING={value}");
-        let mut args = vec!["env", "set", "stable", APP, &greeting];
+        let mut args = vec!["env", "set", "--new-group", "stable", APP, &greeting];
         args.extend_from_slice(extra);
         ctx.milky(&args)
     };

@@ -13,7 +13,9 @@ use crate::settings::Settings;
 /// Show whether an app's first-deploy hooks (`[hooks] first`) ran in a group, or let them run
 /// once more.
 #[derive(Debug, Args)]
-#[command(after_help = "Examples:\n  cargo milky hooks show stable myapp\n  cargo milky hooks reset stable myapp")]
+#[command(
+    after_help = "Examples:\n  cargo milky hooks show stable myapp\n  cargo milky hooks reset stable myapp"
+)]
 pub struct HooksArgs {
     #[command(subcommand)]
     pub command: HooksCommand,

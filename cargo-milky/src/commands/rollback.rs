@@ -18,7 +18,9 @@ use crate::wait::{WaitArgs, until_converged};
 /// in the store; for an app whose servers have recorded none yet (agents older than this
 /// feature), every version in the history counts as served.
 #[derive(Debug, Args)]
-#[command(after_help = "Examples:\n  cargo milky rollback stable myapp --dry-run\n  cargo milky rollback stable myapp --wait")]
+#[command(
+    after_help = "Examples:\n  cargo milky rollback stable myapp --dry-run\n  cargo milky rollback stable myapp --wait"
+)]
 pub struct RollbackArgs {
     pub group: GroupName,
     pub app: AppName,
@@ -65,7 +67,11 @@ pub async fn run(args: RollbackArgs, global: &GlobalArgs, printer: Printer) -> a
             list.join(", ")
         );
     }
-    let verb = if args.dry_run { "would run" } else { "now runs" };
+    let verb = if args.dry_run {
+        "would run"
+    } else {
+        "now runs"
+    };
     outln!("{group} {verb} {app} {to} (rolled back from {from})");
     if args.wait.wait && !args.dry_run {
         until_converged(&store, group, app, &args.wait, printer).await?;

@@ -67,9 +67,8 @@ impl Agent {
         let web = &self.config.web;
         let (uid, gid) = env_file::account_ids(&web.apache_user, &web.apache_group)?;
         let data_root = self.config.paths.data_root();
-        let data_dir = tokio::task::block_in_place(|| {
-            ensure_data_dir(&data_root, app.as_str(), uid, gid)
-        })?;
+        let data_dir =
+            tokio::task::block_in_place(|| ensure_data_dir(&data_root, app.as_str(), uid, gid))?;
         site.env.insert(
             "MILKY_DATA_DIR".into(),
             data_dir.to_string_lossy().into_owned(),

@@ -44,7 +44,10 @@ pub fn ensure(root: &Path, app: &str, uid: u32, gid: u32) -> Result<PathBuf, Web
     // The root itself: searchable by everyone (nginx), writable by root only.
     let mode = fs_err::metadata(root)?.permissions().mode();
     if mode & 0o011 != 0o011 {
-        fs_err::set_permissions(root, std::fs::Permissions::from_mode((mode | 0o711) & 0o7755))?;
+        fs_err::set_permissions(
+            root,
+            std::fs::Permissions::from_mode((mode | 0o711) & 0o7755),
+        )?;
     }
     Ok(dir)
 }
@@ -73,8 +76,14 @@ mod tests {
         fs_err::write(dir.join("db.sqlite3"), "data").unwrap();
         fs_err::write(dir.join(MEDIA).join("a.png"), "png").unwrap();
         ensure(root.path(), "shop", uid, gid).unwrap();
-        assert_eq!(fs_err::read_to_string(dir.join("db.sqlite3")).unwrap(), "data");
-        assert_eq!(fs_err::read_to_string(dir.join("media/a.png")).unwrap(), "png");
+        assert_eq!(
+            fs_err::read_to_string(dir.join("db.sqlite3")).unwrap(),
+            "data"
+        );
+        assert_eq!(
+            fs_err::read_to_string(dir.join("media/a.png")).unwrap(),
+            "png"
+        );
     }
 
     #[test]

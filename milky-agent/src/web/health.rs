@@ -134,7 +134,9 @@ fn explain(status: u16, location: Option<&str>, host: &str, path: &str) -> Strin
         400 => format!(
             "Django answers 400 to a Host it does not allow (DisallowedHost): the health check sent Host: {host}. Add it to ALLOWED_HOSTS, or list the names the app answers to in server_names under [app] in milky.toml (the first is the health check's Host)"
         ),
-        404 => format!("no page at {path}: set health under [app] in milky.toml to a URL that answers 200"),
+        404 => format!(
+            "no page at {path}: set health under [app] in milky.toml to a URL that answers 200"
+        ),
         500..=599 => "the app failed while answering: its error log is below".to_owned(),
         _ => String::new(),
     }
@@ -249,11 +251,17 @@ mod tests {
         assert!(https.contains("https://shop.example/"), "{https}");
         assert!(https.contains("SECURE_SSL_REDIRECT"), "{https}");
         let slash = explain(301, Some("/health/"), "shop.example", "/health");
-        assert!(slash.contains("APPEND_SLASH") && slash.contains("\"/health/\""), "{slash}");
+        assert!(
+            slash.contains("APPEND_SLASH") && slash.contains("\"/health/\""),
+            "{slash}"
+        );
         let login = explain(302, Some("/accounts/login/?next=/"), "h", "/");
         assert!(login.contains("login"), "{login}");
         let host = explain(400, None, "proj", "/");
-        assert!(host.contains("ALLOWED_HOSTS") && host.contains("Host: proj"), "{host}");
+        assert!(
+            host.contains("ALLOWED_HOSTS") && host.contains("Host: proj"),
+            "{host}"
+        );
         assert!(explain(404, None, "h", "/up").contains("/up"));
         assert!(explain(503, None, "h", "/").contains("error log"));
         assert_eq!(explain(200, None, "h", "/"), "");

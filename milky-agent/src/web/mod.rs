@@ -46,12 +46,12 @@ pub mod validate;
 
 pub use apache::SlotInfo;
 pub use commands::{CommandLine, ServiceCommands};
+pub use data_dir::{MEDIA as MEDIA_DIR, ensure as ensure_data_dir};
 pub use error::WebError;
 pub use health::HealthReport;
 pub use hook_user::HookUser;
 pub use logs::{LogWriter, WebLog, WebLogSource};
 pub use release::{HookRun, PreparedRelease, ReleaseSetup, prepare_release, run_hooks};
-pub use data_dir::{MEDIA as MEDIA_DIR, ensure as ensure_data_dir};
 pub use site::AppSite;
 pub use slot::Slot;
 pub use stack::{SlotPorts, Timeouts, WebSettings, WebStack};

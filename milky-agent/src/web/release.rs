@@ -14,9 +14,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use super::{WebError, validate};
 use super::commands::combined;
 use super::hook_user::{self, HookUser};
+use super::{WebError, validate};
 
 /// Written into the venv last: a release with it is fully prepared, one without it (a crash
 /// half-way) is prepared again from scratch.

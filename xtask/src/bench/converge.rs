@@ -87,7 +87,13 @@ pub fn run(bench: &Bench, report: &mut Report) -> anyhow::Result<()> {
             .iter()
             .map(|l| l.lock().expect("lines").len())
             .collect();
-        bench.milky_ok(&["upload", "--group", "fleet", &package.to_string_lossy()])?;
+        bench.milky_ok(&[
+            "upload",
+            "--new-group",
+            "--group",
+            "fleet",
+            &package.to_string_lossy(),
+        ])?;
         let t0 = Instant::now();
         let mut serving: Vec<Option<Instant>> = vec![None; SERVERS];
         while serving.iter().any(Option::is_none) && t0.elapsed() < Duration::from_secs(1200) {

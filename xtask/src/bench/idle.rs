@@ -13,7 +13,7 @@ use super::stats::{Samples, usage};
 /// Returns the median number of S3 requests per idle pass, for benchmark 6.
 pub fn run(bench: &Bench, report: &mut Report) -> anyhow::Result<f64> {
     eprintln!("bench 3: deploying the reference app on an idle server");
-    bench.milky_ok(&["version", "idle", "shop", "ref1"])?;
+    bench.milky_ok(&["version", "--new-group", "idle", "shop", "ref1"])?;
     let server = Server::new(bench, "idle", "idle", "")?;
     server.sync_ok()?;
     server.sync_ok()?;

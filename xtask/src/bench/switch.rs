@@ -105,7 +105,13 @@ pub fn run(bench: &Bench, report: &mut Report) -> anyhow::Result<()> {
     let server = Server::new(bench, "load", "busy", "")?;
     for version in ["w1", "w2"] {
         let package = bench.package(version)?;
-        bench.milky_ok(&["upload", "--group", "load", &package.to_string_lossy()])?;
+        bench.milky_ok(&[
+            "upload",
+            "--new-group",
+            "--group",
+            "load",
+            &package.to_string_lossy(),
+        ])?;
         server.sync_ok()?;
     }
     let period = Duration::from_secs(if bench.quick { 5 } else { 6 });
@@ -125,7 +131,7 @@ pub fn run(bench: &Bench, report: &mut Report) -> anyhow::Result<()> {
         eprintln!("bench 5 ({how}): 10 blue/green switches under load");
         let (switching, took) = under_load(server.front, close, period, |n| {
             let version = if n % 2 == 0 { "w1" } else { "w2" };
-            bench.milky_ok(&["version", "load", "shop", version])?;
+            bench.milky_ok(&["version", "--new-group", "load", "shop", version])?;
             server.sync_ok()?;
             anyhow::ensure!(
                 server.serving().as_deref() == Some(version),

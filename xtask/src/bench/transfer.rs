@@ -54,7 +54,10 @@ pub fn run(
         let start = std::time::Instant::now();
         let (ok, lines) = lines_of(
             bench
-                .milky(&bench.work, &["upload", "--group", "g", &file])
+                .milky(
+                    &bench.work,
+                    &["upload", "--new-group", "--group", "g", &file],
+                )
                 .env("MILKY_STORE", format!("s3://{bucket}/fleet")),
         )?;
         up_command.push(start.elapsed().as_secs_f64());

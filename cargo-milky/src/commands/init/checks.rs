@@ -29,7 +29,9 @@ pub enum Fix {
     },
     DebugOff,
     /// Uploads in the app's data dir (`MILKY_MEDIA_DIR`), served by nginx at `url`.
-    MediaInDataDir { url: Option<String> },
+    MediaInDataDir {
+        url: Option<String>,
+    },
 }
 
 impl Fix {
