@@ -495,14 +495,45 @@ mod tests {
     fn settings_that_deploy_report_nothing() {
         let (_dir, root, s) = settings(
             "import os\nfrom pathlib import Path\nBASE_DIR = Path(__file__).resolve().parent.parent\nDEBUG = False\n\
-             ALLOWED_HOSTS = ['.example.com']\nSTATIC_ROOT = BASE_DIR / 'static'\nMEDIA_ROOT = BASE_DIR / 'uploads'\n\
+             ALLOWED_HOSTS = ['.example.com']\nSTATIC_ROOT = BASE_DIR / 'static'\nMEDIA_ROOT = '/srv/shop-media'\n\
              DATABASES = {'default': {'ENGINE': 'django.db.backends.postgresql', 'NAME': 'shop'}}\n\
              SECURE_SSL_REDIRECT = True\nSECURE_PROXY_SSL_HEADER = ('HTTP_X_FORWARDED_PROTO', 'https')\n",
         );
         let findings = check(Some(&s), &deploy(&root, "www.example.com"));
         assert_eq!(findings.problems, []);
         assert_eq!(findings.static_dir.as_deref(), Some("static"));
+        assert_eq!(findings.media_dir, None);
+    }
+
+    #[test]
+    fn media_inside_the_project_moves_to_the_data_dir_and_is_served() {
+        let (_dir, root, s) = settings(
+            "from pathlib import Path\nBASE_DIR = Path(__file__).resolve().parent.parent\n\
+             ALLOWED_HOSTS = ['*']\nSTATIC_ROOT = BASE_DIR / 'static'\n\
+             MEDIA_ROOT = BASE_DIR / 'uploads'\nMEDIA_URL = '/uploads/'\n",
+        );
+        let findings = check(Some(&s), &deploy(&root, "shop"));
         assert_eq!(findings.media_dir.as_deref(), Some("uploads"));
+        assert_eq!(findings.problems.len(), 1, "{:?}", findings.problems);
+        let problem = &findings.problems[0];
+        assert!(
+            problem.message.contains("MEDIA_ROOT"),
+            "{}",
+            problem.message
+        );
+        let fix = problem.fix.clone().unwrap();
+        assert!(fix.is_safe());
+        assert_eq!(
+            fix,
+            Fix::MediaInDataDir {
+                url: Some("/uploads/".into())
+            }
+        );
+        let overlay = render_overlay("proj.settings", Path::new("proj/settings_milky.py"), &[fix]);
+        assert!(
+            overlay.contains("MEDIA_ROOT = os.environ.get(\"MILKY_MEDIA_DIR\", MEDIA_ROOT)"),
+            "{overlay}"
+        );
     }
 
     #[test]
