@@ -12,7 +12,7 @@ use toml_edit::DocumentMut;
 
 /// The Python of a venv with the fixture's Django, made once per machine: built aside, then
 /// renamed into place, so test processes running side by side never use half of one.
-fn django_python() -> PathBuf {
+pub(crate) fn django_python() -> PathBuf {
     let venv = PathBuf::from("/tmp/milky-test-django-venv");
     let python = venv.join("bin/python");
     if venv.join(".ready").exists() {

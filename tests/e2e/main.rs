@@ -7,6 +7,7 @@ mod cli;
 mod controller;
 mod demo;
 mod env;
+mod first_deploy;
 mod harden;
 mod init;
 mod install;

@@ -69,7 +69,7 @@ pub fn run(args: PackageArgs, printer: Printer) -> anyhow::Result<BuiltPackage> 
             "manifest": built.manifest,
         }))?;
     } else {
-        println!("{}", built.path.display());
+        outln!("{}", built.path.display());
     }
     Ok(built)
 }

@@ -161,7 +161,7 @@ pub fn run(args: InitArgs, global: &GlobalArgs, printer: Printer) -> anyhow::Res
         .first()
         .cloned()
         .unwrap_or_else(|| name.to_string());
-    let hooks = Hooks::django_defaults();
+    let mut hooks = Hooks::django_defaults();
     let findings = checks::check(
         settings.as_ref(),
         &Deploy {
@@ -172,6 +172,18 @@ pub fn run(args: InitArgs, global: &GlobalArgs, printer: Printer) -> anyhow::Res
         },
     );
     let fixes = choose_fixes(&findings, prompt, printer)?;
+
+    if fixes
+        .iter()
+        .any(|fix| matches!(fix, Fix::SqliteInDataDir(_)))
+    {
+        // Each server keeps its own SQLite file in its data dir: migrating once per group would
+        // leave every other server's database without tables.
+        hooks.server.splice(0..0, std::mem::take(&mut hooks.once));
+        printer.status(
+            "SQLite lives in each server's data dir, so every server migrates its own database: migrate is a server hook, not a once hook",
+        );
+    }
 
     let mut app_settings = settings_module.clone();
     if let (Some(module), false) = (&settings_module, fixes.is_empty()) {
@@ -232,7 +244,7 @@ pub fn run(args: InitArgs, global: &GlobalArgs, printer: Printer) -> anyhow::Res
             n => format!("; {n} problems above are not fixed"),
         }
     ));
-    println!("{}", target.display());
+    outln!("{}", target.display());
     Ok(())
 }
 
