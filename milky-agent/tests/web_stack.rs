@@ -573,6 +573,14 @@ fn blue_green_switches_under_load_fail_no_request() {
             t0.elapsed()
         );
         assert!(!t.stack.is_running("shop", slot.other()).unwrap());
+        // The connection opened before the first switch gets each new release. Using it after
+        // every switch also keeps it from idling past nginx's keep-alive timeout (75 s) on a
+        // busy machine, where the five switches can take longer than that.
+        let (status, body) = keep_alive_get(&mut kept, "shop.test");
+        assert!(
+            status.ends_with("200 OK") && body.contains(version),
+            "after the switch to {version}: {status} {body}"
+        );
     }
     std::thread::sleep(Duration::from_millis(300));
     stop.store(true, Ordering::Relaxed);
