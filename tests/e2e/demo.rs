@@ -50,6 +50,29 @@ fn the_demo_runs_end_to_end_and_stops_cleanly() {
         "it says how to stop it"
     );
 
+    // The commands it prints for trying it by hand run as printed.
+    let after = |prefix: &str| {
+        text.lines()
+            .find_map(|line| line.trim().strip_prefix(prefix))
+            .unwrap_or_else(|| panic!("the demo prints {prefix:?}:\n{text}"))
+            .to_owned()
+    };
+    let (project, store) = (after("cd "), after("export MILKY_STORE="));
+    let status_line = text
+        .lines()
+        .map(str::trim)
+        .find(|line| line.ends_with("/cargo-milky milky status"))
+        .unwrap_or_else(|| panic!("the demo prints a status command:\n{text}"));
+    let program = status_line.trim_end_matches(" milky status");
+    let out = Command::new(program)
+        .args(["milky", "status"])
+        .current_dir(&project)
+        .env("MILKY_STORE", &store)
+        .output()
+        .expect("run the printed command");
+    assert_success(&out, "the status command the demo prints");
+    assert!(stdout(&out).contains("stable"), "{}", stdout(&out));
+
     let pids: Vec<u32> = pids_in(&demo_dir);
     assert!(
         pids.len() >= 3,

@@ -42,9 +42,10 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
 fn demo() -> anyhow::Result<()> {
     tools::ensure_apt_packages()?;
     let root = workspace_root();
+    // Not quiet: the first build takes minutes, and cargo's lines show it moving.
+    println!("building cargo-milky and milky-agent (minutes the first time)");
     tools::run(Command::new("cargo").current_dir(&root).args([
         "build",
-        "--quiet",
         "-p",
         "cargo-milky",
         "-p",
@@ -175,11 +176,23 @@ fn demo() -> anyhow::Result<()> {
         "Their logs: {}/<server>/agent.log. Stop them with: cargo xtask demo --stop",
         demo.display()
     );
+    println!(
+        "\nTry the commands yourself, with the demo's build (not installed as `cargo milky`):\n  \
+         cd {}\n  export MILKY_STORE={store}\n  {}/cargo-milky milky status\n\
+         To have `cargo milky` itself: cargo install --path {}",
+        project.display(),
+        bin.display(),
+        root.join("cargo-milky").display()
+    );
     Ok(())
 }
 
 /// Downloads the app's requirements as wheels into the project, so servers install offline.
 fn vendor_wheels(demo: &Path, project: &Path) -> anyhow::Result<()> {
+    println!(
+        "downloading the app's requirements (Django) from PyPI as wheels into {}",
+        project.join("wheels").display()
+    );
     let venv = demo.join("pip");
     tools::run(
         Command::new("/usr/bin/python3")
