@@ -43,6 +43,14 @@ impl OnceKind {
         }
     }
 
+    /// The lease's name in messages.
+    fn lease(self) -> &'static str {
+        match self {
+            OnceKind::PerVersion => "once-hooks lease",
+            OnceKind::FirstDeploy => "first-deploy-hooks lease",
+        }
+    }
+
     fn folder(self, group: &GroupName, app: &AppName, version: &Version) -> String {
         match self {
             OnceKind::PerVersion => layout::once_hooks(group, app, version),
@@ -107,7 +115,7 @@ impl OnceRunner<'_> {
                     // Our own lease means this server died while leading: it carries on.
                     if current.holder == *self.host || current.expires <= unix_now() {
                         if current.holder != *self.host {
-                            tracing::warn!(%app, %version, "taking over the lease of the {} of {}, which expired", kind.label(), current.holder);
+                            tracing::warn!(%app, %version, "taking over the {} of {}, which expired", kind.lease(), current.holder);
                         }
                         self.take(&lease_key, Condition::IfMatch(object.etag.clone()))
                             .await?
@@ -346,12 +354,12 @@ impl OnceRunner<'_> {
         result_key: &str,
         when: &str,
     ) -> anyhow::Result<Once> {
-        tracing::warn!(%app, %version, "lost the lease of the {} {when}: another server took over; following its result", kind.label());
+        tracing::warn!(%app, %version, "lost the {} {when}: another server took over; following its result", kind.lease());
         match self.result(result_key).await? {
             Some(result) => outcome(kind, app, version, &result),
             None => Ok(Once::Waiting(format!(
-                "lost the lease of the {} of {version}; waiting for the server that took over",
-                kind.label()
+                "lost the {} of {version}; waiting for the server that took over",
+                kind.lease()
             ))),
         }
     }

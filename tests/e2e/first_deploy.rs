@@ -4,14 +4,13 @@
 //! loaded by a first-deploy hook. Real store, nginx, Apache mod_wsgi and Django.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use milky_dev_support::copy_project;
 use milky_tests::agent::Agent;
 use milky_tests::django::fixture_wheels;
 use milky_tests::*;
 
-use crate::init::django_python;
+use crate::init::startproject;
 
 /// The fixture's wheels in `project/wheels`, so servers install offline.
 fn vendor_wheels(project: &Path) {
@@ -22,23 +21,6 @@ fn vendor_wheels(project: &Path) {
             std::fs::copy(entry.path(), wheels.join(entry.file_name())).unwrap();
         }
     }
-}
-
-fn upload(ctx: &TestContext, project: &Path, version: &str) {
-    let out = ctx.milky_in(
-        project,
-        &[
-            "upload",
-            "--new-group",
-            "-g",
-            "stable",
-            "--version",
-            version,
-            "--level",
-            "1",
-        ],
-    );
-    assert_success(&out, &format!("upload {version}"));
 }
 
 /// How many times the hooks log of `app` on `agent` says `hook` finished.
@@ -57,14 +39,7 @@ fn data_dir(agent: &Agent, app: &str) -> PathBuf {
 #[test]
 fn a_startproject_app_serves_on_its_first_upload_on_two_servers() {
     let ctx = TestContext::new();
-    let project = ctx.dir.path().join("proj");
-    std::fs::create_dir_all(&project).unwrap();
-    let out = Command::new(django_python())
-        .args(["-m", "django", "startproject", "proj"])
-        .arg(&project)
-        .output()
-        .unwrap();
-    assert_success(&out, "django startproject");
+    let project = startproject(&ctx);
     // What a user adds on day one: their requirements, and a view that writes to the database.
     write(&project.join("requirements.txt"), "Django==4.2.*\n");
     vendor_wheels(&project);
@@ -79,7 +54,7 @@ fn a_startproject_app_serves_on_its_first_upload_on_two_servers() {
     write(&urls, &text);
 
     assert_success(&ctx.milky_in(&project, &["init", "--yes"]), "init --yes");
-    upload(&ctx, &project, "v1");
+    ctx.upload(&project, "stable", "v1");
 
     let servers = [
         Agent::new(&ctx, "stable", "web-1"),
@@ -160,7 +135,7 @@ fn cms_project(ctx: &TestContext) -> PathBuf {
 fn a_settings_package_site_serves_first_time_keeps_uploads_and_seeds_once() {
     let ctx = TestContext::new();
     let project = cms_project(&ctx);
-    upload(&ctx, &project, "v1");
+    ctx.upload(&project, "stable", "v1");
     let server = Agent::new(&ctx, "stable", "web-1");
     assert_success(&server.sync(), "the first pass");
 
@@ -181,7 +156,7 @@ fn a_settings_package_site_serves_first_time_keeps_uploads_and_seeds_once() {
     assert!(media.join("visitor.txt").is_file());
 
     // A second version: served, the upload still there, the seed not loaded again.
-    upload(&ctx, &project, "v2");
+    ctx.upload(&project, "stable", "v2");
     assert_success(&server.sync(), "the upgrade");
     let home = server.get("cms.example.org", "/");
     assert_eq!(home.header("X-Milky-Version").as_deref(), Some("v2"));
@@ -207,7 +182,7 @@ fn a_settings_package_site_serves_first_time_keeps_uploads_and_seeds_once() {
         &path,
         &good.replace("health = \"/\"", "health = \"/missing/\""),
     );
-    upload(&ctx, &project, "v3");
+    ctx.upload(&project, "stable", "v3");
     let out = server.sync();
     assert!(!out.status.success(), "v3 must fail its health check");
     assert!(
@@ -218,7 +193,7 @@ fn a_settings_package_site_serves_first_time_keeps_uploads_and_seeds_once() {
     let home = server.get("cms.example.org", "/");
     assert_eq!(home.header("X-Milky-Version").as_deref(), Some("v2"));
     write(&path, &good);
-    upload(&ctx, &project, "v4");
+    ctx.upload(&project, "stable", "v4");
     assert_success(&server.sync(), "v4");
     let out = ctx.milky(&["rollback", "--dry-run", "stable", "cms"]);
     assert_success(&out, "rollback --dry-run");
@@ -231,5 +206,43 @@ fn a_settings_package_site_serves_first_time_keeps_uploads_and_seeds_once() {
     assert!(
         ctx.index().contains("cms = \"v4\""),
         "a dry run writes nothing"
+    );
+}
+
+#[test]
+fn an_ssl_redirect_deployed_anyway_fails_its_health_check_naming_the_redirect() {
+    let ctx = TestContext::new();
+    let project = startproject(&ctx);
+    write(&project.join("requirements.txt"), "Django==4.2.*\n");
+    vendor_wheels(&project);
+    let settings = project.join("proj/settings.py");
+    let mut text = std::fs::read_to_string(&settings).unwrap();
+    text.push_str("\nSECURE_SSL_REDIRECT = True\n");
+    write(&settings, &text);
+    let out = ctx.milky_in(&project, &["init", "--yes"]);
+    assert_success(&out, "init --yes");
+    assert!(
+        stderr(&out).contains("SECURE_SSL_REDIRECT = True"),
+        "init reports it:\n{}",
+        stderr(&out)
+    );
+    ctx.upload(&project, "stable", "v1");
+    let server = Agent::new(&ctx, "stable", "web-1");
+    let out = server.sync();
+    assert!(!out.status.success(), "the redirect fails the health check");
+    let said = stderr(&out);
+    for needle in [
+        "HTTP 301",
+        "redirect to https://localhost/",
+        "SECURE_SSL_REDIRECT",
+    ] {
+        assert!(said.contains(needle), "{needle:?} in:\n{said}");
+    }
+    let status = ctx.milky(&["status", "stable", "--json"]);
+    assert_success(&status, "status");
+    assert!(
+        stdout(&status).contains("redirect to https://localhost/"),
+        "status names the redirect too:\n{}",
+        stdout(&status)
     );
 }

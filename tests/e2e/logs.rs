@@ -129,9 +129,13 @@ fn a_servers_requests_markers_tracebacks_and_hooks_reach_cargo_milky_logs() {
         "retired logs kept after shipping: {left:?}"
     );
 
-    // An unknown group says why nothing shows.
+    // An unknown group is an error that names the groups there are.
     let out = ctx.milky(&["logs", "nosuchgroup"]);
-    assert_failure(&out, 2, "no server of nosuchgroup has shipped logs");
+    assert_failure(
+        &out,
+        2,
+        "there is no group nosuchgroup (the groups are: stable)",
+    );
 }
 
 #[test]

@@ -67,20 +67,7 @@ fn once_runs(db: &Path) -> Vec<String> {
 
 fn upload(ctx: &TestContext, project: &Path, version: &str) {
     set_fixture_version(project, version);
-    let out = ctx.milky_in(
-        project,
-        &[
-            "upload",
-            "--new-group",
-            "-g",
-            "stable",
-            "--version",
-            version,
-            "--level",
-            "1",
-        ],
-    );
-    assert_success(&out, &format!("upload {version}"));
+    ctx.upload(project, "stable", version);
 }
 
 fn serving(agent: &Agent) -> Option<String> {

@@ -154,6 +154,23 @@ impl TestContext {
             .expect("run cargo-milky")
     }
 
+    /// `cargo milky upload` of `project` to `group` (made if new) as `version`, packed fast
+    /// (bzip2 level 1); fails the test if it fails.
+    pub fn upload(&self, project: &Path, group: &str, version: &str) {
+        let args = [
+            "upload",
+            "--new-group",
+            "-g",
+            group,
+            "--version",
+            version,
+            "--level",
+            "1",
+        ];
+        let out = self.milky_in(project, &args);
+        assert_success(&out, &format!("upload {version} to {group}"));
+    }
+
     pub fn milky_command(&self, cwd: &Path, args: &[&str]) -> Command {
         let mut command = Command::new(bin("cargo-milky"));
         command
