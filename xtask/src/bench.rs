@@ -183,7 +183,7 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
     ensure_tools_venv(&cache.join("bench-tools"))?;
     tools::build_release()?;
 
-    // Under /tmp: Apache's and nginx's users must reach the releases (FACTS.md).
+    // Under /tmp: Apache's and nginx's users must reach the releases (a home dir is 0700).
     let work = PathBuf::from("/tmp/milky-bench");
     if work.exists() {
         std::fs::remove_dir_all(&work).with_context(|| format!("clearing {}", work.display()))?;

@@ -23,7 +23,7 @@ pub const APT_PACKAGES: &[&str] = &[
 ];
 
 /// The S3-compatible server the tests start on loopback. 5.2.5 answers conditional writes with
-/// 412 and conditional GETs with 304 (see FACTS.md); 5.2.1 mis-serialises multipart completes.
+/// 412 and conditional GETs with 304 (measured when it was chosen); 5.2.1 mis-serialises multipart completes.
 pub const MOTO: &str = "moto[server]==5.2.5";
 
 pub fn workspace_root() -> PathBuf {

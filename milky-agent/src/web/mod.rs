@@ -8,7 +8,7 @@
 //! switch to it ([`WebStack::switch_nginx`]: the link is replaced; nginx is config-tested and
 //! reloaded only if the app's file changed); the old slot stops once no request can reach it
 //! ([`WebStack::stop_slot`]). This is because an Apache graceful restart drops in-flight mod_wsgi
-//! requests, and an nginx reload closes kept-alive client connections (measured, see FACTS.md).
+//! requests, and an nginx reload closes kept-alive client connections (measured under load on the machines this was built on).
 //!
 //! Everything a package provides is checked ([`AppSite::validate`]) before it reaches a config,
 //! and every change to a config is tested before it replaces the previous one, so one app's

@@ -107,7 +107,7 @@ pub fn run(bench: &Bench, report: &mut Report) -> anyhow::Result<f64> {
         if ratio >= 20.0 {
             ""
         } else {
-            "a pass uses ~5 ms of CPU (process start, the SDK client, the signed request, the state and the web stack's files); most of the rest of its wall time is the wait for moto's answer (a Python server), which the baseline's GET waits for too. The baseline varies by ±20% between runs on this shared VM (FACTS.md measured 325 ms), so the ratio lands on either side of 20×"
+            "a pass uses ~5 ms of CPU (process start, the SDK client, the signed request, the state and the web stack's files); most of the rest of its wall time is the wait for moto's answer (a Python server), which the baseline's GET waits for too. The baseline varies by ±20% between runs on this shared VM, so the ratio lands on either side of 20×"
         },
     );
     let rss = ours.2.max();

@@ -192,7 +192,7 @@ pub fn run(bench: &Bench, report: &mut Report) -> anyhow::Result<()> {
          replace the app's live link, which nginx follows per request, with no reload; stop the old slot\n\
          once no connection to it is open) took {}; a graceful restart {}. wrk keeps connections alive,\n\
          so a socket error is a keep-alive connection closed under it, as an nginx reload or an Apache\n\
-         restart does (see FACTS.md: none with `Connection: close`).",
+         restart does (with `Connection: close` there are none).",
         switch_took.show(2, " s"),
         graceful_took.show(2, " s")
     );
