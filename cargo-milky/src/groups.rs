@@ -25,7 +25,7 @@ pub struct NewGroupArgs {
 /// Every group the index or the store knows of.
 pub async fn known(store: &Store, index: Option<&Index>) -> anyhow::Result<BTreeSet<GroupName>> {
     let mut groups = index.map(Index::known_groups).unwrap_or_default();
-    for name in store.list_dirs("groups/").await? {
+    for name in store.list_dirs(milky_core::layout::GROUPS).await? {
         if let Ok(group) = name.parse() {
             groups.insert(group);
         }

@@ -15,6 +15,9 @@ pub fn package_file_name(app: &AppName, version: &Version) -> String {
     format!("{app}-{version}.tar.bz2")
 }
 
+/// Everything of the groups: one folder each below it.
+pub const GROUPS: &str = "groups/";
+
 /// An agent's own status report.
 pub fn host_status(group: &GroupName, host: &HostName) -> String {
     format!("{}{host}.toml", host_status_prefix(group))

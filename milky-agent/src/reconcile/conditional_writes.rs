@@ -19,7 +19,7 @@ pub(super) async fn check(
     let broken = match known {
         Some(known) => known.broken.clone(),
         None => {
-            let prefix = format!("groups/{group}/once");
+            let prefix = milky_core::layout::once_probe_prefix(group);
             let verdict = milky_core::once::probe_conditional_writes(store, &prefix).await?;
             let broken = verdict.err();
             state.conditional_writes = Some(ConditionalWrites {
