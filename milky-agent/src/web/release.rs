@@ -404,22 +404,17 @@ fn read_all(pipe: Option<impl Read + Send + 'static>) -> std::thread::JoinHandle
 /// SIGTERM to what is left of the process group `pgid` (a step and its children), SIGKILL to
 /// whatever still runs 2 s later. A process that made itself a session of its own escapes.
 fn end_process_group(pgid: u32) {
-    let group = format!("-{pgid}");
-    let signal = |signal: &str| {
-        Command::new("kill")
-            .args([signal, "--", &group])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success())
+    use rustix::process::{Pid, Signal, kill_process_group, test_kill_process_group};
+    let Some(group) = i32::try_from(pgid).ok().and_then(Pid::from_raw) else {
+        return;
     };
-    if !signal("-TERM") {
+    if kill_process_group(group, Signal::TERM).is_err() {
         return; // none left
     }
     let start = Instant::now();
-    while signal("-0") {
+    while test_kill_process_group(group).is_ok() {
         if start.elapsed() > Duration::from_secs(2) {
-            signal("-KILL");
+            let _ = kill_process_group(group, Signal::KILL);
             return;
         }
         std::thread::sleep(Duration::from_millis(50));
