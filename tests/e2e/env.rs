@@ -47,22 +47,7 @@ fn env_reaches_the_app_and_a_change_restarts_it_without_dropping_requests() {
     assert_success(&out, "env set");
     assert!(stdout(&out).contains("+ SECRET_KEY"), "{}", stdout(&out));
     set_fixture_version(&project, "v1");
-    assert_success(
-        &ctx.milky_in(
-            &project,
-            &[
-                "upload",
-                "--new-group",
-                "-g",
-                "stable",
-                "--version",
-                "v1",
-                "--level",
-                "1",
-            ],
-        ),
-        "upload",
-    );
+    ctx.upload(&project, "stable", "v1");
 
     let (a, b) = (
         Agent::new(&ctx, "stable", "a"),
