@@ -1,7 +1,9 @@
 //! Bounded in time: a hook that never ends is ended at its `[limits]` with its process group,
 //! its pass fails saying so with the hook's output (stderr, hooks log, status), the other
 //! servers of the group do not wait for it for ever, and the next pass goes on; a pass that
-//! holds the run lock too long is reported as stuck by the passes it blocks.
+//! holds the run lock too long is reported as stuck by the passes it blocks. Credentials the
+//! store refuses, or none at all, fail in one line that names the key, where it came from and
+//! the fix.
 
 use std::io::Write;
 use std::path::Path;
@@ -10,6 +12,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use milky_dev_support::alive;
 use milky_tests::agent::Agent;
+use milky_tests::iam::IamStore;
 use milky_tests::*;
 
 use crate::agent::serving;
@@ -180,4 +183,154 @@ fn hooks_past_their_limit_are_ended_reported_and_do_not_hold_the_group() {
     drop(lock);
     assert_success(&a.sync(), "the pass after the stuck one");
     assert!(!status(&ctx).contains("STUCK"), "{}", status(&ctx));
+}
+
+/// The one line a command failed with; fails the test if it said more, or exited otherwise.
+fn one_error_line(out: &std::process::Output, code: i32) -> String {
+    assert_eq!(out.status.code(), Some(code), "{}", stderr(out));
+    let text = stderr(out);
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 1, "one line, not:\n{text}");
+    lines[0].to_owned()
+}
+
+#[test]
+fn wrong_or_missing_credentials_fail_in_one_line_naming_the_key_its_source_and_the_fix() {
+    let ctx = TestContext::new();
+    // A key that may list the bucket and nothing else, on a store that checks signatures.
+    let list_only = serde_json::json!({
+        "Version": "2012-10-17",
+        "Statement": [{"Effect": "Allow", "Action": "s3:ListBucket",
+                       "Resource": format!("arn:aws:s3:::{}", ctx.bucket)}]
+    });
+    let store = IamStore::start(&ctx.bucket, &[("lister", list_only.to_string())]);
+    let key = store.users["lister"].clone();
+    let home = tempfile::tempdir().unwrap();
+    let info = |env: &[(&str, &str)], args: &[&str]| {
+        let mut command = ctx.milky_command(ctx.dir.path(), &["info"]);
+        command
+            .args(args)
+            .env("AWS_ENDPOINT_URL", &store.endpoint)
+            .env("HOME", home.path());
+        for name in [
+            "AWS_ACCESS_KEY_ID",
+            "AWS_SECRET_ACCESS_KEY",
+            "AWS_SESSION_TOKEN",
+            "AWS_PROFILE",
+            "AWS_WEB_IDENTITY_TOKEN_FILE",
+            "AWS_CONTAINER_CREDENTIALS_FULL_URI",
+            "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI",
+        ] {
+            command.env_remove(name);
+        }
+        command.envs(env.iter().copied());
+        command.output().unwrap()
+    };
+    let denied = format!("error: access denied to version.info in {}: ", ctx.store());
+    let from_env = |id: &str| format!("access key {id} from the environment (AWS_ACCESS_KEY_ID)");
+
+    let line = one_error_line(
+        &info(
+            &[
+                ("AWS_ACCESS_KEY_ID", "AKIANOSUCHKEY0000000"),
+                ("AWS_SECRET_ACCESS_KEY", "x"),
+            ],
+            &[],
+        ),
+        2,
+    );
+    assert_eq!(
+        line,
+        format!(
+            "{denied}get refused: the store knows no {}; set the id and secret of a key it has",
+            from_env("AKIANOSUCHKEY0000000")
+        )
+    );
+    let wrong_secret = [
+        ("AWS_ACCESS_KEY_ID", key.id.as_str()),
+        ("AWS_SECRET_ACCESS_KEY", "not-the-secret"),
+    ];
+    let line = one_error_line(&info(&wrong_secret, &[]), 2);
+    assert_eq!(
+        line,
+        format!(
+            "{denied}get refused: the secret of {} is wrong (the store's signature does not match); set the key's right secret",
+            from_env(&key.id)
+        )
+    );
+    let right = [
+        ("AWS_ACCESS_KEY_ID", key.id.as_str()),
+        ("AWS_SECRET_ACCESS_KEY", key.secret.as_str()),
+    ];
+    let line = one_error_line(&info(&right, &[]), 2);
+    assert_eq!(
+        line,
+        format!(
+            "{denied}get refused to {}; allow s3:GetObject on it in that key's policy, or use other credentials",
+            from_env(&key.id)
+        )
+    );
+
+    // The same wrong secret from a profile file.
+    let credentials = home.path().join("credentials");
+    write(
+        &credentials,
+        &format!(
+            "[default]\naws_access_key_id = {}\naws_secret_access_key = nope\n",
+            key.id
+        ),
+    );
+    let line = one_error_line(
+        &info(
+            &[("AWS_SHARED_CREDENTIALS_FILE", credentials.to_str().unwrap())],
+            &[],
+        ),
+        2,
+    );
+    assert!(
+        line.contains(&format!(
+            "the secret of access key {} from profile default ({}, /dev/null) is wrong",
+            key.id,
+            credentials.display()
+        )),
+        "{line}"
+    );
+
+    // None at all: no variables, no profile files (an empty HOME), no instance metadata.
+    let line = one_error_line(&info(&[], &[]), 2);
+    assert!(
+        line.starts_with(&format!(
+            "{denied}no credentials to get with: none in the environment"
+        )),
+        "{line}"
+    );
+    assert!(line.ends_with("set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or AWS_PROFILE, or give this machine a role"), "{line}");
+
+    // -v adds the SDK's account of the refusal; the error line stays the same.
+    let out = info(&wrong_secret, &["-v"]);
+    assert_eq!(out.status.code(), Some(2));
+    let text = stderr(&out);
+    assert!(text.lines().count() > 1, "{text}");
+    assert!(text.contains("SignatureDoesNotMatch"), "{text}");
+    assert!(text.lines().any(|l| l.starts_with(&denied)), "{text}");
+
+    // The agent says it in one line too, in its pass's errors.
+    let agent = Agent::with_settings(&ctx, "stable", "creds", &store.endpoint, "");
+    let out = agent
+        .command(&["sync"])
+        .envs(wrong_secret)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let text = stderr(&out);
+    let errors: Vec<&str> = text.lines().filter(|l| l.contains("ERROR")).collect();
+    assert_eq!(errors.len(), 1, "{text}");
+    assert!(
+        errors[0].contains(&format!(
+            "index: access denied to version.info in {}: get refused: the secret of {} is wrong",
+            ctx.store(),
+            from_env(&key.id)
+        )),
+        "{text}"
+    );
 }
