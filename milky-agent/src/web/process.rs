@@ -162,6 +162,8 @@ impl Limited {
     pub fn wait(mut self, limit: Duration, leftovers: Leftovers) -> std::io::Result<Finished> {
         let deadline = Instant::now() + limit;
         let group = self.child.id();
+        // Most commands end within milliseconds: look again soon at first, then every POLL.
+        let mut every = Duration::from_millis(1);
         let (status, timed_out) = loop {
             if let Some(status) = self.child.try_wait()? {
                 if leftovers == Leftovers::End {
@@ -173,7 +175,8 @@ impl Limited {
                 end_process_group(group);
                 break (self.child.wait()?, true);
             }
-            sleep(POLL);
+            sleep(every);
+            every = (every * 2).min(POLL);
         };
         let output_by = Instant::now() + GRACE;
         Ok(Finished {
