@@ -406,6 +406,20 @@ packaging_agent_toml_example() {
 # How long a pass waits for another server's one-time tasks before it moves on.
 # once_wait = "60s"
 
+# [limits]
+# How long each step may run: one still running then is ended with its process group and
+# fails, with its output, in the hooks log and the status report.
+# Each once or first-deploy hook (migrations); the lease is not renewed past it.
+# once_hooks = "30m"
+# Each per-server hook (collectstatic).
+# server_hooks = "10m"
+# Making a release's venv; installing its requirements.
+# install = "30m"
+# Each nginx or Apache command (nginx -t, nginx -s reload, apache2 -k start…).
+# service_commands = "2m"
+# A pass holding the run lock longer than this is reported as stuck by the passes it blocks.
+# stuck_pass = "2h"
+
 # [logs]
 # Ship nginx's, Apache's, the hooks' and the agent's logs to logs/<group>/<host>/ in the store.
 # ship = true

@@ -2,7 +2,8 @@
 //!
 //! - 0: done (including "nothing to do")
 //! - 1: failure: the store, the disk or a tool failed; retrying may help
-//! - 2: user error: a bad name, an unknown version, a refused request; retrying will not help
+//! - 2: user error: a bad name, an unknown version, a refused request, credentials the store
+//!   refuses (or none found); retrying will not help
 
 use std::convert::Infallible;
 use std::error::Error;
@@ -37,7 +38,8 @@ fn is_user_cause(cause: &(dyn Error + 'static)) -> bool {
         || cause.is::<ProjectError>()
         || matches!(
             cause.downcast_ref::<StoreError>(),
-            Some(StoreError::BadUrl { .. })
+            // A store's throttling is not access denied (`StoreError::Other`): that may pass.
+            Some(StoreError::BadUrl { .. } | StoreError::AccessDenied { .. })
         )
         || matches!(
             cause.downcast_ref::<IndexError>(),
@@ -166,5 +168,28 @@ mod tests {
         assert_eq!(code(&err), 2);
         assert_eq!(code(&user_error("no group given")), 2);
         assert_eq!(code(&anyhow::anyhow!("disk full")), 1);
+    }
+
+    #[test]
+    fn access_denied_exits_2_throttling_1() {
+        let denied = StoreError::AccessDenied {
+            store: "s3://b".into(),
+            key: "version.info".into(),
+            detail: "get refused".into(),
+        };
+        assert_eq!(code(&anyhow::Error::new(denied).context("reading")), 2);
+        let denied = from_edit(EditError::<IndexError>::Store(StoreError::AccessDenied {
+            store: "s3://b".into(),
+            key: "version.info".into(),
+            detail: "put refused".into(),
+        }));
+        assert_eq!(code(&denied), 2);
+        let throttled = StoreError::Other {
+            store: "s3://b".into(),
+            op: "get",
+            key: "version.info".into(),
+            detail: "the store asks for fewer requests (SlowDown); try again later".into(),
+        };
+        assert_eq!(code(&anyhow::Error::new(throttled)), 1);
     }
 }

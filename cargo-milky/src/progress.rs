@@ -17,7 +17,8 @@ pub fn init_logging(verbose: u8, quiet: bool) {
     let default = match (quiet, verbose) {
         (true, _) => "error",
         (false, 0) => "warn",
-        (false, 1) => "info",
+        // The store's errors are one line; -v adds the SDK's full account of each.
+        (false, 1) => "info,milky_core::store=debug",
         (false, _) => "debug",
     };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()

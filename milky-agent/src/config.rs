@@ -8,6 +8,9 @@
 //!
 //! [web]
 //! listen = "0.0.0.0:80"
+//!
+//! [limits]
+//! once_hooks = "30m"
 //! ```
 
 use std::net::SocketAddr;
@@ -49,6 +52,45 @@ pub struct AgentConfig {
     pub env: std::collections::BTreeMap<String, String>,
     #[serde(default)]
     pub signing: Signing,
+    #[serde(default)]
+    pub limits: Limits,
+}
+
+/// How long each kind of step may run. A step still running at its limit is ended with every
+/// process of its group and fails (reported with its output), so nothing that hangs holds the
+/// server, or its group, for ever.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Limits {
+    /// Each once or first-deploy hook (migrations). The once-hooks lease is not renewed past it.
+    #[serde(with = "humantime_serde_opt")]
+    pub once_hooks: Duration,
+    /// Each per-server hook (collectstatic).
+    #[serde(with = "humantime_serde_opt")]
+    pub server_hooks: Duration,
+    /// Making a release's venv, and installing its requirements.
+    #[serde(with = "humantime_serde_opt")]
+    pub install: Duration,
+    /// Each nginx or Apache command (`nginx -t`, `nginx -s reload`, `apache2 -k start`…).
+    #[serde(with = "humantime_serde_opt")]
+    pub service_commands: Duration,
+    /// A pass that has held the run lock longer than this is reported as stuck, by the passes
+    /// it keeps from running.
+    #[serde(with = "humantime_serde_opt")]
+    pub stuck_pass: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        const MINUTE: u64 = 60;
+        Self {
+            once_hooks: Duration::from_secs(30 * MINUTE),
+            server_hooks: Duration::from_secs(10 * MINUTE),
+            install: Duration::from_secs(30 * MINUTE),
+            service_commands: Duration::from_secs(2 * MINUTE),
+            stuck_pass: Duration::from_secs(2 * 60 * MINUTE),
+        }
+    }
 }
 
 /// Package signatures: with trusted keys, only packages signed by one of them are installed.
@@ -276,6 +318,7 @@ impl AgentConfig {
         web.timeouts.start = self.web.start_timeout;
         web.timeouts.health = self.web.health_timeout;
         web.timeouts.drain = self.web.drain_timeout;
+        web.timeouts.command = self.limits.service_commands;
         web
     }
 }
@@ -293,6 +336,28 @@ mod tests {
         assert_eq!(config.web.listen.port(), 80);
         let web = config.web_settings();
         assert_eq!(web.slot_ports.first, 8100);
+        assert_eq!(web.timeouts.command, Duration::from_secs(120));
+        assert_eq!(config.limits.once_hooks, Duration::from_secs(30 * 60));
+        assert_eq!(config.limits.server_hooks, Duration::from_secs(10 * 60));
+    }
+
+    #[test]
+    fn limits_are_durations_per_kind() {
+        let config: AgentConfig = toml::from_str(
+            "store = \"s3://b\"\ngroup = \"g\"\n[limits]\nonce_hooks = \"3s\"\nservice_commands = \"1m 30s\"\n",
+        )
+        .unwrap();
+        assert_eq!(config.limits.once_hooks, Duration::from_secs(3));
+        assert_eq!(config.limits.install, Duration::from_secs(30 * 60));
+        assert_eq!(
+            config.web_settings().timeouts.command,
+            Duration::from_secs(90)
+        );
+        let err = toml::from_str::<AgentConfig>(
+            "store = \"s3://b\"\ngroup = \"g\"\n[limits]\nhooks = \"3s\"\n",
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("unknown field `hooks`"), "{err}");
     }
 
     #[test]

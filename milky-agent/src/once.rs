@@ -67,6 +67,9 @@ pub struct OnceRunner<'a> {
     pub ttl: Duration,
     /// How long a pass waits for another server's result before it moves on.
     pub wait: Duration,
+    /// How long each hook may run (`[limits] once_hooks`): the lease is not renewed past the
+    /// hooks' limits, so a leader whose hooks hang cannot hold its group for ever.
+    pub hook_limit: Duration,
 }
 
 fn unix_now() -> u64 {
@@ -244,9 +247,21 @@ impl OnceRunner<'_> {
             );
             let (host, ttl) = (self.host.clone(), self.ttl);
             let every = (ttl / 3).max(Duration::from_millis(200));
+            // The hooks are ended at their limits; a few seconds more for that to happen.
+            let renew_until = Instant::now().checked_add(
+                self.hook_limit
+                    .saturating_mul(u32::try_from(hooks.len()).unwrap_or(u32::MAX))
+                    .saturating_add(Duration::from_secs(10)),
+            );
             tokio::spawn(async move {
                 loop {
                     tokio::time::sleep(every).await;
+                    if renew_until.is_some_and(|until| Instant::now() >= until) {
+                        tracing::warn!(
+                            "the once hooks ran past their time limit: the once-hooks lease is no longer renewed"
+                        );
+                        return;
+                    }
                     let mut current = etag.lock().await;
                     let renewed = Lease {
                         holder: host.clone(),
@@ -317,7 +332,8 @@ impl OnceRunner<'_> {
                 finished: rfc3339_now(),
                 hooks: hooks.to_vec(),
                 output_tail: match err {
-                    WebError::PrepareFailed { output_tail, .. } => output_tail.clone(),
+                    WebError::PrepareFailed { output_tail, .. }
+                    | WebError::TimedOut { output_tail, .. } => output_tail.clone(),
                     other => other.to_string(),
                 },
                 error: Some(err.to_string()),

@@ -234,6 +234,7 @@ impl TestStack {
             health: Duration::from_secs(20),
             drain: Duration::from_secs(10),
             stop: Duration::from_secs(10),
+            command: Duration::from_secs(60),
         };
         let stack = WebStack::new(settings).unwrap_or_else(|e| panic!("{e}"));
         TestStack {

@@ -27,6 +27,27 @@ pub struct HostStatus {
     /// Whether this server verifies package signatures (absent in reports of older agents).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub signatures: Option<Signatures>,
+    /// A pass that holds the server's run lock for too long, written by the passes it blocks
+    /// (the rest of the report is the stuck pass's last).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stuck_pass: Option<StuckPass>,
+}
+
+/// A pass that has held a server's run lock longer than its agent's `[limits] stuck_pass`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StuckPass {
+    /// When it took the lock (RFC 3339).
+    pub since: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pid: Option<u32>,
+}
+
+impl StuckPass {
+    /// "stuck pass since 2026-11-29T08:00:00Z, pid 1234".
+    pub fn describe(&self) -> String {
+        let pid = self.pid.map(|p| format!(", pid {p}")).unwrap_or_default();
+        format!("stuck pass since {}{pid}", self.since)
+    }
 }
 
 /// How a server treats package signatures.
@@ -182,6 +203,8 @@ pub struct GroupSummary {
     pub unreadable: Vec<(HostName, String)>,
     /// Live servers that do not verify package signatures (or cannot), with why.
     pub not_verifying: Vec<(HostName, String)>,
+    /// Servers whose agent is held up by a stuck pass.
+    pub stuck: Vec<(HostName, StuckPass)>,
     pub apps: BTreeMap<AppName, AppSummary>,
 }
 
@@ -205,6 +228,12 @@ pub fn summarize(
         }
     }
     summary.live = live.iter().map(|r| r.host.clone()).collect();
+    summary.stuck = reports
+        .iter()
+        .filter_map(|(host, report)| {
+            Some((host.clone(), report.as_ref().ok()?.stuck_pass.clone()?))
+        })
+        .collect();
     for report in &live {
         let why = match &report.signatures {
             Some(s) if s.check == SignatureCheck::Verifying => continue,
@@ -278,6 +307,7 @@ mod tests {
                 .map(|(a, s)| (a.parse().unwrap(), s.clone()))
                 .collect(),
             errors: vec![],
+            stuck_pass: None,
             signatures: Some(Signatures {
                 check: SignatureCheck::Verifying,
                 trusted_keys: vec!["0011223344556677".into()],
@@ -343,6 +373,39 @@ mod tests {
         assert_eq!(summary.stale, vec![("d".parse().unwrap(), 7200)]);
         assert!(!shop.converged());
         assert!(summary.not_verifying.is_empty());
+    }
+
+    #[test]
+    fn a_stuck_pass_is_summed_up_with_its_pid_and_start() {
+        let now = humantime::parse_rfc3339("2026-11-25T12:00:00Z").unwrap();
+        let mut reports = vec![
+            report("a", "2026-11-25T11:59:00Z", &[]),
+            report("b", "2026-11-25T11:59:00Z", &[]),
+        ];
+        let stuck = StuckPass {
+            since: "2026-11-25T09:00:00Z".into(),
+            pid: Some(4242),
+        };
+        if let Ok(status) = &mut reports[1].1 {
+            status.stuck_pass = Some(stuck.clone());
+        }
+        let text = toml::to_string(reports[1].1.as_ref().unwrap()).unwrap();
+        assert!(
+            text.contains("[stuck_pass]\nsince = \"2026-11-25T09:00:00Z\"\npid = 4242\n"),
+            "{text}"
+        );
+        let summary = summarize(
+            &BTreeMap::new(),
+            &BTreeMap::new(),
+            &reports,
+            now,
+            DEFAULT_STALE_AFTER,
+        );
+        assert_eq!(summary.stuck, vec![("b".parse().unwrap(), stuck.clone())]);
+        assert_eq!(
+            stuck.describe(),
+            "stuck pass since 2026-11-25T09:00:00Z, pid 4242"
+        );
     }
 
     #[test]

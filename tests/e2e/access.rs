@@ -92,7 +92,7 @@ fn denied_requests_fail_clearly_change_nothing_and_keep_serving() {
 
     // An agent's credentials cannot upload: refused, and nothing was written.
     let out = upload("agent", "v1");
-    assert_failure(&out, 1, "access denied to packages/shop/shop-v1.tar.bz2");
+    assert_failure(&out, 2, "access denied to packages/shop/shop-v1.tar.bz2");
     let info = milky("controller", &["info", "--json"]);
     assert_success(&info, "info");
     assert!(!stdout(&info).contains("v1"), "{}", stdout(&info));

@@ -11,6 +11,7 @@ mod first_deploy;
 mod harden;
 mod init;
 mod install;
+mod limits;
 mod logs;
 mod rollout;
 mod signing;

@@ -112,6 +112,12 @@ pub async fn run(args: StatusArgs, global: &GlobalArgs) -> anyhow::Result<()> {
                 humantime::format_duration(std::time::Duration::from_secs(*age))
             );
         }
+        for (host, stuck) in &summary.stuck {
+            outln!(
+                "  STUCK   {host}: {}; no other pass runs there until it ends",
+                stuck.describe()
+            );
+        }
         for (host, err) in &summary.unreadable {
             outln!("  unreadable report of {host}: {err}");
         }

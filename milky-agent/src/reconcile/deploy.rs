@@ -88,6 +88,8 @@ impl Agent {
         setup.home = Some(self.releases.app_dir(app).join("home"));
         setup.static_dir = manifest.app.static_dir.as_ref().map(Into::into);
         setup.pip_home = Some(self.state_dir.root.clone());
+        setup.install_limit = self.config.limits.install;
+        setup.hook_limit = self.config.limits.server_hooks;
         if env_generation > 0 {
             let (env, _) = milky_core::env::read(&self.store, &self.config.group, app)
                 .await
@@ -136,9 +138,10 @@ impl Agent {
                 host: &self.host,
                 ttl: self.config.releases.once_lease,
                 wait: self.config.releases.once_wait,
+                hook_limit: self.config.limits.once_hooks,
             };
             let run = |hooks: &[String]| {
-                let runs = run_hooks(&setup, hooks);
+                let runs = run_hooks(&setup, hooks, self.config.limits.once_hooks);
                 match &runs {
                     Ok(runs) => hook_log.runs(runs),
                     Err(err) => hook_log.failure(err),

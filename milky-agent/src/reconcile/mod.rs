@@ -6,7 +6,8 @@
 //! The pieces a pass calls: `deploy` (one release up and switched to), `backoff` (when a
 //! failed version is tried again), `hook_log` (the hooks' output), `env_file` (an app's secret
 //! env on disk), `conditional_writes` (whether the store can choose who runs once hooks),
-//! `leftovers` (what a killed pass left behind) and `report` (this server's status report).
+//! `leftovers` (what a killed pass left behind), `lock` (one pass at a time) and `report`
+//! (this server's status report).
 
 mod backoff;
 mod conditional_writes;
@@ -14,6 +15,7 @@ mod deploy;
 mod env_file;
 mod hook_log;
 mod leftovers;
+mod lock;
 mod report;
 
 use std::collections::BTreeMap;
@@ -21,6 +23,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, anyhow};
 use milky_core::package::UnpackLimits;
+use milky_core::status::StuckPass;
 use milky_core::store::{Fetched, S3Options};
 use milky_core::{AppName, HostName, Index, PackageEntry, Store, Version, layout};
 
@@ -123,22 +126,13 @@ impl Agent {
         })
     }
 
-    /// One pass under the run lock; returns at once when another pass holds it.
+    /// One pass under the run lock; returns at once when another pass holds it, reporting it
+    /// as stuck when it has held it longer than `[limits] stuck_pass`.
     pub async fn pass(&self) -> anyhow::Result<PassReport> {
-        let lock_path = self.state_dir.lock_path();
-        let lock = fs_err::File::create(&lock_path)?;
-        match lock.file().try_lock() {
-            Ok(()) => {}
-            Err(std::fs::TryLockError::WouldBlock) => {
-                return Ok(PassReport {
-                    busy: true,
-                    ..PassReport::default()
-                });
-            }
-            Err(std::fs::TryLockError::Error(e)) => {
-                return Err(anyhow!("locking {}: {e}", lock_path.display()));
-            }
-        }
+        let _lock = match lock::take(&self.state_dir.lock_path())? {
+            lock::Lock::Held(file) => file,
+            lock::Lock::Busy(holder) => return Ok(self.blocked(&holder).await),
+        };
         let mut state = self.state_dir.load();
         let result = self.pass_locked(&mut state).await;
         self.state_dir.save(&state)?;
@@ -478,12 +472,51 @@ impl Agent {
 
     /// Writes this server's status report when it changed or the heartbeat is due.
     async fn report(&self, state: &mut AgentState, outcome: &PassOutcome<'_>) {
-        let reporter = StatusReport {
+        self.reporter().write(state, outcome).await;
+    }
+
+    fn reporter(&self) -> StatusReport<'_> {
+        StatusReport {
             store: &self.store,
             group: &self.config.group,
             host: &self.host,
+            stuck_marker: self.state_dir.root.join("stuck-pass-reported"),
+        }
+    }
+
+    /// A pass that found the run lock taken: nothing to do, unless the pass that holds it has
+    /// held it for too long. The stuck pass cannot say so itself, so this one does, on stderr
+    /// and in the server's status report.
+    async fn blocked(&self, holder: &lock::Holder) -> PassReport {
+        let limit = self.config.limits.stuck_pass;
+        let held = SystemTime::now()
+            .duration_since(holder.since)
+            .unwrap_or_default();
+        let mut report = PassReport {
+            busy: true,
+            ..PassReport::default()
         };
-        reporter.write(state, outcome).await;
+        if held <= limit {
+            return report;
+        }
+        let stuck = StuckPass {
+            since: humantime::format_rfc3339_seconds(holder.since).to_string(),
+            pid: holder.pid,
+        };
+        self.reporter().stuck(&stuck).await;
+        let fix = match holder.pid {
+            Some(pid) => format!(
+                "see what it waits for (`ps -o pid,etime,args --ppid {pid}`) or end it (`kill {pid}`)"
+            ),
+            None => "its pid is not in the lock file".to_owned(),
+        };
+        report.errors.push(format!(
+            "{}: it has held the run lock ({}) longer than [limits] stuck_pass ({}), so no other pass runs on this server; {fix}",
+            stuck.describe(),
+            self.state_dir.lock_path().display(),
+            humantime::format_duration(limit),
+        ));
+        report
     }
 
     /// The env files in this server's state dir.

@@ -2,9 +2,10 @@
 //! or the heartbeat is due, so readers can tell a live server from a dead one.
 
 use std::collections::BTreeMap;
+use std::path::PathBuf;
 use std::time::SystemTime;
 
-use milky_core::status::{AppStatus, HEARTBEAT, HostStatus, Signatures};
+use milky_core::status::{AppStatus, HEARTBEAT, HostStatus, Signatures, StuckPass};
 use milky_core::store::Condition;
 use milky_core::{AppName, GroupName, HostName, Store, layout};
 
@@ -27,6 +28,9 @@ pub(super) struct StatusReport<'a> {
     pub store: &'a Store,
     pub group: &'a GroupName,
     pub host: &'a HostName,
+    /// Left by a blocked pass that reported a stuck one: the next report is written whatever
+    /// the agent remembers having written, to take the stuck pass out of it.
+    pub stuck_marker: PathBuf,
 }
 
 impl StatusReport<'_> {
@@ -35,7 +39,8 @@ impl StatusReport<'_> {
     pub async fn write(&self, state: &mut AgentState, outcome: &PassOutcome<'_>) {
         let status = self.status(state, outcome, SystemTime::now());
         let digest = status.digest();
-        if !due(state, &digest, now()) {
+        let stuck_reported = self.stuck_marker.exists();
+        if !stuck_reported && !due(state, &digest, now()) {
             return;
         }
         let key = layout::host_status(self.group, self.host);
@@ -48,8 +53,64 @@ impl StatusReport<'_> {
             Ok(_) => {
                 state.reported_at = Some(now());
                 state.reported = Some(digest);
+                if stuck_reported {
+                    let _ = fs_err::remove_file(&self.stuck_marker);
+                }
             }
             Err(err) => tracing::warn!("could not write the status report {key}: {err}"),
+        }
+    }
+
+    /// Puts `stuck` into the server's last report (or an empty one), from a pass the stuck one
+    /// blocks: once, then again at each heartbeat, so the server still reads as alive.
+    /// Best effort, as every report.
+    pub async fn stuck(&self, stuck: &StuckPass) {
+        let key = layout::host_status(self.group, self.host);
+        let last = match self.store.get(&key).await {
+            Ok(object) => {
+                object.and_then(|o| HostStatus::parse(&String::from_utf8_lossy(&o.bytes)).ok())
+            }
+            Err(err) => {
+                tracing::warn!("could not read the status report {key}: {err}");
+                return;
+            }
+        };
+        let at = SystemTime::now();
+        let fresh = |report: &HostStatus| {
+            report
+                .age_secs(at)
+                .is_some_and(|age| age < HEARTBEAT.as_secs())
+        };
+        if let Some(last) = &last
+            && last.stuck_pass.as_ref() == Some(stuck)
+            && fresh(last)
+        {
+            return;
+        }
+        let mut report = last.unwrap_or_else(|| HostStatus {
+            host: self.host.clone(),
+            group: self.group.clone(),
+            agent_version: env!("CARGO_PKG_VERSION").to_owned(),
+            last_pass: String::new(),
+            result: String::new(),
+            apps: BTreeMap::new(),
+            errors: Vec::new(),
+            signatures: None,
+            stuck_pass: None,
+        });
+        report.last_pass = humantime::format_rfc3339_seconds(at).to_string();
+        report.result = "failed".into();
+        report.stuck_pass = Some(stuck.clone());
+        let body = toml::to_string(&report).unwrap_or_default();
+        if let Err(err) = fs_err::write(&self.stuck_marker, "") {
+            tracing::warn!("{err}");
+        }
+        if let Err(err) = self
+            .store
+            .put(&key, body.into_bytes(), Condition::None)
+            .await
+        {
+            tracing::warn!("could not write the status report {key}: {err}");
         }
     }
 
@@ -90,6 +151,7 @@ impl StatusReport<'_> {
             apps,
             errors: outcome.errors.to_vec(),
             signatures: Some(outcome.signatures.clone()),
+            stuck_pass: None,
         }
     }
 }
@@ -164,6 +226,7 @@ mod tests {
                 store: &self.store,
                 group: &self.group,
                 host: &self.host,
+                stuck_marker: self._dir.path().join("stuck-pass-reported"),
             }
         }
 
@@ -304,6 +367,41 @@ mod tests {
         state.reported_at = state.reported_at.map(|at| at - HEARTBEAT.as_secs());
         fixture.reporter().write(&mut state, &failed).await;
         assert!(fixture.read().await.is_some(), "the heartbeat is due");
+    }
+
+    #[tokio::test]
+    async fn a_stuck_pass_is_reported_until_the_next_pass_reports() {
+        let fixture = Fixture::new();
+        let mut state = AgentState::default();
+        let running = BTreeMap::from([(app("shop"), running(Some("v2"), true))]);
+        let wanted = BTreeMap::from([(app("shop"), ("v2".parse().unwrap(), entry()))]);
+        let waiting = BTreeMap::new();
+        let outcome = PassOutcome {
+            running: &running,
+            wanted: &wanted,
+            waiting: &waiting,
+            errors: &[],
+            signatures: not_verifying(),
+        };
+        fixture.reporter().write(&mut state, &outcome).await;
+        let stuck = StuckPass {
+            since: "2026-01-01T00:00:00Z".into(),
+            pid: Some(77),
+        };
+        fixture.reporter().stuck(&stuck).await;
+        let written = fixture.read().await.unwrap();
+        assert_eq!(written.stuck_pass, Some(stuck));
+        assert_eq!(written.result, "failed");
+        assert_eq!(
+            written.apps[&app("shop")].serving,
+            Some("v2".parse().unwrap()),
+            "the rest is the stuck pass's last report"
+        );
+        // The stuck pass ends: its report says nothing new to it, and is written all the same.
+        fixture.reporter().write(&mut state, &outcome).await;
+        let written = fixture.read().await.unwrap();
+        assert_eq!((written.stuck_pass, written.result.as_str()), (None, "ok"));
+        assert!(!fixture.reporter().stuck_marker.exists());
     }
 
     #[test]

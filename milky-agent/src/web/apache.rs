@@ -141,11 +141,11 @@ impl WebStack {
         write_atomic(&dir.join("wsgi.py"), &self.render_wsgi(site, slot)?)?;
         write_atomic(&candidate, &self.render_apache(site, slot)?)?;
         let candidate_str = candidate.display().to_string();
-        let (command, output) =
-            self.settings
-                .commands
-                .apache_test
-                .run(&slot_vars(&candidate_str, app, slot, &dir))?;
+        let (command, output) = self.settings.commands.apache_test.run(
+            &format!("test the Apache config of app {app} slot {slot}"),
+            &slot_vars(&candidate_str, app, slot, &dir),
+            self.settings.timeouts.command,
+        )?;
         if !output.status.success() {
             fs_err::remove_file(&candidate)?;
             return Err(WebError::ApacheConfigTest {
@@ -175,6 +175,7 @@ impl WebStack {
         self.settings.commands.apache_start.run_ok(
             &format!("start Apache of app {app} slot {slot}"),
             &slot_vars(&conf_str, app, slot, &dir),
+            self.settings.timeouts.command,
         )?;
         let up = wait_until(self.settings.timeouts.start, POLL, || {
             self.is_running(app, slot).unwrap_or(false) && listening(port)
@@ -249,16 +250,19 @@ impl WebStack {
         let vars = slot_vars(&conf, app, slot, &dir);
         tracing::info!(app, %slot, pid, "stopping Apache slot");
         let commands = &self.settings.commands;
+        let timeouts = &self.settings.timeouts;
+        let what = format!("stop Apache of app {app} slot {slot}");
         commands
             .apache_stop
-            .run_ok(&format!("stop Apache of app {app} slot {slot}"), &vars)?;
-        let timeouts = &self.settings.timeouts;
+            .run_ok(&what, &vars, timeouts.command)?;
         // Apache's own GracefulShutdownTimeout is `stop`; give it a moment beyond that.
         if !wait_until(timeouts.stop + Duration::from_secs(2), POLL, || {
             !is_alive(pid)
         }) {
             tracing::warn!(app, %slot, pid, "graceful stop timed out, stopping hard");
-            let _ = commands.apache_force_stop.run(&vars)?;
+            let _ = commands
+                .apache_force_stop
+                .run(&what, &vars, timeouts.command)?;
             if !wait_until(Duration::from_secs(10), POLL, || !is_alive(pid)) {
                 return Err(WebError::SlotStop {
                     app: app.to_owned(),

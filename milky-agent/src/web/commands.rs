@@ -4,10 +4,12 @@
 //! server may swap in `systemctl …` lines without touching the logic.
 
 use std::process::{Command, Output};
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
 use super::WebError;
+use super::process::{Leftovers, Limited};
 
 /// One command line, run without a shell. `{name}` in an argument is replaced by a value the
 /// caller gives (`{conf}`, `{prefix}`, `{error_log}`, `{app}`, `{slot}`, `{dir}`).
@@ -31,28 +33,48 @@ impl CommandLine {
             .collect()
     }
 
-    /// Runs the command to completion, capturing its output. A non-zero exit is not an error
-    /// here: callers decide what it means.
-    pub(crate) fn run(&self, vars: &[(&str, String)]) -> Result<(String, Output), WebError> {
+    /// Runs the command to completion, capturing its output, for `what` (in errors). A non-zero
+    /// exit is not an error here: callers decide what it means. One still running after `limit`
+    /// is ended with its process group (a daemon it started has left the group by then) and is
+    /// an error.
+    pub(crate) fn run(
+        &self,
+        what: &str,
+        vars: &[(&str, String)],
+        limit: Duration,
+    ) -> Result<(String, Output), WebError> {
         let args = self.expand(vars);
         let shown = args.join(" ");
         let Some((program, rest)) = args.split_first() else {
             return Err(WebError::invalid("command line", "", "must not be empty"));
         };
-        let output = Command::new(program)
-            .args(rest)
-            .stdin(std::process::Stdio::null())
-            .output()
-            .map_err(|source| WebError::Spawn {
-                command: shown.clone(),
-                source,
-            })?;
-        Ok((shown, output))
+        let spawn_error = |source| WebError::Spawn {
+            command: shown.clone(),
+            source,
+        };
+        let finished = Limited::spawn(Command::new(program).args(rest))
+            .and_then(|running| running.wait(limit, Leftovers::Keep))
+            .map_err(spawn_error)?;
+        if finished.timed_out {
+            return Err(WebError::TimedOut {
+                what: what.to_owned(),
+                command: shown,
+                limit: humantime::format_duration(limit).to_string(),
+                setting: "service_commands",
+                output_tail: combined(&finished.output),
+            });
+        }
+        Ok((shown, finished.output))
     }
 
     /// Runs the command and turns a non-zero exit into [`WebError::Command`].
-    pub(crate) fn run_ok(&self, what: &str, vars: &[(&str, String)]) -> Result<Output, WebError> {
-        let (command, output) = self.run(vars)?;
+    pub(crate) fn run_ok(
+        &self,
+        what: &str,
+        vars: &[(&str, String)],
+        limit: Duration,
+    ) -> Result<Output, WebError> {
+        let (command, output) = self.run(what, vars, limit)?;
         if output.status.success() {
             Ok(output)
         } else {
@@ -126,6 +148,32 @@ impl Default for ServiceCommands {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_command_that_hangs_fails_at_its_limit_with_its_output() {
+        let hangs =
+            CommandLine::new(&["sh", "-c", "echo 'nginx: waiting for {what}'; sleep 100000"]);
+        let err = hangs
+            .run_ok(
+                "reload nginx",
+                &[("what", "a lock".to_owned())],
+                Duration::from_millis(300),
+            )
+            .unwrap_err();
+        let text = err.to_string();
+        assert!(
+            text.starts_with("reload nginx: `sh -c echo 'nginx: waiting for a lock'; sleep 100000` was still running after 300ms ([limits] service_commands in agent.toml)"),
+            "{text}"
+        );
+        assert!(
+            text.ends_with("output tail:\nnginx: waiting for a lock"),
+            "{text}"
+        );
+        let ok = CommandLine::new(&["sh", "-c", "echo fine; exit 3"]);
+        let (_, output) = ok.run("test", &[], Duration::from_secs(60)).unwrap();
+        assert_eq!(output.status.code(), Some(3));
+        assert_eq!(combined(&output), "fine");
+    }
 
     #[test]
     fn placeholders_are_filled_per_argument() {

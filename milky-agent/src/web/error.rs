@@ -151,6 +151,21 @@ pub enum WebError {
     #[error("hooks cannot run as user {user:?}: {reason}")]
     HookUser { user: String, reason: String },
 
+    /// A step or a service command still ran at its time limit: it was ended, with every
+    /// process of its group.
+    #[error(
+        "{what}: `{command}` was still running after {limit} ([limits] {setting} in agent.toml), so it was ended with its process group; output tail:\n{output_tail}"
+    )]
+    TimedOut {
+        /// What it was for: "preparing release …", "start Apache of app …".
+        what: String,
+        command: String,
+        /// As written in agent.toml ("30m").
+        limit: String,
+        setting: &'static str,
+        output_tail: String,
+    },
+
     /// Creating the venv, installing requirements or a per-server hook failed.
     #[error(
         "preparing release {release}: `{step}` failed with {status}; output tail:\n{output_tail}"

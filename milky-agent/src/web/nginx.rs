@@ -241,7 +241,11 @@ impl WebStack {
         let candidate = new.as_ref().map(|_| (app, candidate_file.as_path()));
         self.write_main_conf_to(&test_conf, &apps, candidate)?;
         let vars = self.nginx_vars(&test_conf);
-        let (command, output) = self.settings.commands.nginx_test.run(&vars)?;
+        let (command, output) = self.settings.commands.nginx_test.run(
+            &format!("test the nginx config for app {app}"),
+            &vars,
+            self.settings.timeouts.command,
+        )?;
         remove_if_exists(&test_conf)?;
         if !output.status.success() {
             remove_if_exists(&candidate_file)?;
@@ -303,7 +307,9 @@ impl WebStack {
         match self.nginx_pid()? {
             Some(master) => {
                 let old: BTreeSet<u32> = children(master).into_iter().map(|(p, _)| p).collect();
-                commands.nginx_reload.run_ok("reload nginx", &vars)?;
+                commands
+                    .nginx_reload
+                    .run_ok("reload nginx", &vars, timeouts.command)?;
                 // Old workers exit only once the master has loaded the new config and they have
                 // finished their requests; a new worker shows the master took the reload.
                 let done = wait_until(timeouts.drain + Duration::from_secs(5), POLL, || {
@@ -320,7 +326,9 @@ impl WebStack {
                 Ok(true)
             }
             None if start => {
-                commands.nginx_start.run_ok("start nginx", &vars)?;
+                commands
+                    .nginx_start
+                    .run_ok("start nginx", &vars, timeouts.command)?;
                 let front = self.settings.front;
                 let up = wait_until(timeouts.start, POLL, || {
                     self.nginx_pid().ok().flatten().is_some()

@@ -1,13 +1,16 @@
 //! Small Linux helpers of the web stack: pid files, liveness and children through /proc,
-//! waiting, signals, and files replaced in one rename.
+//! waiting, signals, commands run under a time limit, and files replaced in one rename.
 //!
 //! The service commands start, reload and stop nginx and Apache; the one signal the agent sends
 //! them itself is nginx's "reopen your logs", through rustix's `kill(2)` (no `unsafe` here, no
-//! `kill` process).
+//! `kill` process). A command that outlives its limit is ended with its process group, the
+//! same way.
 
-use std::io::ErrorKind;
+use std::io::{ErrorKind, Read};
 use std::net::{Ipv4Addr, SocketAddr, TcpStream};
 use std::path::Path;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex, mpsc};
 use std::thread::sleep;
 use std::time::{Duration, Instant};
 
@@ -107,6 +110,162 @@ pub fn wait_until(timeout: Duration, every: Duration, mut done: impl FnMut() -> 
     }
 }
 
+/// A command running in a process group of its own, its output read as it comes.
+pub struct Limited {
+    child: Child,
+    stdout: Capture,
+    stderr: Capture,
+}
+
+/// How a [`Limited`] command ended.
+#[derive(Debug)]
+pub struct Finished {
+    pub status: ExitStatus,
+    /// It was still running at its limit: it was ended, with its process group.
+    pub timed_out: bool,
+    pub output: std::process::Output,
+}
+
+/// What is left in a command's process group when the command itself exits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Leftovers {
+    /// Ended: a hook's `worker &` would hold its output (and the pass) open and outlive it.
+    End,
+    /// Left alone: a service command that started a daemon in its group.
+    Keep,
+}
+
+/// How long a command's ended process group gets to go after SIGTERM, before SIGKILL; and how
+/// long its output pipes may stay open after it ended (held by a process that escaped it).
+const GRACE: Duration = Duration::from_secs(2);
+
+impl Limited {
+    /// Starts `cmd` with no stdin, its output captured, as the leader of a new process group.
+    pub fn spawn(cmd: &mut Command) -> std::io::Result<Self> {
+        use std::os::unix::process::CommandExt;
+        let mut child = cmd
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .process_group(0)
+            .spawn()?;
+        Ok(Limited {
+            stdout: Capture::start(child.stdout.take()),
+            stderr: Capture::start(child.stderr.take()),
+            child,
+        })
+    }
+
+    /// Waits until the command exits or `limit` has passed since now; at the limit its whole
+    /// process group is ended (SIGTERM, then SIGKILL), and so is what it left behind on exit
+    /// when `leftovers` says so.
+    pub fn wait(mut self, limit: Duration, leftovers: Leftovers) -> std::io::Result<Finished> {
+        let deadline = Instant::now() + limit;
+        let group = self.child.id();
+        // Most commands end within milliseconds: look again soon at first, then every POLL.
+        let mut every = Duration::from_millis(1);
+        let (status, timed_out) = loop {
+            if let Some(status) = self.child.try_wait()? {
+                if leftovers == Leftovers::End {
+                    end_process_group(group);
+                }
+                break (status, false);
+            }
+            if Instant::now() >= deadline {
+                end_process_group(group);
+                break (self.child.wait()?, true);
+            }
+            sleep(every);
+            every = (every * 2).min(POLL);
+        };
+        let output_by = Instant::now() + GRACE;
+        Ok(Finished {
+            status,
+            timed_out,
+            output: std::process::Output {
+                status,
+                stdout: self.stdout.take(output_by),
+                stderr: self.stderr.take(output_by),
+            },
+        })
+    }
+}
+
+/// One output pipe, read on a thread of its own into a buffer the caller can take at any time:
+/// a process that escaped the group may keep the pipe open for ever.
+struct Capture {
+    bytes: Arc<Mutex<Vec<u8>>>,
+    done: mpsc::Receiver<()>,
+}
+
+impl Capture {
+    fn start(pipe: Option<impl Read + Send + 'static>) -> Self {
+        let bytes = Arc::new(Mutex::new(Vec::new()));
+        let (tell, done) = mpsc::channel();
+        let shared = bytes.clone();
+        std::thread::spawn(move || {
+            if let Some(mut pipe) = pipe {
+                let mut chunk = [0u8; 8192];
+                while let Ok(n @ 1..) = pipe.read(&mut chunk) {
+                    shared
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .extend_from_slice(&chunk[..n]);
+                }
+            }
+            let _ = tell.send(());
+        });
+        Capture { bytes, done }
+    }
+
+    /// What was read, once the pipe closed or `by` passed.
+    fn take(self, by: Instant) -> Vec<u8> {
+        let _ = self
+            .done
+            .recv_timeout(by.saturating_duration_since(Instant::now()));
+        std::mem::take(&mut *self.bytes.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+}
+
+/// SIGTERM to what is left of the process group `pgid` (a command and its children), SIGKILL to
+/// whatever still runs [`GRACE`] later. A process that made itself a session of its own escapes.
+pub fn end_process_group(pgid: u32) {
+    use rustix::process::{kill_process_group, test_kill_process_group};
+    let Some(group) = i32::try_from(pgid).ok().and_then(Pid::from_raw) else {
+        return;
+    };
+    if kill_process_group(group, Signal::TERM).is_err() {
+        return; // none left
+    }
+    let start = Instant::now();
+    // kill(2) still reaches zombies, which PID 1 here may never reap: /proc tells them apart.
+    while test_kill_process_group(group).is_ok() && group_alive(pgid) {
+        if start.elapsed() > GRACE {
+            let _ = kill_process_group(group, Signal::KILL);
+            return;
+        }
+        sleep(POLL);
+    }
+}
+
+/// Whether a live (not zombie) process of process group `pgid` is left.
+pub fn group_alive(pgid: u32) -> bool {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return false;
+    };
+    entries
+        .flatten()
+        .filter_map(|entry| entry.file_name().to_str()?.parse::<u32>().ok())
+        .any(|pid| {
+            let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+                return false;
+            };
+            // After the name: state, ppid, pgrp.
+            matches!(stat_fields(&stat)[..], [state, _, pgrp, ..]
+                if state != "Z" && state != "X" && pgrp.parse() == Ok(pgid))
+        })
+}
+
 /// Whether something accepts TCP connections on 127.0.0.1:`port`.
 pub fn listening(port: u16) -> bool {
     let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
@@ -199,6 +358,81 @@ pub fn replace_symlink(target: &Path, link: &Path) -> Result<(), WebError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A shell that puts a `sleep` in the background, says its pid and waits for it.
+    fn sleeper(pid_file: &Path) -> Command {
+        let mut cmd = Command::new("/bin/sh");
+        cmd.arg("-c").arg(format!(
+            "echo started; sleep 100000 & echo $! > {}; wait",
+            pid_file.display()
+        ));
+        cmd
+    }
+
+    #[test]
+    fn a_command_past_its_limit_is_ended_with_its_process_group() {
+        let dir = tempfile::tempdir().unwrap();
+        let pid_file = dir.path().join("sleep.pid");
+        let running = Limited::spawn(&mut sleeper(&pid_file)).unwrap();
+        let group = running.child.id();
+        let finished = running
+            .wait(Duration::from_millis(500), Leftovers::Keep)
+            .unwrap();
+        assert!(finished.timed_out);
+        assert!(!finished.status.success());
+        assert_eq!(
+            String::from_utf8_lossy(&finished.output.stdout),
+            "started\n"
+        );
+        let sleep_pid: u32 = fs_err::read_to_string(&pid_file)
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        assert!(!is_alive(sleep_pid), "the background sleep was ended too");
+        assert!(!group_alive(group));
+    }
+
+    #[test]
+    fn a_quick_command_keeps_or_ends_its_leftovers_as_asked() {
+        let dir = tempfile::tempdir().unwrap();
+        let pid_file = dir.path().join("sleep.pid");
+        let mut cmd = Command::new("/bin/sh");
+        cmd.arg("-c").arg(format!(
+            "sleep 100000 >/dev/null 2>&1 & echo $! > {}; echo done >&2",
+            pid_file.display()
+        ));
+        let running = Limited::spawn(&mut cmd).unwrap();
+        let finished = running
+            .wait(Duration::from_secs(60), Leftovers::Keep)
+            .unwrap();
+        assert!(finished.status.success() && !finished.timed_out);
+        assert_eq!(String::from_utf8_lossy(&finished.output.stderr), "done\n");
+        let pid: u32 = fs_err::read_to_string(&pid_file)
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        assert!(is_alive(pid), "a daemon the command started is kept");
+        end_process_group(pid_of_group(pid));
+        assert!(!is_alive(pid));
+
+        let running = Limited::spawn(&mut cmd).unwrap();
+        running
+            .wait(Duration::from_secs(60), Leftovers::End)
+            .unwrap();
+        let pid: u32 = fs_err::read_to_string(&pid_file)
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        assert!(!is_alive(pid), "a hook's leftovers are ended");
+    }
+
+    fn pid_of_group(pid: u32) -> u32 {
+        let stat = fs_err::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+        stat_fields(&stat)[2].parse().unwrap()
+    }
 
     #[test]
     fn a_log_excerpt_is_the_end_of_the_file_under_its_path() {

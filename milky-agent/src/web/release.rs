@@ -7,15 +7,14 @@
 //! change. The hooks run the package's code and so run as the hook user (see [`super::hook_user`]).
 
 use std::collections::BTreeMap;
-use std::io::Read;
 use std::os::unix::fs::PermissionsExt;
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use super::commands::combined;
 use super::hook_user::{self, HookUser};
+use super::process::{Leftovers, Limited};
 use super::{WebError, validate};
 
 /// Written into the venv last: a release with it is fully prepared, one without it (a crash
@@ -52,6 +51,17 @@ pub struct ReleaseSetup {
     /// The requirements file, relative to the release (`[app] requirements`). The default,
     /// `requirements.txt`, may be absent (nothing to install); any other named file must exist.
     pub requirements: PathBuf,
+    /// Making the venv and installing the requirements: each step is ended past this.
+    pub install_limit: Duration,
+    /// Each per-server hook is ended past this.
+    pub hook_limit: Duration,
+}
+
+/// How long a step may run, and the agent.toml setting (in `[limits]`) that says so.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limit {
+    pub after: Duration,
+    pub setting: &'static str,
 }
 
 impl ReleaseSetup {
@@ -66,6 +76,15 @@ impl ReleaseSetup {
             static_dir: Some(PathBuf::from("static_collected")),
             pip_home: None,
             requirements: PathBuf::from(DEFAULT_REQUIREMENTS),
+            install_limit: Duration::from_secs(30 * 60),
+            hook_limit: Duration::from_secs(10 * 60),
+        }
+    }
+
+    fn install(&self) -> Limit {
+        Limit {
+            after: self.install_limit,
+            setting: "install",
         }
     }
 
@@ -128,7 +147,7 @@ pub fn prepare_release(setup: &ReleaseSetup) -> Result<PreparedRelease, WebError
         ));
     }
     let pip = match &setup.pip_home {
-        Some(home) if requirements.exists() => pip_venv(home, &setup.python)?,
+        Some(home) if requirements.exists() => pip_venv(home, &setup.python, setup.install())?,
         _ => None,
     };
     tracing::info!(release = %release.display(), "creating venv");
@@ -142,6 +161,7 @@ pub fn prepare_release(setup: &ReleaseSetup) -> Result<PreparedRelease, WebError
         "create the venv",
         cmd,
         RunAs::Agent,
+        setup.install(),
         "prepare:venv-running",
     )?;
 
@@ -172,6 +192,7 @@ pub fn prepare_release(setup: &ReleaseSetup) -> Result<PreparedRelease, WebError
             &format!("pip install -r {}", setup.requirements.display()),
             cmd,
             RunAs::Agent,
+            setup.install(),
             "prepare:pip-running",
         )?;
     }
@@ -191,7 +212,11 @@ pub fn prepare_release(setup: &ReleaseSetup) -> Result<PreparedRelease, WebError
     if let Some((dir, user)) = &writable {
         hook_user::give_tree(dir, user)?;
     }
-    let hooks = run_hooks_at(setup, &setup.hooks, "prepare:hook-running");
+    let limit = Limit {
+        after: setup.hook_limit,
+        setting: "server_hooks",
+    };
+    let hooks = run_hooks_at(setup, &setup.hooks, limit, "prepare:hook-running");
     crate::crash::point("prepare:hooks-done");
     match &writable {
         Some((dir, _)) => hook_user::freeze_tree(dir)?,
@@ -213,9 +238,18 @@ pub fn prepare_release(setup: &ReleaseSetup) -> Result<PreparedRelease, WebError
 /// Runs hook command lines in a prepared release (the once hooks): each by `/bin/sh -c` in the
 /// release dir, as `setup.user`, with the venv's `bin` first on PATH and `setup.env` set, and
 /// nothing else of the agent's environment (its store credentials stay its own). Stops at the
-/// first failure, whose error carries the exit status and the output tail.
-pub fn run_hooks(setup: &ReleaseSetup, hooks: &[String]) -> Result<Vec<HookRun>, WebError> {
-    run_hooks_at(setup, hooks, "once:hook-running")
+/// first failure, whose error carries the exit status and the output tail; a hook still
+/// running after `limit` is ended with its process group, and fails.
+pub fn run_hooks(
+    setup: &ReleaseSetup,
+    hooks: &[String],
+    limit: Duration,
+) -> Result<Vec<HookRun>, WebError> {
+    let limit = Limit {
+        after: limit,
+        setting: "once_hooks",
+    };
+    run_hooks_at(setup, hooks, limit, "once:hook-running")
 }
 
 /// Variables of the agent's own environment that hooks get too: locale and time zone.
@@ -224,6 +258,7 @@ const PASSED_ENV: &[&str] = &["LANG", "LANGUAGE", "LC_ALL", "LC_CTYPE", "TZ"];
 fn run_hooks_at(
     setup: &ReleaseSetup,
     hooks: &[String],
+    limit: Limit,
     crash_point: &str,
 ) -> Result<Vec<HookRun>, WebError> {
     if hooks.is_empty() {
@@ -272,6 +307,7 @@ fn run_hooks_at(
             hook,
             cmd,
             RunAs::Hook(setup.user.as_ref()),
+            limit,
             crash_point,
         )?;
         runs.push(HookRun {
@@ -292,46 +328,43 @@ enum RunAs<'a> {
     Hook(Option<&'a HookUser>),
 }
 
-/// Runs one step to completion; on failure the error carries the exit status and the tail of
-/// its output. `crash_point` is passed while the step runs.
+/// Runs one step to completion, or until `limit`; on failure the error carries the exit status
+/// (or the limit) and the tail of its output. `crash_point` is passed while the step runs.
 fn run_step(
     release: &Path,
     what: &str,
     cmd: Command,
     run_as: RunAs<'_>,
+    limit: Limit,
     crash_point: &str,
 ) -> Result<String, WebError> {
     let spawn_error = |source| WebError::Spawn {
         command: what.to_owned(),
         source,
     };
-    let mut child = dies_with_agent(cmd, run_as)?
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .process_group(0)
-        .spawn()
-        .map_err(spawn_error)?;
+    let running = Limited::spawn(&mut dies_with_agent(cmd, run_as)?).map_err(spawn_error)?;
     crate::crash::point(crash_point);
-    let stdout = read_all(child.stdout.take());
-    let stderr = read_all(child.stderr.take());
-    let status = child.wait().map_err(spawn_error)?;
     // Whatever the step left running (`worker &`) ends with it: it would hold the output pipes
     // open, and the pass with them, and outlive the release it came from.
-    end_process_group(child.id());
-    let output = std::process::Output {
-        status,
-        stdout: stdout.join().unwrap_or_default(),
-        stderr: stderr.join().unwrap_or_default(),
-    };
-    let text = combined(&output);
-    if output.status.success() {
+    let finished = running
+        .wait(limit.after, Leftovers::End)
+        .map_err(spawn_error)?;
+    let text = combined(&finished.output);
+    if finished.timed_out {
+        Err(WebError::TimedOut {
+            what: format!("preparing release {}", release.display()),
+            command: what.to_owned(),
+            limit: humantime::format_duration(limit.after).to_string(),
+            setting: limit.setting,
+            output_tail: tail_lines(&text, 30),
+        })
+    } else if finished.status.success() {
         Ok(text)
     } else {
         Err(WebError::PrepareFailed {
             release: release.to_owned(),
             step: what.to_owned(),
-            status: output.status.to_string(),
+            status: finished.status.to_string(),
             output_tail: tail_lines(&text, 30),
         })
     }
@@ -341,7 +374,7 @@ fn run_step(
 /// (`pip --python`, pip ≥ 22.3), made once in `home`: a venv with its own pip costs ~3 s more to
 /// make, for every release. `None` when that pip is too old for `--python` (then each release's
 /// venv gets pip of its own, as before).
-fn pip_venv(home: &Path, python: &Path) -> Result<Option<PathBuf>, WebError> {
+fn pip_venv(home: &Path, python: &Path, limit: Limit) -> Result<Option<PathBuf>, WebError> {
     const READY: &str = ".milky-pip-ready";
     const TOO_OLD: &str = ".milky-pip-too-old";
     let name: String = python
@@ -368,6 +401,7 @@ fn pip_venv(home: &Path, python: &Path) -> Result<Option<PathBuf>, WebError> {
         "create the pip venv",
         cmd,
         RunAs::Agent,
+        limit,
         "prepare:venv-running",
     )?;
     let mut cmd = Command::new(venv.join("bin/python"));
@@ -377,6 +411,7 @@ fn pip_venv(home: &Path, python: &Path) -> Result<Option<PathBuf>, WebError> {
         "read pip's version",
         cmd,
         RunAs::Agent,
+        limit,
         "prepare:venv-running",
     )?;
     let mut parts = version
@@ -389,36 +424,6 @@ fn pip_venv(home: &Path, python: &Path) -> Result<Option<PathBuf>, WebError> {
         "",
     )?;
     Ok(has_python_option.then_some(venv))
-}
-
-fn read_all(pipe: Option<impl Read + Send + 'static>) -> std::thread::JoinHandle<Vec<u8>> {
-    std::thread::spawn(move || {
-        let mut bytes = Vec::new();
-        if let Some(mut pipe) = pipe {
-            let _ = pipe.read_to_end(&mut bytes);
-        }
-        bytes
-    })
-}
-
-/// SIGTERM to what is left of the process group `pgid` (a step and its children), SIGKILL to
-/// whatever still runs 2 s later. A process that made itself a session of its own escapes.
-fn end_process_group(pgid: u32) {
-    use rustix::process::{Pid, Signal, kill_process_group, test_kill_process_group};
-    let Some(group) = i32::try_from(pgid).ok().and_then(Pid::from_raw) else {
-        return;
-    };
-    if kill_process_group(group, Signal::TERM).is_err() {
-        return; // none left
-    }
-    let start = Instant::now();
-    while test_kill_process_group(group).is_ok() {
-        if start.elapsed() > Duration::from_secs(2) {
-            let _ = kill_process_group(group, Signal::KILL);
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
 }
 
 /// Runs `cmd` under `setpriv --pdeathsig KILL` where util-linux has it, so a step cannot outlive

@@ -26,6 +26,9 @@ pub struct Timeouts {
     pub drain: Duration,
     /// A graceful stop of a slot (also its `GracefulShutdownTimeout`), before the hard stop.
     pub stop: Duration,
+    /// Each service command (`apache2 -k start`, `nginx -t`, `nginx -s reload`…): one still
+    /// running after this is ended with its process group.
+    pub command: Duration,
 }
 
 impl Default for Timeouts {
@@ -35,6 +38,7 @@ impl Default for Timeouts {
             health: Duration::from_secs(30),
             drain: Duration::from_secs(30),
             stop: Duration::from_secs(30),
+            command: Duration::from_secs(120),
         }
     }
 }

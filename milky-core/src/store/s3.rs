@@ -1,6 +1,9 @@
 //! The store on S3 or any S3-compatible server, through aws-sdk-s3.
 
+mod access;
+
 use std::path::Path;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use aws_sdk_s3::Client;
@@ -33,6 +36,8 @@ pub struct S3Store {
     client: Client,
     bucket: String,
     prefix: String,
+    /// The credentials the chain found, named in access errors.
+    credentials: Arc<Mutex<Option<access::Found>>>,
 }
 
 impl S3Store {
@@ -65,6 +70,12 @@ impl S3Store {
         if endpoint.starts_with("http://") {
             config = config.http_client(aws_smithy_http_client::Builder::new().build_http());
         }
+        let mut credentials = Arc::default();
+        if let Some(chain) = shared.credentials_provider() {
+            let recording = access::Recording::new(chain);
+            credentials = recording.found();
+            config = config.credentials_provider(recording);
+        }
         if shared.region().is_none() {
             let region = options.region.clone().unwrap_or_else(|| "us-east-1".into());
             config = config.region(aws_sdk_s3::config::Region::new(region));
@@ -73,6 +84,7 @@ impl S3Store {
             client: Client::from_conf(config.build()),
             bucket,
             prefix,
+            credentials,
         }
     }
 
@@ -92,18 +104,38 @@ impl S3Store {
         }
     }
 
-    /// Turns an SDK error into one that says what failed and whether it is worth retrying.
+    /// Turns an SDK error into one line that says what failed, why, and whether it is worth
+    /// retrying; the SDK's full account goes to the debug log (`-v`).
     fn error<E>(&self, op: &'static str, key: &str, err: SdkError<E, HttpResponse>) -> StoreError
     where
         E: ProvideErrorMetadata + std::error::Error + 'static,
     {
         let status = err.raw_response().map(|r| r.status().as_u16());
-        let code = err
-            .as_service_error()
-            .and_then(|e| e.code())
-            .map(str::to_owned);
-        let detail = DisplayErrorContext(&err).to_string();
+        let service = err.as_service_error();
+        let code = service.and_then(|e| e.code()).map(str::to_owned);
         let (store, key) = (self.url(), key.to_owned());
+        tracing::debug!("{op} {key} in {store}: {}", DisplayErrorContext(&err));
+        let found = self
+            .credentials
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        let denied = |detail| StoreError::AccessDenied {
+            store: store.clone(),
+            key: key.clone(),
+            detail,
+        };
+        if access::is_throttling(status, code.as_deref()) {
+            let why = code
+                .clone()
+                .unwrap_or_else(|| format!("HTTP {}", status.unwrap_or(0)));
+            return StoreError::Other {
+                store,
+                op,
+                key,
+                detail: format!("the store asks for fewer requests ({why}); try again later"),
+            };
+        }
         match (status, code.as_deref()) {
             (Some(404), _) | (_, Some("NoSuchKey" | "NotFound")) => {
                 StoreError::NotFound { store, key }
@@ -111,9 +143,17 @@ impl S3Store {
             (Some(412), _) | (_, Some("PreconditionFailed")) => {
                 StoreError::PreconditionFailed { store, key }
             }
-            (Some(403), _) | (_, Some("AccessDenied")) => {
-                StoreError::AccessDenied { store, key, detail }
-            }
+            (Some(403), _)
+            | (
+                _,
+                Some(
+                    "AccessDenied"
+                    | "InvalidAccessKeyId"
+                    | "SignatureDoesNotMatch"
+                    | "ExpiredToken"
+                    | "InvalidToken",
+                ),
+            ) => denied(access::refused(code.as_deref(), op, found.as_ref())),
             (Some(409), _) if op == "complete upload" => {
                 StoreError::PreconditionFailed { store, key }
             }
@@ -129,13 +169,40 @@ impl S3Store {
                     SdkError::DispatchFailure(_) | SdkError::TimeoutError(_)
                 ) =>
             {
-                StoreError::Unreachable { store, detail }
+                use aws_credential_types::provider::error::CredentialsError;
+                match access::credentials_error(&err) {
+                    // The chain looked everywhere and found nothing: nothing was sent.
+                    Some(CredentialsError::CredentialsNotLoaded(_)) => {
+                        denied(access::none_found(op))
+                    }
+                    Some(invalid @ CredentialsError::InvalidConfiguration(_)) => denied(format!(
+                        "the AWS credentials settings are invalid: {}",
+                        access::one_line(invalid)
+                    )),
+                    // Timed out, or the provider (instance metadata, SSO) failed: may pass.
+                    Some(other) => StoreError::Unreachable {
+                        store,
+                        detail: format!(
+                            "the credentials could not be fetched: {}",
+                            access::one_line(other)
+                        ),
+                    },
+                    None => StoreError::Unreachable {
+                        store,
+                        detail: access::one_line(&err),
+                    },
+                }
             }
             _ => StoreError::Other {
                 store,
                 op,
                 key,
-                detail,
+                detail: match (service.and_then(|e| e.message()), &code, status) {
+                    (Some(message), Some(code), _) => format!("{code}: {message}"),
+                    (None, Some(code), _) => code.clone(),
+                    (_, None, Some(status)) => format!("HTTP {status}"),
+                    _ => access::one_line(&err),
+                },
             },
         }
     }
