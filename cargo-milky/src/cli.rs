@@ -36,6 +36,9 @@ pub struct GlobalArgs {
     /// An S3-compatible endpoint such as http://127.0.0.1:9000 (also: AWS_ENDPOINT_URL); implies path-style
     #[arg(long, global = true, value_name = "URL")]
     pub endpoint_url: Option<String>,
+    /// Write even to a store that fails `cargo milky doctor`'s conditional-write checks, at your risk [default: $MILKY_ALLOW_UNSAFE_STORE=1, else [deploy] allow_unsafe_store]
+    #[arg(long, global = true)]
+    pub allow_unsafe_store: bool,
     /// Where the controller's [deploy] settings are read from
     #[arg(long, global = true, value_name = "FILE", default_value = "milky.toml")]
     pub config: std::path::PathBuf,

@@ -38,6 +38,10 @@ pub fn once_hooks(group: &GroupName, app: &AppName, version: &Version) -> String
     format!("groups/{group}/once/{app}/{version}/")
 }
 
+/// Where the controller's conditional-write probe (`doctor`, and the check before a command
+/// writes) puts its scratch objects.
+pub const STORE_PROBE_PREFIX: &str = "doctor";
+
 /// Where the conditional-write probe of a group's servers writes its scratch objects.
 pub fn once_probe_prefix(group: &GroupName) -> String {
     format!("groups/{group}/once")
