@@ -82,7 +82,7 @@ pub struct PackageEntry {
     pub signature: Option<String>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct IndexData {
     schema: Option<i64>,
@@ -102,7 +102,7 @@ struct IndexData {
 /// How many earlier versions the index remembers per group and app.
 pub const HISTORY_LEN: usize = 10;
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct AppData {
     #[serde(default)]
@@ -110,9 +110,14 @@ struct AppData {
 }
 
 /// The parsed index, with its original text kept for lossless edits.
+///
+/// Its typed form is parsed once and kept until the next edit: an agent pass or a command looks
+/// it up many times, and an index of thousands of versions takes milliseconds to parse. Every
+/// edit of `doc` goes through [`Index::doc_mut`], which drops the typed form.
 #[derive(Debug, Clone)]
 pub struct Index {
     doc: DocumentMut,
+    data: std::sync::OnceLock<IndexData>,
 }
 
 /// The outcome of recording an upload.
@@ -139,7 +144,10 @@ impl Index {
         doc.decor_mut().set_prefix(format!("{HEADER}\n"));
         doc["groups"] = implicit_table();
         doc["apps"] = implicit_table();
-        Self { doc }
+        Self {
+            doc,
+            data: std::sync::OnceLock::new(),
+        }
     }
 
     /// Parses and fully validates an index: TOML syntax, schema version, and every name in it.
@@ -150,60 +158,64 @@ impl Index {
         let doc: DocumentMut = text
             .parse()
             .map_err(|e: toml_edit::TomlError| IndexError::Malformed(e.to_string()))?;
-        let index = Self { doc };
-        index.data()?;
-        Ok(index)
+        let data = typed(&doc)?;
+        Ok(Self {
+            doc,
+            data: data.into(),
+        })
     }
 
-    fn data(&self) -> Result<IndexData, IndexError> {
-        let data: IndexData = toml::from_str(&self.doc.to_string())
-            .map_err(|e| IndexError::Malformed(e.to_string()))?;
-        match data.schema {
-            Some(SCHEMA) => Ok(data),
-            Some(found) => Err(IndexError::UnknownSchema { found }),
-            None => Err(IndexError::Malformed(
-                "the `schema = 1` line is missing".into(),
-            )),
-        }
-    }
-
-    fn data_unchecked(&self) -> IndexData {
+    /// The typed form, parsed on first use after the last edit.
+    fn data(&self) -> &IndexData {
         // Every constructor and edit keeps the document valid, so this cannot fail.
-        self.data().expect("index stays valid between edits")
+        self.data
+            .get_or_init(|| typed(&self.doc).expect("index stays valid between edits"))
+    }
+
+    /// The document, to edit: the typed form is parsed again on the next lookup.
+    fn doc_mut(&mut self) -> &mut DocumentMut {
+        self.data = std::sync::OnceLock::new();
+        &mut self.doc
     }
 
     /// Every group with the app → version it runs.
     pub fn groups(&self) -> BTreeMap<GroupName, BTreeMap<AppName, Version>> {
-        self.data_unchecked().groups
+        self.data().groups.clone()
     }
 
     /// Every group the index names: those that run apps, and those with an env or a history of
     /// versions.
     pub fn known_groups(&self) -> std::collections::BTreeSet<GroupName> {
-        let data = self.data_unchecked();
+        let data = self.data();
         data.groups
-            .into_keys()
-            .chain(data.env.into_keys())
-            .chain(data.history.into_keys())
+            .keys()
+            .chain(data.env.keys())
+            .chain(data.history.keys())
+            .cloned()
             .collect()
     }
 
     /// The apps and versions one group runs (empty if the group is unknown).
     pub fn group(&self, group: &GroupName) -> BTreeMap<AppName, Version> {
-        self.groups().remove(group).unwrap_or_default()
+        self.data().groups.get(group).cloned().unwrap_or_default()
     }
 
     /// Every app with its uploaded versions.
     pub fn apps(&self) -> BTreeMap<AppName, BTreeMap<Version, PackageEntry>> {
-        self.data_unchecked()
+        self.data()
             .apps
-            .into_iter()
-            .map(|(app, data)| (app, data.versions))
+            .iter()
+            .map(|(app, data)| (app.clone(), data.versions.clone()))
             .collect()
     }
 
+    /// The uploaded versions of one app, without copying the rest of the index.
+    pub fn versions(&self, app: &AppName) -> Option<&BTreeMap<Version, PackageEntry>> {
+        Some(&self.data().apps.get(app)?.versions)
+    }
+
     pub fn package(&self, app: &AppName, version: &Version) -> Option<PackageEntry> {
-        self.apps().remove(app)?.remove(version)
+        self.versions(app)?.get(version).cloned()
     }
 
     /// Records an uploaded package. The same bytes again are [`Added::AlreadyThere`], or
@@ -242,7 +254,7 @@ impl Index {
                 })
             };
         }
-        let versions = table_at(&mut self.doc, &["apps", app.as_str(), "versions"]);
+        let versions = table_at(self.doc_mut(), &["apps", app.as_str(), "versions"]);
         let mut row = Table::new();
         row["sha256"] = value(&entry.sha256);
         row["size"] = value(i64::try_from(entry.size).unwrap_or(i64::MAX));
@@ -269,7 +281,7 @@ impl Index {
                 known: self.known_versions(app),
             });
         }
-        let row = table_at(&mut self.doc, &["apps", app.as_str(), "versions"])
+        let row = table_at(self.doc_mut(), &["apps", app.as_str(), "versions"])
             .get_mut(version.as_str())
             .and_then(Item::as_table_like_mut)
             .expect("a listed version has a table");
@@ -288,8 +300,7 @@ impl Index {
     }
 
     fn known_versions(&self, app: &AppName) -> String {
-        self.apps()
-            .remove(app)
+        self.versions(app)
             .map(|versions| {
                 versions
                     .keys()
@@ -324,29 +335,29 @@ impl Index {
             history.truncate(HISTORY_LEN);
             self.set_history(group, app, &history);
         }
-        let apps = table_at(&mut self.doc, &["groups", group.as_str()]);
+        let apps = table_at(self.doc_mut(), &["groups", group.as_str()]);
         apps.insert(app.as_str(), value(version.as_str()));
         Ok(previous)
     }
 
     /// The generation of `app`'s env in `group` (0: none set).
     pub fn env_generation(&self, group: &GroupName, app: &AppName) -> u64 {
-        self.data_unchecked()
+        self.data()
             .env
-            .remove(group)
-            .and_then(|mut apps| apps.remove(app))
+            .get(group)
+            .and_then(|apps| apps.get(app).copied())
             .unwrap_or(0)
     }
 
     /// Every app's env generation in `group`.
     pub fn env_generations(&self, group: &GroupName) -> BTreeMap<AppName, u64> {
-        self.data_unchecked().env.remove(group).unwrap_or_default()
+        self.data().env.get(group).cloned().unwrap_or_default()
     }
 
     /// Records a new env generation; an older one never replaces a newer.
     pub fn set_env_generation(&mut self, group: &GroupName, app: &AppName, generation: u64) {
         if generation > self.env_generation(group, app) {
-            let table = table_at(&mut self.doc, &["env", group.as_str()]);
+            let table = table_at(self.doc_mut(), &["env", group.as_str()]);
             table.insert(
                 app.as_str(),
                 value(i64::try_from(generation).unwrap_or(i64::MAX)),
@@ -356,15 +367,15 @@ impl Index {
 
     /// The versions `group` ran of `app` before the current one, most recent first.
     pub fn history(&self, group: &GroupName, app: &AppName) -> Vec<Version> {
-        self.data_unchecked()
+        self.data()
             .history
-            .remove(group)
-            .and_then(|mut apps| apps.remove(app))
+            .get(group)
+            .and_then(|apps| apps.get(app).cloned())
             .unwrap_or_default()
     }
 
     fn set_history(&mut self, group: &GroupName, app: &AppName, history: &[Version]) {
-        let table = table_at(&mut self.doc, &["history", group.as_str()]);
+        let table = table_at(self.doc_mut(), &["history", group.as_str()]);
         let mut array = toml_edit::Array::new();
         history.iter().for_each(|v| array.push(v.as_str()));
         table.insert(app.as_str(), value(array));
@@ -399,7 +410,7 @@ impl Index {
                 continue;
             }
             self.set_history(group, app, &history);
-            table_at(&mut self.doc, &["groups", group.as_str()])
+            table_at(self.doc_mut(), &["groups", group.as_str()])
                 .insert(app.as_str(), value(candidate.as_str()));
             return Ok(Rollback {
                 from: current,
@@ -422,7 +433,7 @@ impl Index {
                 app: app.clone(),
             });
         };
-        table_at(&mut self.doc, &["groups", group.as_str()]).remove(app.as_str());
+        table_at(self.doc_mut(), &["groups", group.as_str()]).remove(app.as_str());
         Ok(version)
     }
 }
@@ -456,6 +467,19 @@ fn passed_over(never_served: &[Version]) -> String {
         },
         list.join(", ")
     )
+}
+
+/// The typed form of a document, with its schema checked.
+fn typed(doc: &DocumentMut) -> Result<IndexData, IndexError> {
+    let data: IndexData =
+        toml::from_str(&doc.to_string()).map_err(|e| IndexError::Malformed(e.to_string()))?;
+    match data.schema {
+        Some(SCHEMA) => Ok(data),
+        Some(found) => Err(IndexError::UnknownSchema { found }),
+        None => Err(IndexError::Malformed(
+            "the `schema = 1` line is missing".into(),
+        )),
+    }
 }
 
 fn implicit_table() -> Item {
