@@ -19,7 +19,7 @@ pub enum Cargo {
     version,
     about,
     long_about,
-    after_help = "Examples:\n  cargo milky init\n  cargo milky upload --new-group --group stable ./myapp\n  cargo milky version stable myapp v1022\n  cargo milky remove stable oldapp\n  cargo milky info\n  cargo milky status\n  cargo milky logs stable --since 1h"
+    after_help = "Examples:\n  cargo milky init\n  cargo milky upload --new-group --group stable ./myapp\n  cargo milky version stable myapp v1022\n  cargo milky remove stable oldapp\n  cargo milky info\n  cargo milky status\n  cargo milky prune --dry-run\n  cargo milky logs stable --since 1h"
 )]
 pub struct MilkyArgs {
     #[command(flatten)]
@@ -61,6 +61,7 @@ pub enum Command {
     Status(commands::status::StatusArgs),
     Rollback(commands::rollback::RollbackArgs),
     Promote(commands::promote::PromoteArgs),
+    Prune(commands::prune::PruneArgs),
     Hosts(commands::hosts::HostsArgs),
     Hooks(commands::hooks::HooksArgs),
     Doctor(commands::doctor::DoctorArgs),

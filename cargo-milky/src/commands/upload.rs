@@ -197,6 +197,7 @@ pub async fn run(args: UploadArgs, global: &GlobalArgs, printer: Printer) -> any
             )),
             _ => {}
         }
+        super::prune::after_upload(&store, &written, printer).await;
         (previous, signed_by)
     };
     let outcome = Outcome {

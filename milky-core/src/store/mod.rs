@@ -172,6 +172,18 @@ pub struct ObjectInfo {
     pub sha256: Option<String>,
 }
 
+/// An object as a listing shows it: enough to tell whether it changed, how big and how old it is,
+/// without reading it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Listed {
+    pub key: String,
+    pub size: u64,
+    /// Changes whenever the object does: S3's ETag; for a local store, inode, size and mtime.
+    pub tag: String,
+    /// When it was last written, if the store says.
+    pub modified: Option<std::time::SystemTime>,
+}
+
 /// Called with the number of bytes moved so far.
 pub type Progress<'a> = &'a (dyn Fn(u64) + Send + Sync);
 
@@ -301,6 +313,14 @@ impl Store {
         match self {
             Store::S3(s) => s.list(prefix).await,
             Store::Local(l) => l.list(prefix),
+        }
+    }
+
+    /// As [`Store::list`], with each object's size, change tag and time: one listing, no reads.
+    pub async fn list_entries(&self, prefix: &str) -> Result<Vec<Listed>, StoreError> {
+        match self {
+            Store::S3(s) => s.list_entries(prefix).await,
+            Store::Local(l) => l.list_entries(prefix),
         }
     }
 

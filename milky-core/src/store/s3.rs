@@ -15,7 +15,7 @@ use aws_sdk_s3::types::{ChecksumMode, CompletedMultipartUpload, CompletedPart};
 use md5::{Digest, Md5};
 use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
 
-use super::{Condition, Fetched, Object, ObjectInfo, Progress, StoreError, backoff};
+use super::{Condition, Fetched, Listed, Object, ObjectInfo, Progress, StoreError, backoff};
 
 /// Files above this size go up in parts of this size.
 const PART_SIZE: u64 = 16 * 1024 * 1024;
@@ -725,6 +725,38 @@ impl S3Store {
         }
         keys.sort();
         Ok(keys)
+    }
+
+    pub async fn list_entries(&self, prefix: &str) -> Result<Vec<Listed>, StoreError> {
+        let full_prefix = self.key(prefix);
+        let strip = if self.prefix.is_empty() {
+            0
+        } else {
+            self.prefix.len() + 1
+        };
+        let mut pages = self
+            .client
+            .list_objects_v2()
+            .bucket(&self.bucket)
+            .prefix(&full_prefix)
+            .into_paginator()
+            .send();
+        let mut entries = Vec::new();
+        while let Some(page) = pages.next().await {
+            let page = page.map_err(|err| self.error("list", prefix, err))?;
+            entries.extend(page.contents().iter().filter_map(|o| {
+                Some(Listed {
+                    key: o.key()?[strip..].to_owned(),
+                    size: o.size().and_then(|s| u64::try_from(s).ok()).unwrap_or(0),
+                    tag: o.e_tag().unwrap_or_default().to_owned(),
+                    modified: o
+                        .last_modified()
+                        .and_then(|t| std::time::SystemTime::try_from(*t).ok()),
+                })
+            }));
+        }
+        entries.sort_by(|a, b| a.key.cmp(&b.key));
+        Ok(entries)
     }
 
     pub async fn list_dirs(&self, prefix: &str) -> Result<Vec<String>, StoreError> {
