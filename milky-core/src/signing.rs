@@ -551,6 +551,7 @@ mod tests {
             size: 4096,
             uploaded: "2026-11-25T04:25:00Z".into(),
             signature: None,
+            python: None,
         }
     }
     fn signed(key: &SecretKey, app_name: &str, version: &str) -> PackageEntry {

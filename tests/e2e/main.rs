@@ -12,5 +12,6 @@ mod harden;
 mod init;
 mod install;
 mod logs;
+mod python;
 mod rollout;
 mod signing;

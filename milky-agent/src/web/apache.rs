@@ -71,6 +71,11 @@ impl WebStack {
                 "log_dir": dir.join("logs"),
                 "port": self.slot_port(&site.name, slot)?,
                 "modules_dir": self.settings.apache_modules_dir,
+                "wsgi_module": site.python.as_ref().map_or_else(
+                    || self.settings.apache_modules_dir.join("mod_wsgi.so"),
+                    |p| p.module.clone(),
+                ),
+                "libpython": site.python.as_ref().map(|p| &p.libpython),
                 "user": self.settings.apache_user,
                 "group": self.settings.apache_group,
                 "shutdown_timeout_secs": self.settings.timeouts.stop.as_secs().max(1),
@@ -317,6 +322,19 @@ mod tests {
         ] {
             assert!(conf.contains(&want), "{want:?} missing from:\n{conf}");
         }
+        assert!(conf.contains("/mod_wsgi.so\n"), "{conf}");
+        assert!(!conf.contains("LoadFile"), "{conf}");
+        // An app on another Python loads that Python's libpython, then the mod_wsgi built for it.
+        let mut other = site(&release);
+        other.python = Some(crate::python::WsgiModule {
+            module: "/var/lib/milky/python/mod_wsgi/py3.13.0-ab/mod_wsgi.so".into(),
+            libpython: "/opt/python3.13/lib/libpython3.13.so.1.0".into(),
+        });
+        let conf = stack.render_apache(&other, Slot::Green).unwrap();
+        assert!(
+            conf.contains("LoadFile /opt/python3.13/lib/libpython3.13.so.1.0\nLoadModule wsgi_module /var/lib/milky/python/mod_wsgi/py3.13.0-ab/mod_wsgi.so\n"),
+            "{conf}"
+        );
         // The other slot has the other port of the pair.
         let blue = stack.render_apache(&site(&release), Slot::Blue).unwrap();
         assert!(blue.contains(&format!("Listen 127.0.0.1:{}\n", port - 1)));
