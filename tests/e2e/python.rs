@@ -6,6 +6,11 @@
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+
+use milky_dev_support::http_get;
 
 use milky_tests::agent::Agent;
 use milky_tests::django::fixture_project;
@@ -98,23 +103,98 @@ fn installed(venv: &Path) -> BTreeSet<(String, String)> {
         .collect()
 }
 
+/// `upload --wheels` of `project` as `version`, the wheels fetched for CPython `python` on
+/// manylinux by a 3.11 pip (and the lock exported by uv): the server installs them offline.
+fn upload_with_wheels(ctx: &TestContext, project: &Path, version: &str, python: &str) {
+    milky_tests::django::set_fixture_version(project, version);
+    let args = [
+        "upload",
+        "--new-group",
+        "-g",
+        "stable",
+        "--version",
+        version,
+        "--level",
+        "1",
+        "--wheels",
+        "--python",
+    ];
+    let out = ctx
+        .milky_command(project, &args)
+        .arg(tools_python())
+        .env("PATH", uv_on_path(ctx.dir.path()))
+        .output()
+        .unwrap();
+    assert_success(&out, &format!("upload {version} with wheels for {python}"));
+    let said = format!("CPython {python} on manylinux");
+    assert!(stderr(&out).contains(&said), "{}", stderr(&out));
+}
+
+/// Requests in a loop through a server's nginx, counted, until stopped.
+struct Load {
+    stop: Arc<AtomicBool>,
+    counts: Arc<(AtomicU64, AtomicU64)>,
+    workers: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl Load {
+    fn start(port: u16, host: &'static str) -> Self {
+        let stop = Arc::new(AtomicBool::new(false));
+        let counts = Arc::new((AtomicU64::new(0), AtomicU64::new(0)));
+        let workers = (0..2)
+            .map(|_| {
+                let (stop, counts) = (stop.clone(), counts.clone());
+                std::thread::spawn(move || {
+                    let start = std::time::Instant::now();
+                    // Bounded in time whatever happens to the test.
+                    while !stop.load(Ordering::Relaxed)
+                        && start.elapsed() < Duration::from_secs(300)
+                    {
+                        match http_get(port, host, "/") {
+                            Ok(r) if r.status == 200 => counts.0.fetch_add(1, Ordering::Relaxed),
+                            _ => counts.1.fetch_add(1, Ordering::Relaxed),
+                        };
+                    }
+                })
+            })
+            .collect();
+        Self {
+            stop,
+            counts,
+            workers,
+        }
+    }
+
+    /// Requests that succeeded and that failed.
+    fn stop(self) -> (u64, u64) {
+        self.stop.store(true, Ordering::Relaxed);
+        for worker in self.workers {
+            worker.join().unwrap();
+        }
+        (
+            self.counts.0.load(Ordering::Relaxed),
+            self.counts.1.load(Ordering::Relaxed),
+        )
+    }
+}
+
 fn normalize(name: &str) -> String {
     name.to_lowercase().replace('_', "-")
 }
 
 #[test]
-fn apps_on_two_pythons_share_a_server_and_a_missing_python_is_refused() {
+fn apps_on_two_pythons_share_a_server_switch_python_and_a_missing_python_is_refused() {
     let ctx = TestContext::new();
     let py313 = test_python("3.13");
     let py312 = test_python("3.12");
 
-    // A uv project on Django 6 (which needs Python >= 3.12), pinned to 3.13, locked.
+    // A uv project on Django 6 (which needs Python >= 3.12), pinned to 3.12 first, locked.
     let modern = project(&ctx, "modern");
     write(
         &modern.join("pyproject.toml"),
         "[project]\nname = \"modern\"\nversion = \"1\"\nrequires-python = \">=3.12\"\ndependencies = [\"django>=6,<7\"]\n",
     );
-    write(&modern.join(".python-version"), "3.13.0\n");
+    write(&modern.join(".python-version"), "3.12.1\n");
     let out = Command::new(uv())
         .args(["lock", "--quiet"])
         .current_dir(&modern)
@@ -125,38 +205,12 @@ fn apps_on_two_pythons_share_a_server_and_a_missing_python_is_refused() {
         .unwrap();
     assert_success(&out, "uv lock");
     let manifest = init(&ctx, &modern, "modern");
-    assert!(manifest.contains("python = \"3.13\""), "{manifest}");
+    assert!(manifest.contains("python = \"3.12\""), "{manifest}");
     assert!(
         manifest.contains("requirements = \"uv.lock\""),
         "{manifest}"
     );
-    // Wheels for 3.13 on manylinux, fetched by a 3.11 pip: the server installs them offline.
-    let out = ctx
-        .milky_command(
-            &modern,
-            &[
-                "upload",
-                "--new-group",
-                "-g",
-                "stable",
-                "--version",
-                "v1",
-                "--level",
-                "1",
-                "--wheels",
-                "--python",
-            ],
-        )
-        .arg(tools_python())
-        .env("PATH", uv_on_path(ctx.dir.path()))
-        .output()
-        .unwrap();
-    assert_success(&out, "upload modern with wheels for 3.13");
-    assert!(
-        stderr(&out).contains("CPython 3.13 on manylinux"),
-        "{}",
-        stderr(&out)
-    );
+    upload_with_wheels(&ctx, &modern, "v1", "3.12");
 
     // Django 5.2 from a requirements file, on the server's default Python (3.11).
     let classic = project(&ctx, "classic");
@@ -183,7 +237,7 @@ fn apps_on_two_pythons_share_a_server_and_a_missing_python_is_refused() {
     let page = agent.get("modern", "/");
     assert_eq!(page.status, 200, "{}", page.body);
     assert!(
-        page.body.starts_with("python 3.13 django 6."),
+        page.body.starts_with("python 3.12 django 6."),
         "{}",
         page.body
     );
@@ -201,12 +255,12 @@ fn apps_on_two_pythons_share_a_server_and_a_missing_python_is_refused() {
     };
     let modern_conf = conf("modern");
     assert!(
-        modern_conf.contains("LoadFile /opt/milky-test-py313/lib/libpython3.13.so"),
+        modern_conf.contains("LoadFile /opt/milky-test-py312/lib/libpython3.12.so"),
         "{modern_conf}"
     );
     assert!(
         modern_conf.contains(&format!(
-            "LoadModule wsgi_module {}/py3.13.0-",
+            "LoadModule wsgi_module {}/py3.12.1-",
             mod_wsgi_cache().display()
         )),
         "{modern_conf}"
@@ -225,6 +279,33 @@ fn apps_on_two_pythons_share_a_server_and_a_missing_python_is_refused() {
         assert!(gated.contains(name), "{name} is locked but not installed");
     }
     assert!(installed.iter().any(|(name, _)| name == "django"));
+
+    // The app moves to 3.13 while requests keep coming: none fails.
+    let load = Load::start(agent.front, "modern");
+    let text = std::fs::read_to_string(modern.join("milky.toml")).unwrap();
+    std::fs::write(
+        modern.join("milky.toml"),
+        text.replace("python = \"3.12\"", "python = \"3.13\""),
+    )
+    .unwrap();
+    upload_with_wheels(&ctx, &modern, "v2", "3.13");
+    assert_success(&agent.sync(), "sync to v2 on 3.13");
+    let (ok, failed) = load.stop();
+    eprintln!("requests during the switch from 3.12 to 3.13: {ok} ok, {failed} failed");
+    assert!(ok > 0, "the load loop ran");
+    assert_eq!(failed, 0, "no request failed while the app changed Python");
+    let page = agent.get("modern", "/");
+    assert!(
+        page.body.starts_with("python 3.13 django 6."),
+        "{}",
+        page.body
+    );
+    let green =
+        std::fs::read_to_string(agent.root.join("web/apache/modern/green/httpd.conf")).unwrap();
+    assert!(
+        green.contains("LoadFile /opt/milky-test-py313/lib/libpython3.13.so"),
+        "{green}"
+    );
 
     // A release that asks for a Python this server lacks: refused before download, v1 serves.
     let text = std::fs::read_to_string(classic.join("milky.toml")).unwrap();
