@@ -3,7 +3,7 @@
 //! runs (its pid file and `slot.toml`).
 
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -15,6 +15,9 @@ use super::process::{
 };
 use super::templates::{APACHE_SLOT, APACHE_WSGI};
 use super::{AppSite, Slot, WebError, WebStack, validate};
+
+/// A stop of the old slot slower than this is logged as a warning with what it waited for.
+const SLOW_STOP: Duration = Duration::from_secs(5);
 
 /// What the agent recorded when it started a slot (`slot.toml`): which release it runs.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -214,13 +217,31 @@ impl WebStack {
         if !self.is_running(app, slot)? {
             return Ok(());
         }
+        // Each wait is bounded (nginx's own shutdown, the drain timeout, the stop timeout);
+        // what each took is logged, so a slow switch says what it waited for.
+        let started = Instant::now();
         self.drain_nginx()?;
+        let nginx = started.elapsed();
         let port = match self.slot_info(app, slot)? {
             Some(info) => info.port,
             None => self.slot_port(app, slot)?,
         };
+        let started = Instant::now();
         self.wait_for_requests_to_end(app, slot, port);
-        self.stop_slot_now(app, slot)
+        let connections = started.elapsed();
+        let started = Instant::now();
+        self.stop_slot_now(app, slot)?;
+        let stop = started.elapsed();
+        let total = nginx + connections + stop;
+        if total > SLOW_STOP {
+            tracing::warn!(
+                app, %slot, ?nginx, ?connections, ?stop,
+                "stopping the old slot took {total:.1?}: {nginx:.1?} waiting for nginx's old workers to exit, {connections:.1?} for connections to the slot to close, {stop:.1?} for Apache's graceful stop (requests still running, or threads of the app keeping mod_wsgi's daemons alive)"
+            );
+        } else {
+            tracing::info!(app, %slot, ?nginx, ?connections, ?stop, "old slot stopped");
+        }
+        Ok(())
     }
 
     /// Waits until no connection to `port` is open. nginx opens one for each request it proxies
