@@ -262,3 +262,50 @@ fn check_dependencies(dir: &Path, app: &milky_core::project::AppSettings) -> any
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use milky_core::ProjectConfig;
+
+    use super::*;
+
+    fn app(requirements: &str) -> milky_core::project::AppSettings {
+        ProjectConfig::parse(&format!(
+            "[app]\nname = \"shop\"\nwsgi = \"a:b\"\nrequirements = \"{requirements}\"\n"
+        ))
+        .unwrap()
+        .app
+    }
+
+    #[test]
+    fn a_package_whose_servers_would_install_nothing_is_refused_with_the_fix() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        // No dependencies anywhere: nothing to install, nothing refused.
+        check_dependencies(root, &app("requirements.txt")).unwrap();
+        std::fs::write(
+            root.join("pyproject.toml"),
+            "[project]\nname = \"shop\"\ndependencies = [\"django\"]\n",
+        )
+        .unwrap();
+        let err = check_dependencies(root, &app("requirements.txt"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("`uv lock`") && err.contains("requirements.txt"),
+            "{err}"
+        );
+        let err = check_dependencies(root, &app("uv.lock"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("run `uv lock`"), "{err}");
+        std::fs::write(root.join("uv.lock"), "version = 1\n").unwrap();
+        check_dependencies(root, &app("uv.lock")).unwrap();
+        std::fs::write(root.join("requirements.txt"), "django\n").unwrap();
+        check_dependencies(root, &app("requirements.txt")).unwrap();
+        let err = check_dependencies(root, &app("requirements/prod.txt"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("does not exist"), "{err}");
+    }
+}

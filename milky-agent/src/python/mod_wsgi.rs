@@ -69,11 +69,20 @@ pub fn module_for(
             format!("{what}: building it needs Apache's apxs\n  fix: apt-get install apache2-dev")
         })?;
     tracing::info!(python = %python.path.display(), "building {MOD_WSGI} for it (once)");
-    // Per process: agents of several servers (tests) may share `home`.
-    let building = home.join(format!("{key}.building-{}", std::process::id()));
-    if building.exists() {
-        fs_err::remove_dir_all(&building)?; // a build a killed pass left half done
+    // Per process: agents of several servers (tests) may share `home`. What a killed pass
+    // left half built goes first.
+    let prefix = format!("{key}.building-");
+    for entry in std::fs::read_dir(home).into_iter().flatten().flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let alive = name
+            .strip_prefix(&prefix)
+            .and_then(|pid| pid.parse::<u32>().ok())
+            .map(|pid| pid != std::process::id() && Path::new(&format!("/proc/{pid}")).exists());
+        if alive == Some(false) {
+            fs_err::remove_dir_all(entry.path())?;
+        }
     }
+    let building = home.join(format!("{prefix}{}", std::process::id()));
     fs_err::create_dir_all(&building)?;
     let venv = building.join("venv");
     let lib_dir = libpython.parent().unwrap_or(Path::new("/"));
