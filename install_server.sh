@@ -2,14 +2,20 @@
 # install_server.sh: sets up a Debian 12 / Ubuntu 22.04+ server to run milky-agent.
 #
 # Idempotent: run it again with the same arguments and it changes nothing (and says so); run it
-# with a new --agent to upgrade the binary. Talks to the network only through apt and the URL
-# given with --agent. The files it writes are kept identical to packaging/ (the .deb ships the
+# with a new --agent to upgrade the binary. Talks to the network only through apt, the URL
+# given with --agent, and PyPI (pip installs uv; uv installs a Python apt does not have). The files it writes are kept identical to packaging/ (the .deb ships the
 # same ones) by tests/e2e/install.rs.
 set -euo pipefail
 
 readonly PACKAGES=(nginx apache2 libapache2-mod-wsgi-py3 python3-venv)
 # Installed by hand, not by the package manager: /usr/local (the .deb uses /usr/bin).
 readonly BIN=/usr/local/bin/milky-agent
+# The uv the agent makes venvs and installs with (its default [python] uv: tools/bin/uv in its
+# state dir), from PyPI like its pip.
+readonly UV_REQUIREMENT="uv==0.13.8"
+readonly TOOLS=/var/lib/milky/tools
+# Pythons apt does not have: uv-managed CPythons, with a stable link per version in bin/.
+readonly UV_PYTHONS=/opt/milky/python
 
 usage() {
     cat <<'EOF'
@@ -23,6 +29,10 @@ Sets up this Debian 12 / Ubuntu 22.04+ server for milky-agent, as root:
   - writes /etc/milky/agent.toml from the options (kept if it exists, unless --force),
     and /etc/milky/agent.toml.example with every setting
   - creates /srv/milky/apps and /var/lib/milky (mode 0755)
+  - installs uv (from PyPI) into /var/lib/milky/tools, where the agent looks for it
+  - with --python: apache2-dev and gcc (the agent builds mod_wsgi for other Pythons), and each
+    Python: the distribution's python3.X (with -dev and -venv) where apt has it, else a
+    uv-managed CPython under /opt/milky/python; listed in agent.toml's [python] interpreters
   - runs the agent at boot and every 5 minutes: milky-agent.timer where systemd runs,
     else /etc/cron.d/milky-agent (log: /var/log/milky-agent.log)
 
@@ -37,6 +47,8 @@ Options:
   --trusted-key KEY     a public key (`cargo milky keygen` prints it: milky-ed25519 ID BASE64)
                         whose signature packages must carry; repeat for several keys. Without
                         one, packages are not verified (see README, "Signed packages")
+  --python X.Y          a Python apps may ask for (`[app] python`), e.g. 3.13; repeat for
+                        several. Run again later with only --python to add one
   --force               overwrite an existing /etc/milky/agent.toml
   --scheduler KIND      auto (default), systemd or cron: how the agent is run
   --root DIR            install into DIR instead of / (every path prefixed; apt and systemctl
@@ -48,6 +60,7 @@ Examples:
   install_server.sh --store s3://my-bucket/milky --group unstable --host web-7 \
       --agent https://downloads.example.com/milky-agent-x86_64
   install_server.sh --agent ./milky-agent      # upgrade the binary only
+  install_server.sh --python 3.13              # add Python 3.13 for the apps that ask for it
 EOF
 }
 
@@ -59,6 +72,7 @@ HOST=""
 ENDPOINT=""
 LISTEN=""
 TRUSTED_KEYS=()
+PYTHONS=()
 FORCE=0
 SCHEDULER=auto
 CHANGES=0
@@ -144,6 +158,11 @@ while [[ $# -gt 0 ]]; do
         TRUSTED_KEYS+=("$2")
         shift
         ;;
+    --python)
+        need_value "$@"
+        PYTHONS+=("$2")
+        shift
+        ;;
     --scheduler)
         need_value "$@"
         SCHEDULER=$2
@@ -177,6 +196,9 @@ endpoint_re='^https?://[]A-Za-z0-9.:[-]+(/[A-Za-z0-9._/-]*)?$'
 [[ -z $LISTEN || $LISTEN =~ ^([0-9]{1,3}(\.[0-9]{1,3}){3}|\[[0-9A-Fa-f:.]+\]):[0-9]{1,5}$ ]] ||
     die "--listen must be IPV4:PORT or [IPV6]:PORT, not '$LISTEN'"
 [[ $SCHEDULER =~ ^(auto|systemd|cron)$ ]] || die "--scheduler must be auto, systemd or cron"
+for version in "${PYTHONS[@]}"; do
+    [[ $version =~ ^3\.[0-9]{1,2}$ ]] || die "--python must be a Python 3 series such as 3.13, not '$version'"
+done
 key_re='^milky-ed25519 [0-9a-f]{16} [A-Za-z0-9+/]{43}=( [A-Za-z0-9._@ -]*)?$'
 for key in "${TRUSTED_KEYS[@]}"; do
     [[ $key =~ $key_re ]] ||
@@ -394,7 +416,8 @@ packaging_agent_toml_example() {
 # drain_timeout = "30s"
 
 # [releases]
-# The Python mod_wsgi is linked against: app venvs are made with it.
+# The default Python: apps that ask for none ([app] python) run on it, with the distribution's
+# mod_wsgi, which must be built for it.
 # python = "/usr/bin/python3"
 # Releases kept on disk per app (the live one included), so switching back needs no download.
 # keep = 3
@@ -419,6 +442,20 @@ packaging_agent_toml_example() {
 # service_commands = "2m"
 # A pass holding the run lock longer than this is reported as stuck by the passes it blocks.
 # stuck_pass = "2h"
+
+# [python]
+# Pythons apps may ask for ([app] python), besides the default; `install_server.sh --python 3.13`
+# installs one and lists it here. For another Python the agent builds mod_wsgi once (needs
+# apache2-dev and gcc).
+# interpreters = ["/usr/bin/python3.13"]
+# Also offer CPython installs found in /usr/bin, /usr/local/bin, /opt/*/bin, /opt/*/*/bin.
+# discover = true
+# The uv that makes venvs and installs (default: tools/bin/uv in the state dir); none: pip.
+# uv = "/var/lib/milky/tools/bin/uv"
+# uv's cache, shared by every release (default: uv-cache in the state dir).
+# cache = "/var/lib/milky/uv-cache"
+# Where the mod_wsgi built per Python is kept (default: python/mod_wsgi in the state dir).
+# mod_wsgi_dir = "/var/lib/milky/python/mod_wsgi"
 
 # [logs]
 # Ship nginx's, Apache's, the hooks' and the agent's logs to logs/<group>/<host>/ in the store.
@@ -470,6 +507,9 @@ step_packages() {
     fi
     if [[ $SCHEDULER == cron ]]; then
         wanted+=(cron)
+    fi
+    if [[ ${#PYTHONS[@]} -gt 0 ]]; then
+        wanted+=(apache2-dev gcc)
     fi
     if [[ -n $ROOT ]]; then
         skipped "apt (--root): ${wanted[*]} are neither checked nor installed"
@@ -600,6 +640,11 @@ step_config() {
         say ""
         say "[web]"
         say "listen = \"${LISTEN:-0.0.0.0:80}\""
+        if [[ ${#PYTHONS[@]} -gt 0 ]]; then
+            say ""
+            say "[python]"
+            say "interpreters = [$(interpreter_list)]"
+        fi
         if [[ ${#TRUSTED_KEYS[@]} -gt 0 ]]; then
             say ""
             say "[signing]"
@@ -613,6 +658,104 @@ step_config() {
         return
     fi
     put_file "$TMP/agent.toml" /etc/milky/agent.toml 0600
+}
+
+# The executable of Python X.Y on this server: the distribution's, where apt has (or had) it,
+# else the link to the uv-managed one. Decided once per run (apt-cache takes seconds).
+declare -A PYTHON_PATH=()
+resolve_python_paths() {
+    local version
+    for version in "${PYTHONS[@]}"; do
+        if [[ -x /usr/bin/python$version ]] || apt_has "python$version"; then
+            PYTHON_PATH[$version]=/usr/bin/python$version
+        else
+            PYTHON_PATH[$version]=$UV_PYTHONS/bin/python$version
+        fi
+    done
+}
+python_path() { printf '%s' "${PYTHON_PATH[$1]}"; }
+
+apt_has() {
+    command -v apt-cache >/dev/null &&
+        apt-cache policy "$1" 2>/dev/null | grep -q 'Candidate: [0-9]'
+}
+
+# "a", "b" of every --python's executable, for a TOML array.
+interpreter_list() {
+    local version sep=""
+    for version in "${PYTHONS[@]}"; do
+        printf '%s"%s"' "$sep" "$(python_path "$version")"
+        sep=", "
+    done
+}
+
+step_uv() {
+    say "uv (the agent's installer)"
+    if [[ -x $(target "$TOOLS/bin/uv") ]]; then
+        unchanged "$TOOLS/bin/uv"
+        return
+    fi
+    if [[ -n $ROOT ]]; then
+        skipped "uv (--root): would pip install $UV_REQUIREMENT into $TOOLS"
+        return
+    fi
+    python3 -m venv "$TOOLS" || die "python3 -m venv $TOOLS failed (is python3-venv installed?)"
+    "$TOOLS/bin/pip" install --quiet --disable-pip-version-check "$UV_REQUIREMENT" ||
+        die "pip install $UV_REQUIREMENT failed: the agent falls back to pip, but uv.lock projects need uv"
+    changed "$TOOLS/bin/uv installed ($("$TOOLS/bin/uv" --version))"
+}
+
+step_pythons() {
+    [[ ${#PYTHONS[@]} -gt 0 ]] || return 0
+    say "Pythons for apps: ${PYTHONS[*]}"
+    local version path
+    for version in "${PYTHONS[@]}"; do
+        path=$(python_path "$version")
+        if [[ -x $(target "$path") ]]; then
+            unchanged "Python $version: $path"
+        elif [[ -n $ROOT ]]; then
+            skipped "Python $version (--root): would install $path"
+        elif [[ $path == /usr/bin/* ]]; then
+            DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+                "python$version" "python$version-dev" "python$version-venv"
+            changed "Python $version: $path (apt)"
+        else
+            [[ -x $TOOLS/bin/uv ]] || die "installing Python $version needs uv ($TOOLS/bin/uv)"
+            UV_PYTHON_INSTALL_DIR=$UV_PYTHONS UV_PYTHON_BIN_DIR=$UV_PYTHONS/bin \
+                "$TOOLS/bin/uv" python install --no-config "$version" ||
+                die "uv python install $version failed (it downloads from GitHub: is it reachable?)"
+            [[ -x $path ]] || die "uv installed Python $version, but $path is not there"
+            chmod -R a+rX "$UV_PYTHONS"
+            changed "Python $version: $path (uv-managed)"
+        fi
+    done
+    step_python_config
+}
+
+# Lists each --python's executable in an existing agent.toml's [python] interpreters (the one
+# step_config writes lists them already).
+step_python_config() {
+    local config path version line
+    config=$(target /etc/milky/agent.toml)
+    [[ -f $config ]] || return 0
+    for version in "${PYTHONS[@]}"; do
+        path=$(python_path "$version")
+        if grep -qF "\"$path\"" "$config"; then
+            unchanged "/etc/milky/agent.toml lists $path"
+            continue
+        fi
+        line=$(grep -n '^interpreters *= *\[' "$config" | head -n 1 | cut -d: -f1)
+        if [[ -n $line ]]; then
+            sed -n "${line}p" "$config" | grep -q '\]' ||
+                die "/etc/milky/agent.toml: [python] interpreters spans several lines; add \"$path\" to it by hand"
+            sed "${line}s|\]|, \"$path\"]|; ${line}s|\[, |[|" "$config" >"$TMP/agent.toml.python"
+        elif grep -q '^\[python\]' "$config"; then
+            sed "/^\[python\]/a interpreters = [\"$path\"]" "$config" >"$TMP/agent.toml.python"
+        else
+            { cat -- "$config"; printf '\n[python]\ninterpreters = ["%s"]\n' "$path"; } >"$TMP/agent.toml.python"
+        fi
+        put_file "$TMP/agent.toml.python" /etc/milky/agent.toml 0600
+    done
 }
 
 step_scheduler() {
@@ -674,12 +817,15 @@ if [[ -z $ROOT ]] && dpkg-query -W -f='${Status}' milky-agent 2>/dev/null | grep
     warn "the milky-agent .deb is installed too; the files written here take precedence over it"
 fi
 
+resolve_python_paths
 step_packages
 fetch_agent
 step_distro_services
 step_directories
 step_agent_binary
 step_config
+step_uv
+step_pythons
 step_scheduler
 
 if ((CHANGES == 0)); then

@@ -12,6 +12,9 @@
 //!
 //! [limits]
 //! once_hooks = "30m"
+//!
+//! [python]
+//! interpreters = ["/opt/python3.13/bin/python3.13"]
 //! ```
 
 use std::net::SocketAddr;
@@ -59,6 +62,8 @@ pub struct AgentConfig {
     pub signing: Signing,
     #[serde(default)]
     pub limits: Limits,
+    #[serde(default)]
+    pub python: Python,
 }
 
 /// How long each kind of step may run. A step still running at its limit is ended with every
@@ -94,6 +99,39 @@ impl Default for Limits {
             install: Duration::from_secs(30 * MINUTE),
             service_commands: Duration::from_secs(2 * MINUTE),
             stuck_pass: Duration::from_secs(2 * 60 * MINUTE),
+        }
+    }
+}
+
+/// The Pythons apps may run on (`[app] python`), besides `[releases] python`, the default.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Python {
+    /// Interpreters to offer, e.g. `["/opt/python3.13/bin/python3.13"]`
+    /// (`install_server.sh --python 3.13` adds them here).
+    pub interpreters: Vec<PathBuf>,
+    /// Also look for CPython installs in /usr/bin, /usr/local/bin, /opt/*/bin and
+    /// uv-managed dirs under /opt.
+    pub discover: bool,
+    /// The uv that makes venvs and installs; unset: `tools/bin/uv` in the state dir, where
+    /// install_server.sh puts one. Without a uv, venvs and pip are used (and uv.lock cannot be).
+    pub uv: Option<PathBuf>,
+    /// uv's cache, shared by every release, so a release whose packages are cached installs
+    /// offline; unset: `uv-cache` in the state dir.
+    pub cache: Option<PathBuf>,
+    /// Where the mod_wsgi built for each Python other than the default is kept (one build per
+    /// interpreter); unset: `python/mod_wsgi` in the state dir.
+    pub mod_wsgi_dir: Option<PathBuf>,
+}
+
+impl Default for Python {
+    fn default() -> Self {
+        Self {
+            interpreters: Vec::new(),
+            discover: true,
+            uv: None,
+            cache: None,
+            mod_wsgi_dir: None,
         }
     }
 }
@@ -194,7 +232,8 @@ impl Default for Web {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Releases {
-    /// The Python that mod_wsgi is linked against: venvs are made with it.
+    /// The default Python: apps that name none run on it, with the distribution's mod_wsgi,
+    /// which must be built for it (Debian's libapache2-mod-wsgi-py3: /usr/bin/python3).
     pub python: PathBuf,
     /// Releases kept on disk per app (the live one included), so switching back needs no download.
     pub keep: usize,
@@ -339,6 +378,7 @@ mod tests {
         assert_eq!(config.paths.apps, PathBuf::from("/srv/milky/apps"));
         assert_eq!(config.releases.keep, 3);
         assert_eq!(config.web.listen.port(), 80);
+        assert!(config.python.discover && config.python.interpreters.is_empty());
         let web = config.web_settings();
         assert_eq!(web.slot_ports.first, 8100);
         assert_eq!(web.timeouts.command, Duration::from_secs(120));

@@ -10,6 +10,7 @@ pub mod logfile;
 pub mod logship;
 pub mod once;
 pub mod plan;
+pub mod python;
 pub mod reconcile;
 pub mod release_store;
 pub mod state;

@@ -116,6 +116,7 @@ mod tests {
             size: 1,
             uploaded: "t".into(),
             signature: None,
+            python: None,
         }
     }
     fn wanted(pairs: &[(&str, &str)]) -> BTreeMap<AppName, (Version, PackageEntry)> {

@@ -147,6 +147,7 @@ mod tests {
             size: 10,
             uploaded: "t".into(),
             signature: None,
+            python: None,
         };
         if let Some(key) = key {
             entry.signature = Some(key.sign_entry(&app(), &v(), &entry));

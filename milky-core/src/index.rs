@@ -81,6 +81,10 @@ pub struct PackageEntry {
     /// [`crate::signing`]). Agents with trusted keys refuse entries without a valid one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub signature: Option<String>,
+    /// The package's `[app] python`, copied from its manifest, so a server that has no such
+    /// Python refuses the release before it downloads it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub python: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -265,6 +269,9 @@ impl Index {
         row["uploaded"] = value(&entry.uploaded);
         if let Some(signature) = &entry.signature {
             row["signature"] = value(signature);
+        }
+        if let Some(python) = &entry.python {
+            row["python"] = value(python);
         }
         versions.insert(version.as_str(), Item::Table(row));
         Ok(Added::New)
@@ -628,6 +635,7 @@ mod tests {
             size: 1234,
             uploaded: "2026-11-25T04:25:00Z".into(),
             signature: None,
+            python: None,
         }
     }
 
@@ -764,6 +772,7 @@ mod tests {
         let mut index = Index::new();
         let signed = PackageEntry {
             signature: Some("0011223344556677:c2ln".into()),
+            python: None,
             ..entry('a')
         };
         index
@@ -786,6 +795,7 @@ mod tests {
             .unwrap();
         let v2 = PackageEntry {
             signature: Some("0011223344556677:djI=".into()),
+            python: None,
             ..entry('b')
         };
         assert_eq!(
@@ -798,6 +808,7 @@ mod tests {
         );
         let other = PackageEntry {
             signature: Some("8899aabbccddeeff:b3RoZXI=".into()),
+            python: None,
             ..entry('b')
         };
         assert_eq!(
@@ -822,6 +833,7 @@ mod tests {
                 &PackageEntry {
                     size: 1,
                     signature: Some("x".into()),
+                    python: None,
                     ..entry('c')
                 },
             )

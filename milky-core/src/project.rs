@@ -6,6 +6,7 @@
 //! name = "myapp"
 //! wsgi = "mysite.wsgi:application"
 //! settings = "mysite.settings"
+//! python = "3.13"            # or a specifier, ">=3.12"; unset: the server's default Python
 //!
 //! [deploy]                   # the controller's settings; never packed
 //! store = "s3://my-bucket/milky"
@@ -53,9 +54,14 @@ pub struct AppSettings {
     /// Host names nginx answers for this app.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub server_names: Vec<String>,
-    /// The pip requirements file, relative to the project.
+    /// What servers install the dependencies from, relative to the project: a pip requirements
+    /// file, or `uv.lock` (beside `pyproject.toml`), installed exactly as locked.
     #[serde(default = "default_requirements")]
     pub requirements: String,
+    /// The Python the app runs on: a version (`"3.13"`) or a PEP 440 specifier (`">=3.12"`).
+    /// Unset: the server's default Python.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub python: Option<String>,
     /// The URL path at which nginx serves the app's uploads (`MEDIA_URL`, e.g. `/media/`) from
     /// the `media/` folder of its persistent data dir (`MILKY_DATA_DIR`). Unset: not served.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -148,6 +154,16 @@ fn default_requirements() -> String {
     "requirements.txt".into()
 }
 
+/// The file name that makes `[app] requirements` a uv lock rather than a pip requirements file.
+pub const UV_LOCK: &str = "uv.lock";
+
+impl AppSettings {
+    /// Whether the dependencies come from a uv lock (with `pyproject.toml` in the same dir).
+    pub fn uses_uv_lock(&self) -> bool {
+        Path::new(&self.requirements).file_name() == Some(std::ffi::OsStr::new(UV_LOCK))
+    }
+}
+
 impl Hooks {
     /// Migrate once per group, collect static files on every server.
     pub fn django_defaults() -> Self {
@@ -177,6 +193,9 @@ impl AppSettings {
             check_relative_path("app.static_dir", dir)?;
         }
         check_relative_path("app.requirements", &self.requirements)?;
+        if let Some(python) = &self.python {
+            crate::python::PythonSpec::parse(python)?;
+        }
         if let Some(url) = &self.media_url {
             let ok = url.starts_with('/')
                 && url.ends_with('/')
@@ -288,6 +307,15 @@ mod tests {
         assert_eq!(config.app.health, "/");
         assert_eq!(config.app.requirements, "requirements.txt");
         assert_eq!(config.deploy, DeploySettings::default());
+        assert_eq!(config.app.python, None);
+    }
+
+    #[test]
+    fn the_app_declares_its_python() {
+        let config =
+            ProjectConfig::parse("[app]\nname = \"myapp\"\nwsgi = \"a:b\"\npython = \">=3.12\"\n")
+                .unwrap();
+        assert_eq!(config.app.python.as_deref(), Some(">=3.12"));
     }
 
     #[test]
@@ -303,6 +331,7 @@ mod tests {
                 "host name",
             ),
             ("wsgi = \"a:b\"\nsurprise = 1\n", "surprise"),
+            ("wsgi = \"a:b\"\npython = \"3.x\"\n", "app.python"),
         ] {
             let err = ProjectConfig::parse(&format!("{base}{extra}")).unwrap_err();
             assert!(err.contains(needle), "{extra}: {err}");

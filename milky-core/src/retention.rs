@@ -186,6 +186,7 @@ mod tests {
                 size: 1000 + u64::from(k),
                 uploaded: format!("2026-11-25T{k:02}:00:00Z"),
                 signature: None,
+                python: None,
             };
             index.add_package(&app(), &v(k), &entry).unwrap();
         }
@@ -264,6 +265,7 @@ mod tests {
             size: 1,
             uploaded: "yesterday".into(),
             signature: None,
+            python: None,
         };
         index.add_package(&app(), &v(9), &entry).unwrap();
         let policy = Policy {

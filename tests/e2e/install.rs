@@ -376,6 +376,54 @@ fn install_server_writes_trusted_keys_the_agent_takes() {
     assert!(!other.join("etc/milky/agent.toml").exists());
 }
 
+#[test]
+fn install_server_adds_pythons_to_the_agents_settings() {
+    let tmp = temp_dir();
+    let root = tmp.path().join("root");
+    let agent = agent_copy(tmp.path()).display().to_string();
+    let first = [
+        "--store", "s3://b/p", "--group", "stable", "--python", "3.13", &agent,
+    ];
+    let out = install(&root, &first);
+    assert_success(&out, "install_server.sh --python 3.13");
+    let said = stdout(&out);
+    assert!(said.contains("skipped: Python 3.13 (--root)"), "{said}");
+    assert!(said.contains("skipped: uv (--root)"), "{said}");
+    assert!(said.contains("apache2-dev gcc"), "{said}");
+    let config_path = root.join("etc/milky/agent.toml");
+    let config = read(&config_path);
+    assert!(
+        config.contains("\n[python]\ninterpreters = [\"") && config.contains("/python3.13\"]\n"),
+        "{config}"
+    );
+    let again = install(&root, &first);
+    assert_success(&again, "the same again");
+    assert!(
+        stdout(&again).contains("Nothing changed"),
+        "{}",
+        stdout(&again)
+    );
+
+    // Later, one more: added to the list, once.
+    for _ in 0..2 {
+        assert_success(&install(&root, &["--python", "3.11"]), "--python 3.11");
+    }
+    let config = read(&config_path);
+    let line = config
+        .lines()
+        .find(|l| l.starts_with("interpreters = "))
+        .unwrap();
+    assert!(
+        line.contains("/python3.13\", ") && line.ends_with("/python3.11\"]"),
+        "{config}"
+    );
+    assert_eq!(config.matches("python3.11").count(), 1, "{config}");
+    assert_accepted(&agent_check(&config, &tmp.path().join("check")));
+
+    let out = install(&root, &["--python", "2.7"]);
+    assert_failure(&out, 2, "--python must be a Python 3 series");
+}
+
 /// A child process ended (by its own pid) when the test ends, however it ends.
 struct Child(std::process::Child);
 

@@ -13,5 +13,6 @@ mod init;
 mod install;
 mod limits;
 mod logs;
+mod python;
 mod rollout;
 mod signing;

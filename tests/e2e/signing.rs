@@ -210,6 +210,7 @@ fn servers_with_a_trusted_key_install_only_what_it_signed() {
         size: 1234,
         uploaded: "2026-11-25T04:25:00Z".into(),
         signature: None,
+        python: None,
     };
     let resigned = key.sign_entry(&APP.parse().unwrap(), &"v1".parse().unwrap(), &entry);
     entry.signature = Some(resigned);

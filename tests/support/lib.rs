@@ -13,6 +13,7 @@ pub mod agent;
 pub mod django;
 pub mod iam;
 pub mod proxy;
+pub mod pythons;
 pub mod racy_store;
 pub mod tmpfs;
 

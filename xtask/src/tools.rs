@@ -7,12 +7,15 @@ use std::process::Command;
 use anyhow::{Context, bail};
 
 /// Debian packages: the web stack the agent drives, the Python that mod_wsgi is built against
-/// (with venv), git for packaging versions, and the tools tests call (shellcheck, bzip2 for
-/// `tar -xjf`, setpriv from util-linux).
+/// (with venv), Apache's build tools (apxs: the agent builds mod_wsgi for other Pythons), git
+/// for packaging versions, and the tools tests call (shellcheck, bzip2 for `tar -xjf`, setpriv
+/// from util-linux).
 pub const APT_PACKAGES: &[&str] = &[
     "nginx",
     "apache2",
     "libapache2-mod-wsgi-py3",
+    "apache2-dev",
+    "gcc",
     "python3-venv",
     "python3-pip",
     "git",
@@ -25,6 +28,10 @@ pub const APT_PACKAGES: &[&str] = &[
 /// The S3-compatible server the tests start on loopback. 5.2.5 answers conditional writes with
 /// 412 and conditional GETs with 304 (measured when it was chosen); 5.2.1 mis-serialises multipart completes.
 pub const MOTO: &str = "moto[server]==5.2.5";
+
+/// The uv the tests give agents (`[python] uv`) and `uv lock` projects with: a binary wheel
+/// on PyPI, so pip installs it like moto.
+pub const UV: &str = "uv==0.13.8";
 
 pub fn workspace_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -101,15 +108,16 @@ pub fn tools_venv() -> PathBuf {
     cache.join("milkywhite").join("test-tools")
 }
 
-/// Makes sure moto's server is installed in the tools venv; returns its path.
+/// Makes sure moto's server (and uv) are installed in the tools venv; returns moto's path.
 pub fn ensure_moto() -> anyhow::Result<PathBuf> {
     let venv = tools_venv();
     let moto = venv.join("bin").join("moto_server");
     let marker = venv.join(".installed");
-    if moto.is_file() && std::fs::read_to_string(&marker).is_ok_and(|m| m == MOTO) {
+    let wanted = format!("{MOTO} {UV}");
+    if moto.is_file() && std::fs::read_to_string(&marker).is_ok_and(|m| m == wanted) {
         return Ok(moto);
     }
-    eprintln!("xtask: installing {MOTO} into {} (once)", venv.display());
+    eprintln!("xtask: installing {wanted} into {} (once)", venv.display());
     if !venv.join("bin").join("python").exists() {
         run(Command::new("/usr/bin/python3")
             .args(["-m", "venv"])
@@ -120,8 +128,9 @@ pub fn ensure_moto() -> anyhow::Result<PathBuf> {
         "--quiet",
         "--disable-pip-version-check",
         MOTO,
+        UV,
     ]))?;
-    std::fs::write(&marker, MOTO).with_context(|| format!("writing {}", marker.display()))?;
+    std::fs::write(&marker, wanted).with_context(|| format!("writing {}", marker.display()))?;
     Ok(moto)
 }
 

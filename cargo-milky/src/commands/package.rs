@@ -16,6 +16,8 @@ use crate::exit::user_error;
 use crate::progress::Printer;
 use crate::settings::load_project;
 
+mod wheels;
+
 /// Build a package (a deterministic .tar.bz2 with its manifest) from a Django project.
 ///
 /// The version is --version, else `git describe --tags`, else the short commit, else the source
@@ -46,7 +48,8 @@ pub struct BuildArgs {
     /// Vendor every requirement as a wheel into wheels/, so servers install offline
     #[arg(long)]
     pub wheels: bool,
-    /// The Python whose pip builds the wheels; match the servers' (Debian 12: 3.11)
+    /// The Python whose pip fetches the wheels. With `[app] python` set, wheels are for that
+    /// version and the servers' platform (manylinux); without, they are built for this Python
     #[arg(long, default_value = "python3", value_name = "PYTHON")]
     pub python: String,
     /// bzip2 level, 1 (fast) to 9 (small)
@@ -96,8 +99,9 @@ pub fn build_package(
         None => source::default_version(&git, source_date)
             .ok_or_else(|| user_error("could not derive a version from git; pass --version"))?,
     };
+    check_dependencies(dir, &config.app)?;
     let wheels = (args.wheels || config.package.wheels)
-        .then(|| build_wheels(dir, &config.app.requirements, &args.python, printer))
+        .then(|| wheels::vendor(dir, &config.app, &args.python, printer))
         .transpose()?;
     let spinner = printer.spinner(&format!(
         "packing {} {version} from {}",
@@ -216,45 +220,92 @@ fn default_out_dir(dir: &Path) -> PathBuf {
     dir.join("target").join("milky")
 }
 
-/// `pip wheel -r requirements.txt` into a temporary dir that becomes the package's `wheels/`.
-fn build_wheels(
-    dir: &Path,
-    requirements: &str,
-    python: &str,
-    printer: Printer,
-) -> anyhow::Result<tempfile::TempDir> {
-    let requirements = dir.join(requirements);
-    if !requirements.is_file() {
+/// Refuses a package whose servers would install no dependencies, or fail to: the named
+/// requirements file or lock missing, or a pyproject.toml that lists dependencies with neither
+/// a requirements file nor a uv.lock beside it.
+fn check_dependencies(dir: &Path, app: &milky_core::project::AppSettings) -> anyhow::Result<()> {
+    let named = dir.join(&app.requirements);
+    if app.uses_uv_lock() {
+        let pyproject = named.with_file_name("pyproject.toml");
+        if !named.is_file() || !pyproject.is_file() {
+            return Err(user_error(format!(
+                "[app] requirements names {}, which needs both it and pyproject.toml beside it\n  fix: run `uv lock` in {}",
+                app.requirements,
+                named.parent().unwrap_or(dir).display()
+            )));
+        }
+        return Ok(());
+    }
+    if named.is_file() {
+        return Ok(());
+    }
+    if app.requirements != "requirements.txt" {
         return Err(user_error(format!(
-            "--wheels needs a requirements file, and {} does not exist",
-            requirements.display()
+            "[app] requirements names {}, which does not exist\n  fix: write it, or point [app] requirements at the project's requirements file or uv.lock",
+            named.display()
         )));
     }
-    let wheels = tempfile::tempdir()?;
-    printer.status(format!(
-        "building wheels for {} with {python} -m pip wheel",
-        requirements.display()
-    ));
-    let output = Command::new(python)
-        .args([
-            "-m",
-            "pip",
-            "wheel",
-            "--quiet",
-            "--disable-pip-version-check",
-            "-r",
-        ])
-        .arg(&requirements)
-        .arg("--wheel-dir")
-        .arg(wheels.path())
-        .output()
-        .with_context(|| format!("running {python} -m pip wheel"))?;
-    if !output.status.success() {
-        anyhow::bail!(
-            "{python} -m pip wheel failed ({}):\n{}",
-            output.status,
-            String::from_utf8_lossy(&output.stderr)
-        );
+    let lists_dependencies = std::fs::read_to_string(dir.join("pyproject.toml"))
+        .ok()
+        .and_then(|text| text.parse::<toml::Table>().ok())
+        .is_some_and(|t| {
+            t.get("project")
+                .and_then(|p| p.get("dependencies"))
+                .and_then(|d| d.as_array())
+                .is_some_and(|d| !d.is_empty())
+        });
+    if lists_dependencies {
+        return Err(user_error(format!(
+            "pyproject.toml lists dependencies, but servers install from a lock or a requirements file and {} has neither\n  fix: `uv lock` and set [app] requirements = \"uv.lock\" (`cargo milky init --force` detects it), or write requirements.txt (`uv export --no-hashes -o requirements.txt`)",
+            dir.display()
+        )));
     }
-    Ok(wheels)
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use milky_core::ProjectConfig;
+
+    use super::*;
+
+    fn app(requirements: &str) -> milky_core::project::AppSettings {
+        ProjectConfig::parse(&format!(
+            "[app]\nname = \"shop\"\nwsgi = \"a:b\"\nrequirements = \"{requirements}\"\n"
+        ))
+        .unwrap()
+        .app
+    }
+
+    #[test]
+    fn a_package_whose_servers_would_install_nothing_is_refused_with_the_fix() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        // No dependencies anywhere: nothing to install, nothing refused.
+        check_dependencies(root, &app("requirements.txt")).unwrap();
+        std::fs::write(
+            root.join("pyproject.toml"),
+            "[project]\nname = \"shop\"\ndependencies = [\"django\"]\n",
+        )
+        .unwrap();
+        let err = check_dependencies(root, &app("requirements.txt"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("`uv lock`") && err.contains("requirements.txt"),
+            "{err}"
+        );
+        let err = check_dependencies(root, &app("uv.lock"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("run `uv lock`"), "{err}");
+        std::fs::write(root.join("uv.lock"), "version = 1\n").unwrap();
+        check_dependencies(root, &app("uv.lock")).unwrap();
+        std::fs::write(root.join("requirements.txt"), "django\n").unwrap();
+        check_dependencies(root, &app("requirements.txt")).unwrap();
+        let err = check_dependencies(root, &app("requirements/prod.txt"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("does not exist"), "{err}");
+    }
 }

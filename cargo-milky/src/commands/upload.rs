@@ -130,6 +130,7 @@ pub async fn run(args: UploadArgs, global: &GlobalArgs, printer: Printer) -> any
         size,
         uploaded: humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string(),
         signature: None,
+        python: settings_app.python.clone(),
     };
     if let Some(key) = &signing_key {
         entry.signature = Some(key.key.sign_entry(app, version, &entry));

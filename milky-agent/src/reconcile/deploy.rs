@@ -5,11 +5,14 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use anyhow::{Context, bail};
+use milky_core::python::PythonSpec;
 use milky_core::{AppName, GroupName, HostName, Manifest, PackageEntry, Version};
 
 use super::hook_log::HookLog;
 use super::{Agent, Target, Wanted, conditional_writes, env_file};
+
 use crate::once::{Once, OnceKind, OnceRunner};
+use crate::python::Interpreters;
 use crate::release_store::Releases;
 use crate::state::AgentState;
 use crate::web::{
@@ -44,6 +47,12 @@ impl Agent {
             entry,
             env_generation,
         } = release;
+        // Refused before anything is downloaded: the index entry carries the package's
+        // `[app] python`, and a server without such a Python keeps serving what it serves.
+        if let Some(wanted) = python_spec(entry.python.as_deref())? {
+            tokio::task::block_in_place(|| self.interpreters())
+                .choose(app.as_str(), Some(&wanted))?;
+        }
         let (release_dir, manifest, downloaded) = self
             .releases
             .fetch(&self.store, app, version, entry)
@@ -80,7 +89,23 @@ impl Agent {
         site.data_dir = Some(data_dir);
         site.media_url = manifest.app.media_url.clone();
         let mut setup = ReleaseSetup::new(&release_dir);
-        setup.python = self.config.releases.python.clone();
+        let wanted = python_spec(manifest.app.python.as_deref())?;
+        let choice = tokio::task::block_in_place(|| self.interpreters())
+            .choose(app.as_str(), wanted.as_ref())?;
+        setup.uv = self.uv();
+        if !choice.is_default {
+            let uv = setup
+                .uv
+                .as_ref()
+                .map(|(uv, cache)| (uv.as_path(), cache.as_path()));
+            let module = tokio::task::block_in_place(|| {
+                crate::python::module_for(&choice.interpreter, &self.mod_wsgi_dir(), uv)
+            })?;
+            setup.library_path = module.libpython.parent().map(Path::to_owned);
+            site.python = Some(module);
+        }
+        tracing::info!(%app, %version, python = %choice.interpreter.describe(), "runs on");
+        setup.python = choice.interpreter.path.clone();
         setup.requirements = manifest.app.requirements.clone().into();
         setup.hooks = manifest.hooks.server.clone();
         setup.env = site.env.clone();
@@ -226,6 +251,59 @@ impl Agent {
     }
 }
 
+impl Agent {
+    /// Where the agent keeps what it knows of Pythons and the mod_wsgi modules it built.
+    fn python_dir(&self) -> std::path::PathBuf {
+        self.state_dir.root.join("python")
+    }
+
+    fn mod_wsgi_dir(&self) -> std::path::PathBuf {
+        self.config
+            .python
+            .mod_wsgi_dir
+            .clone()
+            .unwrap_or_else(|| self.python_dir().join("mod_wsgi"))
+    }
+
+    /// This server's Pythons (probed once each, cached in the state dir).
+    fn interpreters(&self) -> Interpreters {
+        let settings = &self.config.python;
+        Interpreters::find(
+            &self.config.releases.python,
+            &settings.interpreters,
+            settings.discover,
+            &self.python_dir().join("interpreters.json"),
+        )
+    }
+
+    /// The uv that makes venvs and installs, with its cache; `None`: venv and pip.
+    fn uv(&self) -> Option<(std::path::PathBuf, std::path::PathBuf)> {
+        let settings = &self.config.python;
+        let uv = settings
+            .uv
+            .clone()
+            .unwrap_or_else(|| self.state_dir.root.join("tools/bin/uv"));
+        if !uv.is_file() {
+            if settings.uv.is_some() {
+                tracing::warn!(uv = %uv.display(), "[python] uv names no file; installing with pip");
+            }
+            return None;
+        }
+        let cache = settings
+            .cache
+            .clone()
+            .unwrap_or_else(|| self.state_dir.root.join("uv-cache"));
+        Some((uv, cache))
+    }
+}
+
+/// `[app] python`, parsed (a package or index entry that got past `package` parses).
+fn python_spec(text: Option<&str>) -> anyhow::Result<Option<PythonSpec>> {
+    text.map(PythonSpec::parse)
+        .transpose()
+        .map_err(anyhow::Error::msg)
+}
+
 /// The app nginx answers for unknown host names: the first wanted app (by name) without
 /// server names. An app whose release is not on disk yet may be it; apps are deployed in
 /// name order, so every app before the one being deployed is known.
@@ -319,6 +397,7 @@ mod tests {
             size: 1,
             uploaded: "2026-01-01T00:00:00Z".into(),
             signature: None,
+            python: None,
         }
     }
 

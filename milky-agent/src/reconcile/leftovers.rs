@@ -91,6 +91,7 @@ mod tests {
                     size: 1,
                     uploaded: "2026-01-01T00:00:00Z".into(),
                     signature: None,
+                    python: None,
                 },
             ),
         )]);

@@ -605,6 +605,7 @@ mod tests {
             size: 1,
             uploaded: "2026-01-01T00:00:00Z".into(),
             signature: None,
+            python: None,
         };
         let wanted: Wanted = [("stopped", "v2"), ("upgraded", "v3"), ("new", "v1")]
             .into_iter()

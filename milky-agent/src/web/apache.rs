@@ -3,7 +3,7 @@
 //! runs (its pid file and `slot.toml`).
 
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -15,6 +15,9 @@ use super::process::{
 };
 use super::templates::{APACHE_SLOT, APACHE_WSGI};
 use super::{AppSite, Slot, WebError, WebStack, validate};
+
+/// A stop of the old slot slower than this is logged as a warning with what it waited for.
+const SLOW_STOP: Duration = Duration::from_secs(5);
 
 /// What the agent recorded when it started a slot (`slot.toml`): which release it runs.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -71,6 +74,11 @@ impl WebStack {
                 "log_dir": dir.join("logs"),
                 "port": self.slot_port(&site.name, slot)?,
                 "modules_dir": self.settings.apache_modules_dir,
+                "wsgi_module": site.python.as_ref().map_or_else(
+                    || self.settings.apache_modules_dir.join("mod_wsgi.so"),
+                    |p| p.module.clone(),
+                ),
+                "libpython": site.python.as_ref().map(|p| &p.libpython),
                 "user": self.settings.apache_user,
                 "group": self.settings.apache_group,
                 "shutdown_timeout_secs": self.settings.timeouts.stop.as_secs().max(1),
@@ -210,13 +218,31 @@ impl WebStack {
         if !self.is_running(app, slot)? {
             return Ok(());
         }
+        // Each wait is bounded (nginx's own shutdown, the drain timeout, the stop timeout);
+        // what each took is logged, so a slow switch says what it waited for.
+        let started = Instant::now();
         self.drain_nginx()?;
+        let nginx = started.elapsed();
         let port = match self.slot_info(app, slot)? {
             Some(info) => info.port,
             None => self.slot_port(app, slot)?,
         };
+        let started = Instant::now();
         self.wait_for_requests_to_end(app, slot, port);
-        self.stop_slot_now(app, slot)
+        let connections = started.elapsed();
+        let started = Instant::now();
+        self.stop_slot_now(app, slot)?;
+        let stop = started.elapsed();
+        let total = nginx + connections + stop;
+        if total > SLOW_STOP {
+            tracing::warn!(
+                app, %slot, ?nginx, ?connections, ?stop,
+                "stopping the old slot took {total:.1?}: {nginx:.1?} waiting for nginx's old workers to exit, {connections:.1?} for connections to the slot to close, {stop:.1?} for Apache's graceful stop (requests still running, or threads of the app keeping mod_wsgi's daemons alive)"
+            );
+        } else {
+            tracing::info!(app, %slot, ?nginx, ?connections, ?stop, "old slot stopped");
+        }
+        Ok(())
     }
 
     /// Waits until no connection to `port` is open. nginx opens one for each request it proxies
@@ -321,6 +347,19 @@ mod tests {
         ] {
             assert!(conf.contains(&want), "{want:?} missing from:\n{conf}");
         }
+        assert!(conf.contains("/mod_wsgi.so\n"), "{conf}");
+        assert!(!conf.contains("LoadFile"), "{conf}");
+        // An app on another Python loads that Python's libpython, then the mod_wsgi built for it.
+        let mut other = site(&release);
+        other.python = Some(crate::python::WsgiModule {
+            module: "/var/lib/milky/python/mod_wsgi/py3.13.0-ab/mod_wsgi.so".into(),
+            libpython: "/opt/python3.13/lib/libpython3.13.so.1.0".into(),
+        });
+        let conf = stack.render_apache(&other, Slot::Green).unwrap();
+        assert!(
+            conf.contains("LoadFile /opt/python3.13/lib/libpython3.13.so.1.0\nLoadModule wsgi_module /var/lib/milky/python/mod_wsgi/py3.13.0-ab/mod_wsgi.so\n"),
+            "{conf}"
+        );
         // The other slot has the other port of the pair.
         let blue = stack.render_apache(&site(&release), Slot::Blue).unwrap();
         assert!(blue.contains(&format!("Listen 127.0.0.1:{}\n", port - 1)));

@@ -50,11 +50,18 @@ pub struct ReleaseSetup {
     pub pip_home: Option<PathBuf>,
     /// The requirements file, relative to the release (`[app] requirements`). The default,
     /// `requirements.txt`, may be absent (nothing to install); any other named file must exist.
+    /// A `uv.lock` (with `pyproject.toml` beside it) is installed exactly as locked, with uv.
     pub requirements: PathBuf,
     /// Making the venv and installing the requirements: each step is ended past this.
     pub install_limit: Duration,
     /// Each per-server hook is ended past this.
     pub hook_limit: Duration,
+    /// uv and its cache (shared by every release): makes the venv and installs, in place of
+    /// `python -m venv` and pip.
+    pub uv: Option<(PathBuf, PathBuf)>,
+    /// The interpreter's libpython dir, put on `LD_LIBRARY_PATH` of every step and hook: a
+    /// relocated interpreter's own search path may point where the hook user cannot read.
+    pub library_path: Option<PathBuf>,
 }
 
 /// How long a step may run, and the agent.toml setting (in `[limits]`) that says so.
@@ -78,6 +85,8 @@ impl ReleaseSetup {
             requirements: PathBuf::from(DEFAULT_REQUIREMENTS),
             install_limit: Duration::from_secs(30 * 60),
             hook_limit: Duration::from_secs(10 * 60),
+            uv: None,
+            library_path: None,
         }
     }
 
@@ -146,55 +155,27 @@ pub fn prepare_release(setup: &ReleaseSetup) -> Result<PreparedRelease, WebError
             "milky.toml names it ([app] requirements) but the package has no such file",
         ));
     }
-    let pip = match &setup.pip_home {
-        Some(home) if requirements.exists() => pip_venv(home, &setup.python, setup.install())?,
-        _ => None,
-    };
-    tracing::info!(release = %release.display(), "creating venv");
-    let mut cmd = Command::new(&setup.python);
-    cmd.arg("-m").arg("venv").arg(&venv);
-    if pip.is_some() || !requirements.exists() {
-        cmd.arg("--without-pip");
-    }
-    run_step(
-        release,
-        "create the venv",
-        cmd,
-        RunAs::Agent,
-        setup.install(),
-        "prepare:venv-running",
-    )?;
-
-    if requirements.exists() {
-        let mut cmd = match &pip {
-            Some(pip) => {
-                let mut cmd = Command::new(pip.join("bin/python"));
-                cmd.args(["-m", "pip", "--python"])
-                    .arg(venv.join("bin/python"));
-                cmd
-            }
-            None => {
-                let mut cmd = Command::new(venv.join("bin/python"));
-                cmd.args(["-m", "pip"]);
-                cmd
-            }
-        };
-        cmd.args(["install", "--disable-pip-version-check", "--no-input", "-q"]);
-        let wheels = release.join("wheels");
-        if wheels.is_dir() {
-            // The package brought every dependency: install exactly those, never from an index.
-            cmd.arg("--no-index").arg("--find-links").arg(&wheels);
+    let locked = setup.requirements.file_name() == Some(std::ffi::OsStr::new("uv.lock"));
+    if locked {
+        let pyproject = requirements.with_file_name("pyproject.toml");
+        if !requirements.is_file() || !pyproject.is_file() {
+            return Err(WebError::invalid(
+                "requirements file",
+                setup.requirements.display().to_string(),
+                "a uv lock needs both it and pyproject.toml beside it in the package",
+            ));
         }
-        cmd.arg("-r").arg(&requirements).current_dir(release);
-        tracing::info!(release = %release.display(), offline = wheels.is_dir(), "installing requirements");
-        run_step(
-            release,
-            &format!("pip install -r {}", setup.requirements.display()),
-            cmd,
-            RunAs::Agent,
-            setup.install(),
-            "prepare:pip-running",
-        )?;
+        if setup.uv.is_none() {
+            return Err(WebError::invalid(
+                "requirements file",
+                setup.requirements.display().to_string(),
+                "installing from uv.lock needs uv on the server: install_server.sh puts one in place, or set [python] uv in agent.toml",
+            ));
+        }
+    }
+    match &setup.uv {
+        Some((uv, cache)) => install_with_uv(setup, uv, cache, &requirements, locked)?,
+        None => install_with_pip(setup, &requirements)?,
     }
 
     let writable = match (&setup.user, &setup.static_dir) {
@@ -233,6 +214,165 @@ pub fn prepare_release(setup: &ReleaseSetup) -> Result<PreparedRelease, WebError
         already_prepared: false,
         hooks,
     })
+}
+
+/// `python -m venv` and pip: where the server has no uv.
+fn install_with_pip(setup: &ReleaseSetup, requirements: &Path) -> Result<(), WebError> {
+    let release = &setup.release_dir;
+    let venv = setup.venv_dir();
+    let pip = match &setup.pip_home {
+        Some(home) if requirements.exists() => pip_venv(home, &setup.python, setup.install())?,
+        _ => None,
+    };
+    tracing::info!(release = %release.display(), "creating venv");
+    let mut cmd = agent_command(setup, &setup.python);
+    cmd.arg("-m").arg("venv").arg(&venv);
+    if pip.is_some() || !requirements.exists() {
+        cmd.arg("--without-pip");
+    }
+    run_step(
+        release,
+        "create the venv",
+        cmd,
+        RunAs::Agent,
+        setup.install(),
+        "prepare:venv-running",
+    )?;
+
+    if requirements.exists() {
+        let mut cmd = match &pip {
+            Some(pip) => {
+                let mut cmd = agent_command(setup, &pip.join("bin/python"));
+                cmd.args(["-m", "pip", "--python"])
+                    .arg(venv.join("bin/python"));
+                cmd
+            }
+            None => {
+                let mut cmd = agent_command(setup, &venv.join("bin/python"));
+                cmd.args(["-m", "pip"]);
+                cmd
+            }
+        };
+        cmd.args(["install", "--disable-pip-version-check", "--no-input", "-q"]);
+        let wheels = release.join("wheels");
+        if wheels.is_dir() {
+            // The package brought every dependency: install exactly those, never from an index.
+            cmd.arg("--no-index").arg("--find-links").arg(&wheels);
+        }
+        cmd.arg("-r").arg(requirements).current_dir(release);
+        tracing::info!(release = %release.display(), offline = wheels.is_dir(), "installing requirements");
+        run_step(
+            release,
+            &format!("pip install -r {}", setup.requirements.display()),
+            cmd,
+            RunAs::Agent,
+            setup.install(),
+            "prepare:pip-running",
+        )?;
+    }
+    Ok(())
+}
+
+/// `uv venv` and `uv pip install` (or, for a uv lock, `uv export` of the locked versions and
+/// `uv pip sync`, which installs exactly those). uv's cache is shared by every release, so a
+/// release whose packages were installed before installs without the network; bytecode is
+/// compiled here because the app's user cannot write `__pycache__` in the release.
+fn install_with_uv(
+    setup: &ReleaseSetup,
+    uv: &Path,
+    cache: &Path,
+    requirements: &Path,
+    locked: bool,
+) -> Result<(), WebError> {
+    let release = &setup.release_dir;
+    let venv = setup.venv_dir();
+    let uv_command = |args: &[&str]| {
+        let mut cmd = agent_command(setup, uv);
+        cmd.args(args)
+            .env("UV_NO_CONFIG", "1")
+            .env("UV_CACHE_DIR", cache)
+            .env("UV_PYTHON_DOWNLOADS", "never")
+            .current_dir(release);
+        cmd
+    };
+    tracing::info!(release = %release.display(), "creating venv (uv)");
+    let started = Instant::now();
+    let mut cmd = uv_command(&["venv", "--no-project", "--quiet"]);
+    cmd.arg("--python").arg(&setup.python).arg(&venv);
+    run_step(
+        release,
+        "uv venv",
+        cmd,
+        RunAs::Agent,
+        setup.install(),
+        "prepare:venv-running",
+    )?;
+    let venv_took = started.elapsed();
+    if !requirements.exists() {
+        return Ok(());
+    }
+    let started = Instant::now();
+    let (what, mut cmd) = if locked {
+        let exported = venv.join("milky-locked-requirements.txt");
+        let mut export = uv_command(&[
+            "export",
+            "--frozen",
+            "--no-dev",
+            "--no-emit-project",
+            "--quiet",
+            "--format",
+            "requirements-txt",
+            "-o",
+        ]);
+        export
+            .arg(&exported)
+            .current_dir(requirements.parent().unwrap_or(release));
+        run_step(
+            release,
+            &format!("uv export --frozen ({})", setup.requirements.display()),
+            export,
+            RunAs::Agent,
+            setup.install(),
+            "prepare:pip-running",
+        )?;
+        let mut sync = uv_command(&["pip", "sync", "--compile-bytecode", "--quiet"]);
+        sync.arg(&exported);
+        ("uv pip sync (the locked versions)".to_owned(), sync)
+    } else {
+        let mut install = uv_command(&["pip", "install", "--compile-bytecode", "--quiet", "-r"]);
+        install.arg(requirements);
+        (
+            format!("uv pip install -r {}", setup.requirements.display()),
+            install,
+        )
+    };
+    cmd.arg("--python").arg(venv.join("bin/python"));
+    let wheels = release.join("wheels");
+    if wheels.is_dir() {
+        // The package brought every dependency: install exactly those, never from an index.
+        cmd.arg("--no-index").arg("--find-links").arg(&wheels);
+    }
+    tracing::info!(release = %release.display(), offline = wheels.is_dir(), locked, "installing requirements (uv)");
+    run_step(
+        release,
+        &what,
+        cmd,
+        RunAs::Agent,
+        setup.install(),
+        "prepare:pip-running",
+    )?;
+    tracing::info!(release = %release.display(), venv = ?venv_took, install = ?started.elapsed(), "venv and dependencies ready");
+    Ok(())
+}
+
+/// A command the agent runs for a release, with the interpreter's libpython dir on
+/// `LD_LIBRARY_PATH` when it has one.
+fn agent_command(setup: &ReleaseSetup, program: &Path) -> Command {
+    let mut cmd = Command::new(program);
+    if let Some(dir) = &setup.library_path {
+        cmd.env("LD_LIBRARY_PATH", dir);
+    }
+    cmd
 }
 
 /// Runs hook command lines in a prepared release (the once hooks): each by `/bin/sh -c` in the
@@ -301,6 +441,9 @@ fn run_hooks_at(
         cmd.env("PATH", &path)
             .env("VIRTUAL_ENV", &venv)
             .envs(&setup.env);
+        if let Some(dir) = &setup.library_path {
+            cmd.env("LD_LIBRARY_PATH", dir);
+        }
         tracing::info!(release = %release.display(), hook, user = setup.user.as_ref().map(|u| u.name.as_str()), "running hook");
         let output = run_step(
             release,

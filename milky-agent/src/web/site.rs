@@ -46,6 +46,9 @@ pub struct AppSite {
     pub data_dir: Option<PathBuf>,
     /// Where nginx serves the data dir's `media/` (uploads); `None`: not served.
     pub media_url: Option<String>,
+    /// The mod_wsgi built for the app's Python and that Python's libpython (loaded first);
+    /// `None`: the distribution's mod_wsgi, for the server's default Python.
+    pub python: Option<crate::python::WsgiModule>,
     /// mod_wsgi daemon processes and threads per process.
     pub processes: u32,
     pub threads: u32,
@@ -86,6 +89,7 @@ impl AppSite {
             secret_env_file: None,
             data_dir: None,
             media_url: None,
+            python: None,
             processes: 2,
             threads: 8,
         }
@@ -110,6 +114,10 @@ impl AppSite {
         }
         validate::config_path(&format!("release dir of app {app}"), &self.release_dir)?;
         validate::config_path(&format!("venv dir of app {app}"), &self.venv_dir)?;
+        if let Some(python) = &self.python {
+            validate::config_path(&format!("mod_wsgi of app {app}"), &python.module)?;
+            validate::config_path(&format!("libpython of app {app}"), &python.libpython)?;
+        }
         validate::release_relative(&format!("WSGI file of app {app}"), &self.wsgi_file)?;
         let callable = &self.wsgi_callable;
         if callable.is_empty()

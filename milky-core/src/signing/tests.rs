@@ -12,6 +12,7 @@ fn entry() -> PackageEntry {
         size: 4096,
         uploaded: "2026-11-25T04:25:00Z".into(),
         signature: None,
+        python: None,
     }
 }
 fn signed(key: &SecretKey, app_name: &str, version: &str) -> PackageEntry {

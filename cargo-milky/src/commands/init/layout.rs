@@ -4,6 +4,8 @@
 
 use std::path::Path;
 
+use milky_core::python::{PythonSpec, PythonVersion};
+
 use super::python::{Settings, Value, module_file};
 
 /// What a settings module looks like it is for, from its last name.
@@ -112,6 +114,11 @@ pub struct Layout {
     pub requirements: Vec<Requirements>,
     /// A pyproject.toml at the top, and whether it lists `[project] dependencies`.
     pub pyproject: Option<bool>,
+    /// A `uv.lock` beside that pyproject.toml.
+    pub uv_lock: bool,
+    /// The Python the project asks for: `.python-version`'s series, else pyproject's
+    /// `requires-python`.
+    pub python: Option<String>,
 }
 
 /// Directories that hold no settings package of the project.
@@ -225,20 +232,44 @@ pub fn detect(root: &Path) -> Layout {
     }
     candidates.sort_by_key(SettingsCandidate::rank);
 
+    let pyproject = std::fs::read_to_string(root.join("pyproject.toml"))
+        .ok()
+        .map(|text| text.parse::<toml::Table>().unwrap_or_default());
+    let project = pyproject.as_ref().and_then(|t| t.get("project"));
     Layout {
         settings: candidates,
         requirements: requirements(root),
-        pyproject: std::fs::read_to_string(root.join("pyproject.toml"))
-            .ok()
-            .map(|text| {
-                text.parse::<toml::Table>().ok().is_some_and(|t| {
-                    t.get("project")
-                        .and_then(|p| p.get("dependencies"))
-                        .and_then(|d| d.as_array())
-                        .is_some_and(|d| !d.is_empty())
-                })
-            }),
+        pyproject: pyproject.as_ref().map(|_| {
+            project
+                .and_then(|p| p.get("dependencies"))
+                .and_then(|d| d.as_array())
+                .is_some_and(|d| !d.is_empty())
+        }),
+        uv_lock: pyproject.is_some() && root.join(milky_core::project::UV_LOCK).is_file(),
+        python: python_version_file(root).or_else(|| {
+            project
+                .and_then(|p| p.get("requires-python"))
+                .and_then(|r| r.as_str())
+                .filter(|r| PythonSpec::parse(r).is_ok())
+                .map(str::to_owned)
+        }),
     }
+}
+
+/// The series `.python-version` names (`3.13` of `3.13.0`, `cpython-3.13`): servers run a
+/// series, and a patch release pinned on a laptop would match almost none of them.
+fn python_version_file(root: &Path) -> Option<String> {
+    let text = std::fs::read_to_string(root.join(".python-version")).ok()?;
+    let line = text
+        .lines()
+        .map(str::trim)
+        .find(|l| !l.is_empty() && !l.starts_with('#'))?;
+    let version = line
+        .trim_start_matches("cpython")
+        .trim_start_matches(['-', '@'])
+        .trim_start_matches("python");
+    let version = PythonVersion::parse(version)?;
+    Some(version.short()).filter(|v| PythonSpec::parse(v).is_ok())
 }
 
 /// The dotted names a file gives `DJANGO_SETTINGS_MODULE` (`os.environ.setdefault(…)`,
@@ -434,6 +465,25 @@ mod tests {
             wsgi_for(&root, Some("config.settings"), Some(&settings)).as_deref(),
             Some("config.server:app")
         );
+    }
+
+    #[test]
+    fn the_python_comes_from_python_version_then_requires_python() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        write(
+            root,
+            "pyproject.toml",
+            "[project]\nname = \"x\"\nrequires-python = \">=3.12\"\ndependencies = [\"django\"]\n",
+        );
+        write(root, "uv.lock", "version = 1\n");
+        let layout = detect(root);
+        assert_eq!(layout.python.as_deref(), Some(">=3.12"));
+        assert!(layout.uv_lock);
+        write(root, ".python-version", "# pinned\ncpython-3.13.1\n");
+        assert_eq!(detect(root).python.as_deref(), Some("3.13"));
+        write(root, ".python-version", "pypy3.10\n");
+        assert_eq!(detect(root).python.as_deref(), Some(">=3.12"));
     }
 
     #[test]

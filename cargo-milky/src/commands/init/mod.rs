@@ -210,6 +210,7 @@ pub fn run(args: InitArgs, global: &GlobalArgs, printer: Printer) -> anyhow::Res
         static_dir: static_dir.as_deref(),
         server_names: &server_names,
         requirements: requirements.as_deref(),
+        python: layout.python.as_deref(),
         media_url: fixes.iter().find_map(|fix| match fix {
             Fix::MediaInDataDir { url } => url.as_deref(),
             _ => None,
@@ -330,10 +331,23 @@ fn choose_requirements(
     printer: Printer,
 ) -> anyhow::Result<Option<String>> {
     let found = &layout.requirements;
+    if layout.uv_lock {
+        // The lock is what the developer installs from; a requirements file beside it is
+        // usually an export of it that may have fallen behind.
+        printer.status(format!(
+            "dependencies: uv.lock (servers install exactly the locked versions){}",
+            if found.is_empty() {
+                String::new()
+            } else {
+                format!("; not {}", found[0].path)
+            }
+        ));
+        return Ok(Some(milky_core::project::UV_LOCK.to_owned()));
+    }
     if found.is_empty() {
         if layout.pyproject.is_some() {
             printer.status(format!(
-                "warning: no requirements file, and servers install the app's dependencies only from one{}\n  fix: export them to requirements.txt (e.g. `uv export --no-hashes -o requirements.txt` or `pip-compile pyproject.toml`) and set [app] requirements",
+                "warning: no requirements file and no uv.lock, and servers install the app's dependencies only from one{}\n  fix: `uv lock` (then run init again), or export them to requirements.txt (`pip-compile pyproject.toml`) and set [app] requirements",
                 if layout.pyproject == Some(true) {
                     " (pyproject.toml lists them under [project] dependencies)"
                 } else {
@@ -505,6 +519,7 @@ struct Manifest<'a> {
     static_dir: Option<&'a str>,
     server_names: &'a [String],
     requirements: Option<&'a str>,
+    python: Option<&'a str>,
     media_url: Option<&'a str>,
     hooks: &'a Hooks,
     excludes: &'a [String],
@@ -574,9 +589,16 @@ fn render(m: &Manifest) -> String {
         app.set("server_names", strings(m.server_names));
     }
     if let Some(requirements) = m.requirements {
-        app.comment("The pip requirements file the servers install")
-            .set("requirements", requirements);
+        app.comment(
+            "What the servers install dependencies from: a pip requirements file, or uv.lock",
+        )
+        .set("requirements", requirements);
     }
+    app.comment("The Python the app runs on: a version or a specifier such as \">=3.12\"");
+    match m.python {
+        Some(python) => app.set("python", python),
+        None => app.comment("python = \"3.13\"   (unset: the server's default Python)"),
+    };
 
     if let Some(url) = m.media_url {
         app.comment("nginx serves uploads (MILKY_MEDIA_DIR, the data dir's media/) here")
@@ -643,6 +665,7 @@ mod tests {
             static_dir: Some("static_collected"),
             server_names: &[],
             requirements: None,
+            python: None,
             media_url: None,
             hooks,
             excludes,
