@@ -19,7 +19,7 @@ pub enum Cargo {
     version,
     about,
     long_about,
-    after_help = "Examples:\n  cargo milky init\n  cargo milky upload --new-group --group stable ./myapp\n  cargo milky version stable myapp v1022\n  cargo milky remove stable oldapp\n  cargo milky info\n  cargo milky status\n  cargo milky logs stable --since 1h"
+    after_help = "Examples:\n  cargo milky init\n  cargo milky upload --new-group --group stable ./myapp\n  cargo milky version stable myapp v1022\n  cargo milky remove stable oldapp\n  cargo milky info\n  cargo milky status\n  cargo milky prune --dry-run\n  cargo milky logs stable --since 1h"
 )]
 pub struct MilkyArgs {
     #[command(flatten)]
@@ -36,6 +36,9 @@ pub struct GlobalArgs {
     /// An S3-compatible endpoint such as http://127.0.0.1:9000 (also: AWS_ENDPOINT_URL); implies path-style
     #[arg(long, global = true, value_name = "URL")]
     pub endpoint_url: Option<String>,
+    /// Write even to a store that fails `cargo milky doctor`'s conditional-write checks, at your risk [default: $MILKY_ALLOW_UNSAFE_STORE=1, else [deploy] allow_unsafe_store]
+    #[arg(long, global = true)]
+    pub allow_unsafe_store: bool,
     /// Where the controller's [deploy] settings are read from
     #[arg(long, global = true, value_name = "FILE", default_value = "milky.toml")]
     pub config: std::path::PathBuf,
@@ -58,6 +61,7 @@ pub enum Command {
     Status(commands::status::StatusArgs),
     Rollback(commands::rollback::RollbackArgs),
     Promote(commands::promote::PromoteArgs),
+    Prune(commands::prune::PruneArgs),
     Hosts(commands::hosts::HostsArgs),
     Hooks(commands::hooks::HooksArgs),
     Doctor(commands::doctor::DoctorArgs),

@@ -16,6 +16,7 @@ mod exit;
 mod groups;
 mod progress;
 mod settings;
+mod store_check;
 mod wait;
 
 fn main() -> ExitCode {

@@ -20,6 +20,9 @@ pub struct Settings {
     pub default_group: Option<GroupName>,
     /// `MILKY_SIGNING_KEY`, else `[deploy] signing_key` (relative to the settings file).
     pub signing_key: Option<PathBuf>,
+    /// `--allow-unsafe-store`, else `MILKY_ALLOW_UNSAFE_STORE`, else `[deploy]
+    /// allow_unsafe_store`: write to a store that fails the conditional-write probe.
+    pub allow_unsafe_store: bool,
 }
 
 /// The `[deploy]` table of the settings file, if there is one and it has that table.
@@ -49,7 +52,21 @@ impl Settings {
                 global.config.display()
             )));
         };
+        let allow_unsafe_store = match std::env::var("MILKY_ALLOW_UNSAFE_STORE") {
+            _ if global.allow_unsafe_store => true,
+            Ok(value) if !value.is_empty() => match value.as_str() {
+                "1" | "true" | "yes" => true,
+                "0" | "false" | "no" => false,
+                other => {
+                    return Err(user_error(format!(
+                        "MILKY_ALLOW_UNSAFE_STORE={other:?}: expected 1 or 0"
+                    )));
+                }
+            },
+            _ => deploy.allow_unsafe_store,
+        };
         Ok(Self {
+            allow_unsafe_store,
             store: url.parse()?,
             s3: S3Options {
                 endpoint_url: global.endpoint_url.clone().or(deploy.endpoint_url),
@@ -97,8 +114,19 @@ impl Settings {
         }))
     }
 
+    /// The store, for reading.
     pub async fn open_store(&self) -> anyhow::Result<Store> {
         Ok(Store::open(&self.store, &self.s3).await?)
+    }
+
+    /// The store, for a command that `writes` (false: a dry run): refused if it fails the
+    /// conditional-write probe (remembered for a day), unless the unsafe store is allowed.
+    pub async fn open_store_for(&self, writes: bool) -> anyhow::Result<Store> {
+        let mut store = self.open_store().await?;
+        if writes {
+            crate::store_check::ensure_safe(&mut store, self.allow_unsafe_store).await?;
+        }
+        Ok(store)
     }
 
     /// The group given on the command line, else the `[deploy]` default.

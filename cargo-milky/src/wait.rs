@@ -5,7 +5,9 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant, SystemTime};
 
 use clap::Args;
-use milky_core::status::{AppSummary, DEFAULT_STALE_AFTER, HostStatus, read_group, summarize};
+use milky_core::status::{
+    AppSummary, DEFAULT_STALE_AFTER, READ_CONCURRENCY, Report, ReportCache, read_group, summarize,
+};
 use milky_core::{AppName, GroupName, HostName, Store};
 
 use crate::exit::user_error;
@@ -51,7 +53,7 @@ impl ReportsBefore {
     }
 }
 
-fn pass_times(reports: &[(HostName, Result<HostStatus, String>)]) -> BTreeMap<HostName, String> {
+fn pass_times(reports: &[Report]) -> BTreeMap<HostName, String> {
     reports
         .iter()
         .filter_map(|(host, report)| Some((host.clone(), report.as_ref().ok()?.last_pass.clone())))
@@ -124,12 +126,21 @@ async fn poll(
         }
     };
     let mut last_line = String::new();
+    // Each poll re-reads only the reports that changed since the one before.
+    let mut cache = ReportCache::default();
     loop {
         let Some((index, _)) = store.read_index().await? else {
             return Err(user_error("the store has no version.info"));
         };
         let wanted = index.group(group);
-        let reports = read_group(store, group).await?;
+        let poll_started = Instant::now();
+        let reports = cache.read(store, group, READ_CONCURRENCY).await?;
+        tracing::debug!(
+            reports = reports.len(),
+            fetched = cache.fetched,
+            took_ms = poll_started.elapsed().as_millis() as u64,
+            "read the reports"
+        );
         let mut summary = summarize(
             &wanted,
             &index.env_generations(group),

@@ -5,6 +5,7 @@
 //! group = "stable"
 //! # host = "web-1"                      # default: this machine's host name
 //! # endpoint_url = "http://10.0.0.5:9000"
+//! # allow_unsafe_store = false           # run once hooks on a store that fails the probe
 //!
 //! [web]
 //! listen = "0.0.0.0:80"
@@ -32,6 +33,10 @@ pub struct AgentConfig {
     pub store: String,
     #[serde(default)]
     pub endpoint_url: Option<String>,
+    /// Run once hooks even on a store that fails the conditional-write probe, at your risk: two
+    /// servers may then run a group's migrations at once.
+    #[serde(default)]
+    pub allow_unsafe_store: bool,
     pub group: GroupName,
     /// This server's name in status reports; the machine's host name by default.
     #[serde(default)]

@@ -211,13 +211,33 @@ impl OnceRunner<'_> {
         .into_bytes()
     }
 
-    /// Writes our lease under `condition`; `None` when another server was faster.
+    /// Writes our lease under `condition`; `None` when another server was faster, or when the
+    /// store said yes to both of us and holds the other's.
     async fn take(&self, key: &str, condition: Condition) -> anyhow::Result<Option<String>> {
-        match self.store.put(key, self.lease(false), condition).await {
-            Ok(etag) => Ok(Some(etag)),
+        let lease = self.lease(false);
+        let started = Instant::now();
+        match self.store.put(key, lease.clone(), condition).await {
+            Ok(etag) if self.holds(key, &lease, started).await? => Ok(Some(etag)),
+            Ok(_) => {
+                tracing::warn!(
+                    "the store accepted this server's lease {key} but holds another server's: its conditional writes are not atomic"
+                );
+                Ok(None)
+            }
             Err(StoreError::PreconditionFailed { .. }) => Ok(None),
             Err(other) => Err(other.into()),
         }
+    }
+
+    /// Whether `key` holds exactly the bytes this server wrote at `written`: a store that lets
+    /// two conditional writes through says yes to both, and only a read-back tells.
+    async fn holds(&self, key: &str, bytes: &[u8], written: Instant) -> anyhow::Result<bool> {
+        self.store.settle(written.elapsed()).await;
+        Ok(self
+            .store
+            .get(key)
+            .await?
+            .is_some_and(|object| object.bytes == bytes))
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -297,13 +317,14 @@ impl OnceRunner<'_> {
         }
         // Confirm we still hold the lease before anyone is told the result.
         let current = etag.lock().await.clone();
+        let (finished, started) = (self.lease(true), Instant::now());
         match self
             .store
-            .put(lease_key, self.lease(true), Condition::IfMatch(current))
+            .put(lease_key, finished.clone(), Condition::IfMatch(current))
             .await
         {
-            Ok(_) => {}
-            Err(StoreError::PreconditionFailed { .. }) => {
+            Ok(_) if self.holds(lease_key, &finished, started).await? => {}
+            Ok(_) | Err(StoreError::PreconditionFailed { .. }) => {
                 return self
                     .follow_the_taker(kind, app, version, result_key, "before writing the result")
                     .await;
@@ -339,21 +360,23 @@ impl OnceRunner<'_> {
                 error: Some(err.to_string()),
             },
         };
+        let (ours, started) = (result.to_toml().into_bytes(), Instant::now());
         match self
             .store
-            .put(
-                result_key,
-                result.to_toml().into_bytes(),
-                Condition::IfAbsent,
-            )
+            .put(result_key, ours.clone(), Condition::IfAbsent)
             .await
         {
-            Ok(_) => outcome(kind, app, version, &result),
-            // Someone finished first (we were presumed dead): theirs counts.
-            Err(StoreError::PreconditionFailed { .. }) => match self.result(result_key).await? {
-                Some(theirs) => outcome(kind, app, version, &theirs),
-                None => bail!("{result_key} vanished"),
-            },
+            Ok(_) if self.holds(result_key, &ours, started).await? => {
+                outcome(kind, app, version, &result)
+            }
+            // Someone finished first (we were presumed dead), or the store said yes to both of
+            // us and kept theirs: theirs counts.
+            Ok(_) | Err(StoreError::PreconditionFailed { .. }) => {
+                match self.result(result_key).await? {
+                    Some(theirs) => outcome(kind, app, version, &theirs),
+                    None => bail!("{result_key} vanished"),
+                }
+            }
             Err(other) => Err(other).context("writing the once-hooks result"),
         }
     }

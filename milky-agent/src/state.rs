@@ -22,7 +22,8 @@ pub struct AgentState {
     /// Versions that failed to deploy, so they are not retried on every pass.
     #[serde(default)]
     pub failures: BTreeMap<AppName, Failure>,
-    /// Whether the store honours conditional writes (probed once, before the first once hooks).
+    /// Whether the store applies conditional writes atomically (probed before once hooks, again
+    /// after a day).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub conditional_writes: Option<ConditionalWrites>,
     /// When the status report was last written (unix seconds) and what it said.
@@ -39,6 +40,9 @@ pub struct ConditionalWrites {
     /// Why not, if the store ignores them.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub broken: Option<String>,
+    /// When it was probed (unix seconds); a verdict older than a day is probed again.
+    #[serde(default)]
+    pub checked: u64,
 }
 
 /// A failed deploy of one version.

@@ -9,7 +9,7 @@
 use std::fs::File;
 use std::os::unix::fs::FileExt;
 
-use milky_core::package::parallel::{Decoder, stream_starts};
+use milky_core::package::decompress::{Decoder, stream_starts};
 
 type Result<T> = std::result::Result<T, Box<dyn std::error::Error>>;
 

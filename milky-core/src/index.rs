@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 use toml_edit::{DocumentMut, Item, Table, value};
 
 use crate::names::{AppName, GroupName, Version};
+use crate::retention::Policy;
 
 /// The schema this build reads and writes. A newer one is refused rather than misread.
 pub const SCHEMA: i64 = 1;
@@ -82,7 +83,7 @@ pub struct PackageEntry {
     pub signature: Option<String>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct IndexData {
     schema: Option<i64>,
@@ -97,12 +98,15 @@ struct IndexData {
     /// tells agents to fetch the env and restart the app.
     #[serde(default)]
     env: BTreeMap<GroupName, BTreeMap<AppName, u64>>,
+    /// What `cargo milky prune` and uploads remove (see [`crate::retention`]).
+    #[serde(default)]
+    retention: Option<crate::retention::PolicySettings>,
 }
 
 /// How many earlier versions the index remembers per group and app.
 pub const HISTORY_LEN: usize = 10;
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct AppData {
     #[serde(default)]
@@ -110,9 +114,14 @@ struct AppData {
 }
 
 /// The parsed index, with its original text kept for lossless edits.
+///
+/// Its typed form is parsed once and kept until the next edit: an agent pass or a command looks
+/// it up many times, and an index of thousands of versions takes milliseconds to parse. Every
+/// edit of `doc` goes through [`Index::doc_mut`], which drops the typed form.
 #[derive(Debug, Clone)]
 pub struct Index {
     doc: DocumentMut,
+    data: std::sync::OnceLock<IndexData>,
 }
 
 /// The outcome of recording an upload.
@@ -139,7 +148,10 @@ impl Index {
         doc.decor_mut().set_prefix(format!("{HEADER}\n"));
         doc["groups"] = implicit_table();
         doc["apps"] = implicit_table();
-        Self { doc }
+        Self {
+            doc,
+            data: std::sync::OnceLock::new(),
+        }
     }
 
     /// Parses and fully validates an index: TOML syntax, schema version, and every name in it.
@@ -150,60 +162,64 @@ impl Index {
         let doc: DocumentMut = text
             .parse()
             .map_err(|e: toml_edit::TomlError| IndexError::Malformed(e.to_string()))?;
-        let index = Self { doc };
-        index.data()?;
-        Ok(index)
+        let data = typed(&doc)?;
+        Ok(Self {
+            doc,
+            data: data.into(),
+        })
     }
 
-    fn data(&self) -> Result<IndexData, IndexError> {
-        let data: IndexData = toml::from_str(&self.doc.to_string())
-            .map_err(|e| IndexError::Malformed(e.to_string()))?;
-        match data.schema {
-            Some(SCHEMA) => Ok(data),
-            Some(found) => Err(IndexError::UnknownSchema { found }),
-            None => Err(IndexError::Malformed(
-                "the `schema = 1` line is missing".into(),
-            )),
-        }
-    }
-
-    fn data_unchecked(&self) -> IndexData {
+    /// The typed form, parsed on first use after the last edit.
+    fn data(&self) -> &IndexData {
         // Every constructor and edit keeps the document valid, so this cannot fail.
-        self.data().expect("index stays valid between edits")
+        self.data
+            .get_or_init(|| typed(&self.doc).expect("index stays valid between edits"))
+    }
+
+    /// The document, to edit: the typed form is parsed again on the next lookup.
+    fn doc_mut(&mut self) -> &mut DocumentMut {
+        self.data = std::sync::OnceLock::new();
+        &mut self.doc
     }
 
     /// Every group with the app → version it runs.
     pub fn groups(&self) -> BTreeMap<GroupName, BTreeMap<AppName, Version>> {
-        self.data_unchecked().groups
+        self.data().groups.clone()
     }
 
     /// Every group the index names: those that run apps, and those with an env or a history of
     /// versions.
     pub fn known_groups(&self) -> std::collections::BTreeSet<GroupName> {
-        let data = self.data_unchecked();
+        let data = self.data();
         data.groups
-            .into_keys()
-            .chain(data.env.into_keys())
-            .chain(data.history.into_keys())
+            .keys()
+            .chain(data.env.keys())
+            .chain(data.history.keys())
+            .cloned()
             .collect()
     }
 
     /// The apps and versions one group runs (empty if the group is unknown).
     pub fn group(&self, group: &GroupName) -> BTreeMap<AppName, Version> {
-        self.groups().remove(group).unwrap_or_default()
+        self.data().groups.get(group).cloned().unwrap_or_default()
     }
 
     /// Every app with its uploaded versions.
     pub fn apps(&self) -> BTreeMap<AppName, BTreeMap<Version, PackageEntry>> {
-        self.data_unchecked()
+        self.data()
             .apps
-            .into_iter()
-            .map(|(app, data)| (app, data.versions))
+            .iter()
+            .map(|(app, data)| (app.clone(), data.versions.clone()))
             .collect()
     }
 
+    /// The uploaded versions of one app, without copying the rest of the index.
+    pub fn versions(&self, app: &AppName) -> Option<&BTreeMap<Version, PackageEntry>> {
+        Some(&self.data().apps.get(app)?.versions)
+    }
+
     pub fn package(&self, app: &AppName, version: &Version) -> Option<PackageEntry> {
-        self.apps().remove(app)?.remove(version)
+        self.versions(app)?.get(version).cloned()
     }
 
     /// Records an uploaded package. The same bytes again are [`Added::AlreadyThere`], or
@@ -242,7 +258,7 @@ impl Index {
                 })
             };
         }
-        let versions = table_at(&mut self.doc, &["apps", app.as_str(), "versions"]);
+        let versions = table_at(self.doc_mut(), &["apps", app.as_str(), "versions"]);
         let mut row = Table::new();
         row["sha256"] = value(&entry.sha256);
         row["size"] = value(i64::try_from(entry.size).unwrap_or(i64::MAX));
@@ -269,7 +285,7 @@ impl Index {
                 known: self.known_versions(app),
             });
         }
-        let row = table_at(&mut self.doc, &["apps", app.as_str(), "versions"])
+        let row = table_at(self.doc_mut(), &["apps", app.as_str(), "versions"])
             .get_mut(version.as_str())
             .and_then(Item::as_table_like_mut)
             .expect("a listed version has a table");
@@ -288,8 +304,7 @@ impl Index {
     }
 
     fn known_versions(&self, app: &AppName) -> String {
-        self.apps()
-            .remove(app)
+        self.versions(app)
             .map(|versions| {
                 versions
                     .keys()
@@ -324,29 +339,29 @@ impl Index {
             history.truncate(HISTORY_LEN);
             self.set_history(group, app, &history);
         }
-        let apps = table_at(&mut self.doc, &["groups", group.as_str()]);
+        let apps = table_at(self.doc_mut(), &["groups", group.as_str()]);
         apps.insert(app.as_str(), value(version.as_str()));
         Ok(previous)
     }
 
     /// The generation of `app`'s env in `group` (0: none set).
     pub fn env_generation(&self, group: &GroupName, app: &AppName) -> u64 {
-        self.data_unchecked()
+        self.data()
             .env
-            .remove(group)
-            .and_then(|mut apps| apps.remove(app))
+            .get(group)
+            .and_then(|apps| apps.get(app).copied())
             .unwrap_or(0)
     }
 
     /// Every app's env generation in `group`.
     pub fn env_generations(&self, group: &GroupName) -> BTreeMap<AppName, u64> {
-        self.data_unchecked().env.remove(group).unwrap_or_default()
+        self.data().env.get(group).cloned().unwrap_or_default()
     }
 
     /// Records a new env generation; an older one never replaces a newer.
     pub fn set_env_generation(&mut self, group: &GroupName, app: &AppName, generation: u64) {
         if generation > self.env_generation(group, app) {
-            let table = table_at(&mut self.doc, &["env", group.as_str()]);
+            let table = table_at(self.doc_mut(), &["env", group.as_str()]);
             table.insert(
                 app.as_str(),
                 value(i64::try_from(generation).unwrap_or(i64::MAX)),
@@ -356,15 +371,15 @@ impl Index {
 
     /// The versions `group` ran of `app` before the current one, most recent first.
     pub fn history(&self, group: &GroupName, app: &AppName) -> Vec<Version> {
-        self.data_unchecked()
+        self.data()
             .history
-            .remove(group)
-            .and_then(|mut apps| apps.remove(app))
+            .get(group)
+            .and_then(|apps| apps.get(app).cloned())
             .unwrap_or_default()
     }
 
     fn set_history(&mut self, group: &GroupName, app: &AppName, history: &[Version]) {
-        let table = table_at(&mut self.doc, &["history", group.as_str()]);
+        let table = table_at(self.doc_mut(), &["history", group.as_str()]);
         let mut array = toml_edit::Array::new();
         history.iter().for_each(|v| array.push(v.as_str()));
         table.insert(app.as_str(), value(array));
@@ -399,7 +414,7 @@ impl Index {
                 continue;
             }
             self.set_history(group, app, &history);
-            table_at(&mut self.doc, &["groups", group.as_str()])
+            table_at(self.doc_mut(), &["groups", group.as_str()])
                 .insert(app.as_str(), value(candidate.as_str()));
             return Ok(Rollback {
                 from: current,
@@ -422,8 +437,104 @@ impl Index {
                 app: app.clone(),
             });
         };
-        table_at(&mut self.doc, &["groups", group.as_str()]).remove(app.as_str());
+        table_at(self.doc_mut(), &["groups", group.as_str()]).remove(app.as_str());
         Ok(version)
+    }
+}
+
+/// The ids of recent edits ride in comment lines at the end of the file, not in a TOML key:
+/// builds that predate them refuse unknown keys but keep comments through their own edits.
+const EDITS_LINE: &str = "# milky-edits:";
+/// How many edit ids the index remembers: more than can land between one controller's write and
+/// its read-back.
+pub const RECENT_EDITS: usize = 64;
+const EDITS_PER_LINE: usize = 8;
+
+impl Index {
+    /// The ids of the last [`RECENT_EDITS`] edits, oldest first (see
+    /// [`crate::store::Store::edit_index`]).
+    pub fn recent_edits(&self) -> Vec<String> {
+        let trailing = self.doc.trailing().as_str().unwrap_or_default();
+        trailing
+            .lines()
+            .filter_map(|line| line.trim().strip_prefix(EDITS_LINE))
+            .flat_map(str::split_whitespace)
+            .map(str::to_owned)
+            .collect()
+    }
+
+    /// Records an edit's id, forgetting the oldest beyond [`RECENT_EDITS`]. Whatever else is at
+    /// the end of the file (a comment someone wrote) stays.
+    pub fn record_edit(&mut self, id: &str) {
+        let mut ids = self.recent_edits();
+        ids.push(id.to_owned());
+        let ids = &ids[ids.len().saturating_sub(RECENT_EDITS)..];
+        let trailing = self.doc.trailing().as_str().unwrap_or_default().to_owned();
+        let mut kept: Vec<&str> = trailing
+            .lines()
+            .filter(|line| !line.trim().starts_with(EDITS_LINE))
+            .collect();
+        while kept.last().is_some_and(|line| line.trim().is_empty()) {
+            kept.pop();
+        }
+        let mut text: String = kept.iter().map(|line| format!("{line}\n")).collect();
+        text.push('\n');
+        for chunk in ids.chunks(EDITS_PER_LINE) {
+            text.push_str(&format!("{EDITS_LINE} {}\n", chunk.join(" ")));
+        }
+        self.doc.set_trailing(text);
+    }
+}
+
+/// Retention (see [`crate::retention`]): the policy and the removal of versions.
+impl Index {
+    /// The `[retention]` policy, or the default one.
+    pub fn retention(&self) -> Policy {
+        self.data()
+            .retention
+            .as_ref()
+            .map(|settings| Policy::from_settings(settings).expect("checked when parsed"))
+            .unwrap_or_default()
+    }
+
+    /// Writes `policy` as `[retention]`, every field spelled out.
+    pub fn set_retention(&mut self, policy: &Policy) {
+        let table = table_at(self.doc_mut(), &["retention"]);
+        table.set_implicit(false);
+        table.insert(
+            "keep",
+            value(i64::try_from(policy.keep).unwrap_or(i64::MAX)),
+        );
+        table.insert(
+            "older_than",
+            value(humantime::format_duration(policy.older_than).to_string()),
+        );
+        table.insert("after_upload", value(policy.after_upload));
+    }
+
+    /// Every version some group can roll back to.
+    pub fn history_versions(&self) -> std::collections::BTreeSet<(AppName, Version)> {
+        self.data()
+            .history
+            .values()
+            .flatten()
+            .flat_map(|(app, versions)| versions.iter().map(|v| (app.clone(), v.clone())))
+            .collect()
+    }
+
+    /// Takes versions' entries out of the index (an app left without any goes too). Their
+    /// packages stay in the store until `cargo milky prune` deletes them.
+    pub fn remove_versions(&mut self, versions: &[(AppName, Version)]) {
+        for (app, version) in versions {
+            if self.package(app, version).is_none() {
+                continue;
+            }
+            let entries = table_at(self.doc_mut(), &["apps", app.as_str(), "versions"]);
+            entries.remove(version.as_str());
+            if entries.is_empty() {
+                table_at(self.doc_mut(), &["apps"]).remove(app.as_str());
+            }
+        }
     }
 }
 
@@ -456,6 +567,22 @@ fn passed_over(never_served: &[Version]) -> String {
         },
         list.join(", ")
     )
+}
+
+/// The typed form of a document, with its schema checked.
+fn typed(doc: &DocumentMut) -> Result<IndexData, IndexError> {
+    let data: IndexData =
+        toml::from_str(&doc.to_string()).map_err(|e| IndexError::Malformed(e.to_string()))?;
+    if let Some(settings) = &data.retention {
+        crate::retention::Policy::from_settings(settings).map_err(IndexError::Malformed)?;
+    }
+    match data.schema {
+        Some(SCHEMA) => Ok(data),
+        Some(found) => Err(IndexError::UnknownSchema { found }),
+        None => Err(IndexError::Malformed(
+            "the `schema = 1` line is missing".into(),
+        )),
+    }
 }
 
 fn implicit_table() -> Item {
@@ -817,6 +944,75 @@ mod tests {
         );
         let err = index.remove_app(&group("g"), &app("a")).unwrap_err();
         assert_eq!(err.to_string(), "group g does not run app a");
+    }
+
+    #[test]
+    fn edit_ids_are_kept_bounded_and_invisible_to_readers() {
+        let mut index = Index::new();
+        index
+            .add_package(&app("a"), &version("v1"), &entry('a'))
+            .unwrap();
+        index.record_edit("first");
+        let text = format!("{index}# someone's note\n");
+        let mut index = Index::parse(&text).unwrap();
+        assert_eq!(index.recent_edits(), ["first"]);
+        for n in 0..RECENT_EDITS + 5 {
+            index.record_edit(&format!("id{n}"));
+            // An edit made after the ids: they stay at the end of the file.
+            index
+                .set_version(&group("g"), &app("a"), &version("v1"))
+                .unwrap();
+        }
+        let text = index.to_string();
+        let reread = Index::parse(&text).unwrap();
+        let ids = reread.recent_edits();
+        assert_eq!(ids.len(), RECENT_EDITS);
+        assert_eq!(ids.first().unwrap(), "id5");
+        assert_eq!(ids.last().unwrap(), &format!("id{}", RECENT_EDITS + 4));
+        assert!(text.contains("# someone's note\n"), "{text}");
+        assert!(
+            text.trim_end()
+                .ends_with(&format!("id{}", RECENT_EDITS + 4)),
+            "{text}"
+        );
+        // Readers that know nothing of the ids (serde, as older builds) see a plain index.
+        let plain: toml::Value = toml::from_str(&text).unwrap();
+        assert_eq!(plain.as_table().unwrap().len(), 3, "{plain}");
+        assert_eq!(reread.group(&group("g")).len(), 1);
+    }
+
+    #[test]
+    fn versions_leave_the_index_and_the_policy_round_trips() {
+        let text = "schema = 1\n# kept: the audit\n[apps.a.versions.v1]\nsha256 = \"aa\"\nsize = 1\nuploaded = \"x\"\n";
+        let mut index = Index::parse(text).unwrap();
+        index
+            .add_package(&app("a"), &version("v2"), &entry('b'))
+            .unwrap();
+        index
+            .add_package(&app("b"), &version("v1"), &entry('c'))
+            .unwrap();
+        assert_eq!(index.retention(), Policy::default());
+        index.remove_versions(&[(app("a"), version("v2")), (app("b"), version("v1"))]);
+        let out = index.to_string();
+        assert!(
+            out.contains("# kept: the audit\n[apps.a.versions.v1]"),
+            "{out}"
+        );
+        assert!(!out.contains("v2") && !out.contains("apps.b"), "{out}");
+        let policy = Policy {
+            keep: 5,
+            older_than: std::time::Duration::from_secs(7 * 86400),
+            after_upload: false,
+        };
+        index.set_retention(&policy);
+        let out = index.to_string();
+        assert!(
+            out.contains("[retention]\nkeep = 5\nolder_than = \"7days\"\nafter_upload = false\n"),
+            "{out}"
+        );
+        assert_eq!(Index::parse(&out).unwrap().retention(), policy);
+        let err = Index::parse("schema = 1\n[retention]\nolder_than = \"soon\"\n").unwrap_err();
+        assert!(err.to_string().contains("not a duration"), "{err}");
     }
 
     #[test]

@@ -38,6 +38,10 @@ pub fn once_hooks(group: &GroupName, app: &AppName, version: &Version) -> String
     format!("groups/{group}/once/{app}/{version}/")
 }
 
+/// Where the controller's conditional-write probe (`doctor`, and the check before a command
+/// writes) puts its scratch objects.
+pub const STORE_PROBE_PREFIX: &str = "doctor";
+
 /// Where the conditional-write probe of a group's servers writes its scratch objects.
 pub fn once_probe_prefix(group: &GroupName) -> String {
     format!("groups/{group}/once")
@@ -81,6 +85,15 @@ pub fn served_prefix(group: &GroupName, app: &AppName) -> String {
     format!("groups/{group}/served/{app}/")
 }
 
+/// Shipped server logs: `logs/<group>/<host>/<day>/…`, one gzip segment per object (the
+/// segment's own part of the key is spelled in `logs.rs`, which also parses it back).
+pub const LOGS: &str = "logs/";
+
+/// Every shipped log of a group's servers, one folder per host below it.
+pub fn logs_group_prefix(group: &GroupName) -> String {
+    format!("{LOGS}{group}/")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -97,6 +110,7 @@ mod tests {
         let host = HostName::new("web-1").unwrap();
         assert_eq!(host_status(&group, &host), "groups/stable/hosts/web-1.toml");
         assert_eq!(env(&group, &app), "groups/stable/env/myapp.toml");
+        assert_eq!(logs_group_prefix(&group), "logs/stable/");
         assert_eq!(
             lease_in(&once_hooks(&group, &app, &version)),
             "groups/stable/once/myapp/v1022/lease.toml"

@@ -10,6 +10,7 @@ pub mod names;
 pub mod once;
 pub mod package;
 pub mod project;
+pub mod retention;
 pub mod served;
 pub mod signing;
 pub mod status;

@@ -11,10 +11,12 @@ use std::fmt;
 use std::io::{Read, Write};
 use std::str::FromStr;
 
+use time::{Date, Month, OffsetDateTime, PrimitiveDateTime, Time};
+
 use crate::names::{AppName, GroupName, HostName};
 
 /// Every shipped segment lives under this prefix.
-pub const PREFIX: &str = "logs/";
+pub use crate::layout::LOGS as PREFIX;
 
 /// Where a log line comes from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -158,7 +160,7 @@ impl SegmentKey {
 
 /// `logs/<group>/`: every host of the group below it.
 pub fn group_prefix(group: &GroupName) -> String {
-    format!("{PREFIX}{group}/")
+    crate::layout::logs_group_prefix(group)
 }
 
 /// `logs/<group>/<host>/<YYYY-MM-DD>/`: one host's segments whose first line is of that day.
@@ -172,12 +174,11 @@ pub fn parse_day(day: &str) -> Option<i64> {
 }
 
 fn split_time(unix_secs: i64) -> (String, String) {
-    let days = unix_secs.div_euclid(86_400);
-    let secs = unix_secs.rem_euclid(86_400);
-    let (y, m, d) = civil_from_days(days);
+    // Segment times come from parsed log lines or the agent's clock: always in range.
+    let t = OffsetDateTime::from_unix_timestamp(unix_secs).unwrap_or(OffsetDateTime::UNIX_EPOCH);
     (
-        format!("{y:04}-{m:02}-{d:02}"),
-        format!("{:02}{:02}{:02}", secs / 3600, secs / 60 % 60, secs % 60),
+        format!("{:04}-{:02}-{:02}", t.year(), u8::from(t.month()), t.day()),
+        format!("{:02}{:02}{:02}", t.hour(), t.minute(), t.second()),
     )
 }
 
@@ -284,37 +285,20 @@ fn month_number(name: &str) -> Option<i64> {
     MONTHS.iter().position(|m| *m == name).map(|i| i as i64 + 1)
 }
 
-/// Milliseconds since the epoch of a UTC civil time; `None` when a field is out of range.
+/// Milliseconds since the epoch of a UTC civil time; `None` for a date or time that does not
+/// exist (Feb 31, hour 24). A leap second (:60) counts as the second after :59.
 fn timestamp(y: i64, m: i64, d: i64, hh: i64, mm: i64, ss: i64) -> Option<i64> {
-    let valid = (1970..=9999).contains(&y)
-        && (1..=12).contains(&m)
-        && (1..=31).contains(&d)
-        && (0..24).contains(&hh)
-        && (0..60).contains(&mm)
-        && (0..=60).contains(&ss);
-    valid.then(|| ((days_from_civil(y, m, d) * 24 + hh) * 60 + mm) * 60_000 + ss * 1000)
-}
-
-/// Days since 1970-01-01 of a proleptic Gregorian date (H. Hinnant's algorithm).
-fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
-}
-
-fn civil_from_days(days: i64) -> (i64, i64, i64) {
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    (yoe + era * 400 + i64::from(m <= 2), m, d)
+    if !(1970..=9999).contains(&y) || !(0..=60).contains(&ss) {
+        return None;
+    }
+    let field = |n: i64| u8::try_from(n).ok();
+    let month = Month::try_from(field(m)?).ok()?;
+    let date = Date::from_calendar_date(i32::try_from(y).ok()?, month, field(d)?).ok()?;
+    let time = Time::from_hms(field(hh)?, field(mm)?, field(ss.min(59))?).ok()?;
+    let secs = PrimitiveDateTime::new(date, time)
+        .assume_utc()
+        .unix_timestamp();
+    Some((secs + (ss - 59).max(0)) * 1000)
 }
 
 // ---- segments ------------------------------------------------------------------------------------
@@ -570,13 +554,25 @@ mod tests {
     }
 
     #[test]
-    fn civil_dates_convert_both_ways() {
-        for days in [-1, 0, 59, 365, 10_957, 20_417, 2_932_896] {
-            let (y, m, d) = civil_from_days(days);
-            assert_eq!(days_from_civil(y, m, d), days, "{y}-{m}-{d}");
+    fn days_convert_both_ways_and_impossible_dates_are_refused() {
+        for secs in [0, 86_399, 951_782_400, 1_764_064_800, 253_402_300_799] {
+            let (day, hms) = split_time(secs);
+            assert_eq!(join_time(&day, &hms), Some(secs), "{day} {hms}");
         }
         assert_eq!(parse_day("1970-01-02"), Some(86_400));
         assert_eq!(parse_day("2026-11-25"), Some(NOV_25_10H / 1000 - 36_000));
+        assert_eq!(parse_day("2024-02-29"), Some(1_709_164_800));
+        for impossible in [
+            "2026-02-31",
+            "2025-02-29",
+            "2026-13-01",
+            "2026-04-31",
+            "2026-00-10",
+        ] {
+            assert_eq!(parse_day(impossible), None, "{impossible}");
+        }
+        assert_eq!(join_time("2026-11-25", "240000"), None);
+        assert_eq!(line_time("2026/02/30 10:00:00 [error] 1#1: x"), None);
     }
 
     #[test]

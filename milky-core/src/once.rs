@@ -4,13 +4,13 @@
 //! Servers share nothing but the store, so the "one" is a lease object created with
 //! `If-None-Match: *` (only one create wins) and renewed, taken over when expired, and finally
 //! confirmed with `If-Match` on its ETag: a leader that lost its lease learns it before it writes
-//! a result. This needs a store that honours conditional writes; [`probe_conditional_writes`]
-//! checks that before anyone relies on it.
+//! a result. This needs a store that applies conditional writes atomically;
+//! [`crate::store::probe`] checks that before anyone relies on it, and every lease and result
+//! written is read back, so a write the store let another overwrite is not taken as held.
 
 use serde::{Deserialize, Serialize};
 
 use crate::names::HostName;
-use crate::store::{Condition, Store, StoreError};
 
 /// Who runs the once hooks, until when.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -57,49 +57,4 @@ impl OnceResult {
     pub fn to_toml(&self) -> String {
         toml::to_string(self).expect("result serializes")
     }
-}
-
-/// Whether the store really refuses a create over an existing key and a replace with a stale
-/// ETag. Some S3-compatible servers ignore both headers; on them a lease is no lease.
-/// Writes and deletes one small object under `prefix`.
-pub async fn probe_conditional_writes(
-    store: &Store,
-    prefix: &str,
-) -> Result<Result<(), String>, StoreError> {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos())
-        .unwrap_or(0);
-    let key = format!(
-        "{prefix}/.conditional-write-probe-{nanos}-{}",
-        std::process::id()
-    );
-    store
-        .put(&key, b"probe".to_vec(), Condition::IfAbsent)
-        .await?;
-    let second = store
-        .put(&key, b"probe again".to_vec(), Condition::IfAbsent)
-        .await;
-    let stale = store
-        .put(
-            &key,
-            b"stale".to_vec(),
-            Condition::IfMatch("\"0000000000\"".into()),
-        )
-        .await;
-    store.delete(&key).await?;
-    let verdict = match (second, stale) {
-        (
-            Err(StoreError::PreconditionFailed { .. }),
-            Err(StoreError::PreconditionFailed { .. }),
-        ) => Ok(()),
-        (Ok(_), _) => {
-            Err("it accepted a create (If-None-Match: *) over an existing object".to_owned())
-        }
-        (_, Ok(_)) => Err("it accepted a replace (If-Match) with a stale ETag".to_owned()),
-        (Err(StoreError::PreconditionFailed { .. }), Err(other)) | (Err(other), _) => {
-            return Err(other);
-        }
-    };
-    Ok(verdict)
 }

@@ -115,6 +115,10 @@ pub struct DeploySettings {
     /// Keep it outside the project: `upload` refuses a key inside the directory it packs.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub signing_key: Option<PathBuf>,
+    /// Write to a store that fails the conditional-write probe (`cargo milky doctor`), at your
+    /// risk: edits are confirmed by reading them back, but two writers can still both win.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub allow_unsafe_store: bool,
 }
 
 /// The whole project file.

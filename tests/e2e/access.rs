@@ -47,7 +47,7 @@ fn controller_policy(bucket: &str) -> String {
             {"Effect": "Allow", "Action": "s3:GetObject", "Resource": [arn("groups/*"), arn("logs/*")]},
             {"Effect": "Allow", "Action": "s3:DeleteObject",
              "Resource": [arn("groups/*/hosts/*"), arn("logs/*")]},
-            {"Effect": "Allow", "Action": ["s3:PutObject", "s3:DeleteObject"], "Resource": arn("doctor/*")},
+            {"Effect": "Allow", "Action": ["s3:GetObject", "s3:PutObject", "s3:DeleteObject"], "Resource": arn("doctor/*")},
         ]
     })
     .to_string()

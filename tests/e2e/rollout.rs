@@ -387,17 +387,17 @@ fn a_store_that_ignores_conditional_writes_runs_no_once_hooks() {
         &format!("[env]\nMILKY_DB_PATH = \"{}\"\n", db.display()),
     );
     let out = agent.sync();
-    assert_failure(&out, 1, "does not honour conditional writes");
+    assert_failure(&out, 1, "does not apply conditional writes atomically");
     assert!(once_runs_or_empty(&db).is_empty(), "no once hook ran");
     let out = ctx
         .milky_command(ctx.dir.path(), &["doctor", "--endpoint-url", &proxy])
         .env("AWS_ENDPOINT_URL", &proxy)
         .output()
         .unwrap();
-    assert_failure(&out, 1, "does not honour conditional writes");
+    assert_failure(&out, 1, "does not apply conditional writes atomically");
     let out = ctx.milky(&["doctor"]);
     assert_success(&out, "doctor on the real store");
-    assert!(stdout(&out).contains("conditional writes are honoured"));
+    assert!(stdout(&out).contains("conditional writes are applied atomically"));
 }
 
 fn once_runs_or_empty(db: &Path) -> Vec<String> {

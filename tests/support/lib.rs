@@ -13,6 +13,7 @@ pub mod agent;
 pub mod django;
 pub mod iam;
 pub mod proxy;
+pub mod racy_store;
 pub mod tmpfs;
 
 use std::io::Write;
@@ -178,6 +179,9 @@ impl TestContext {
             .arg("milky")
             .args(args)
             .env("MILKY_STORE", self.store())
+            // The store checks the controller remembers stay in this test's dir.
+            .env("XDG_CACHE_HOME", self.dir.path().join("cache"))
+            .env_remove("MILKY_ALLOW_UNSAFE_STORE")
             .env_remove("MILKY_SIGNING_KEY")
             .env_remove("RUST_LOG");
         for (key, value) in aws_env(&self.endpoint) {

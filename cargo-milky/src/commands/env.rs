@@ -103,7 +103,14 @@ pub struct EditOptions {
 
 pub async fn run(args: EnvArgs, global: &GlobalArgs, printer: Printer) -> anyhow::Result<()> {
     let settings = Settings::resolve(global)?;
-    let store = settings.open_store().await?;
+    let writes = match &args.command {
+        EnvCommand::Set { options, .. }
+        | EnvCommand::Unset { options, .. }
+        | EnvCommand::Import { options, .. } => !options.dry_run,
+        EnvCommand::List { .. } => false,
+        EnvCommand::Sign { .. } => true,
+    };
+    let store = settings.open_store_for(writes).await?;
     let (group, app, options, change) = match args.command {
         EnvCommand::Set {
             group,

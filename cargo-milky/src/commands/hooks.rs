@@ -46,7 +46,8 @@ struct FirstHooks {
 
 pub async fn run(args: HooksArgs, global: &GlobalArgs, printer: Printer) -> anyhow::Result<()> {
     let settings = Settings::resolve(global)?;
-    let store = settings.open_store().await?;
+    let writes = matches!(args.command, HooksCommand::Reset { .. });
+    let store = settings.open_store_for(writes).await?;
     match args.command {
         HooksCommand::Show { group, app, json } => {
             let key = layout::first_hooks_done(&group, &app);

@@ -10,6 +10,7 @@ pub mod keygen;
 pub mod logs;
 pub mod package;
 pub mod promote;
+pub mod prune;
 pub mod remove;
 pub mod rollback;
 pub mod sign;
@@ -34,6 +35,7 @@ pub async fn run(args: MilkyArgs) -> anyhow::Result<()> {
         Command::Status(a) => status::run(a, &args.global).await,
         Command::Rollback(a) => rollback::run(a, &args.global, printer).await,
         Command::Promote(a) => promote::run(a, &args.global, printer).await,
+        Command::Prune(a) => prune::run(a, &args.global, printer).await,
         Command::Hosts(a) => hosts::run(a, &args.global, printer).await,
         Command::Hooks(a) => hooks::run(a, &args.global, printer).await,
         Command::Doctor(a) => doctor::run(a, &args.global).await,

@@ -29,7 +29,7 @@ pub async fn run(args: PromoteArgs, global: &GlobalArgs, printer: Printer) -> an
         return Err(user_error("promote needs two different groups"));
     }
     let settings = Settings::resolve(global)?;
-    let store = settings.open_store().await?;
+    let store = settings.open_store_for(true).await?;
     let index = store.read_index().await?.map(|(index, _)| index);
     crate::groups::require(&store, index.as_ref(), &args.from).await?;
     crate::groups::allow_new(&store, index.as_ref(), &args.to, &args.new_group).await?;

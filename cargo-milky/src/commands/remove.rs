@@ -28,7 +28,7 @@ pub struct RemoveArgs {
 
 pub async fn run(args: RemoveArgs, global: &GlobalArgs, printer: Printer) -> anyhow::Result<()> {
     let settings = Settings::resolve(global)?;
-    let store = settings.open_store().await?;
+    let store = settings.open_store_for(!args.dry_run).await?;
     let (group, app) = (&args.group, &args.app);
     let Some((index, _)) = store.read_index().await? else {
         return Err(user_error(

@@ -33,7 +33,7 @@ pub struct RollbackArgs {
 
 pub async fn run(args: RollbackArgs, global: &GlobalArgs, printer: Printer) -> anyhow::Result<()> {
     let settings = Settings::resolve(global)?;
-    let store = settings.open_store().await?;
+    let store = settings.open_store_for(!args.dry_run).await?;
     let (group, app) = (&args.group, &args.app);
     let served = milky_core::served::versions(&store, group, app)
         .await

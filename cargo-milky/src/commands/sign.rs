@@ -64,7 +64,7 @@ pub async fn run(args: SignArgs, global: &GlobalArgs, printer: Printer) -> anyho
             "no signing key given: pass --sign-key PATH, set MILKY_SIGNING_KEY, or add `signing_key = \"…\"` under [deploy] in milky.toml",
         )
     })?;
-    let store = settings.open_store().await?;
+    let store = settings.open_store_for(!args.dry_run).await?;
     let (app, version) = (&args.app, &args.version);
     let Some((index, _)) = store.read_index().await? else {
         return Err(user_error(

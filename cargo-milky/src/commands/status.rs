@@ -5,25 +5,40 @@ use std::time::SystemTime;
 
 use clap::Args;
 use milky_core::GroupName;
-use milky_core::status::{GroupSummary, read_group, summarize};
+use milky_core::status::{GroupSummary, READ_CONCURRENCY, ReportCache, summarize};
 
 use crate::cli::GlobalArgs;
 use crate::settings::Settings;
 
 /// Show, per group and app, the wanted version, how many live servers serve it, which lag or
 /// failed and why, and which servers went stale (no report for longer than --stale-after).
+///
+/// Reports are read 64 at a time. A large group is summarised: counts per state, then the
+/// failed and lagging servers (the first ten of each), the rest elided; --all lists every
+/// server. --json is always complete.
 #[derive(Debug, Args)]
-#[command(after_help = "Examples:\n  cargo milky status\n  cargo milky status stable --json")]
+#[command(
+    after_help = "Examples:\n  cargo milky status\n  cargo milky status stable --all\n  cargo milky status stable --json"
+)]
 pub struct StatusArgs {
     /// Only this group [default: every group of the index]
     pub group: Option<GroupName>,
     /// A server whose report is older than this is shown as stale
     #[arg(long, default_value = "25m", value_parser = humantime::parse_duration)]
     pub stale_after: std::time::Duration,
-    /// Print the status as JSON on stdout
+    /// List every server, however many (the text output shows ten per list and counts the rest)
+    #[arg(long)]
+    pub all: bool,
+    /// Print the status as JSON on stdout (always every server)
     #[arg(long)]
     pub json: bool,
+    /// Reports read at once (1: one after another, the benchmark's baseline)
+    #[arg(long, hide = true, default_value_t = READ_CONCURRENCY)]
+    pub read_concurrency: usize,
 }
+
+/// Servers listed per list and app unless --all.
+const SHOWN: usize = 10;
 
 pub async fn run(args: StatusArgs, global: &GlobalArgs) -> anyhow::Result<()> {
     let settings = Settings::resolve(global)?;
@@ -42,7 +57,9 @@ pub async fn run(args: StatusArgs, global: &GlobalArgs) -> anyhow::Result<()> {
     };
     let mut all: BTreeMap<GroupName, GroupSummary> = BTreeMap::new();
     for group in groups {
-        let reports = read_group(&store, &group).await?;
+        let reports = ReportCache::default()
+            .read(&store, &group, args.read_concurrency)
+            .await?;
         all.insert(
             group.clone(),
             summarize(
@@ -57,71 +74,9 @@ pub async fn run(args: StatusArgs, global: &GlobalArgs) -> anyhow::Result<()> {
     if args.json {
         return super::print_json(&all);
     }
+    let limit = if args.all { usize::MAX } else { SHOWN };
     for (group, summary) in &all {
-        outln!(
-            "group {group}: {} live server(s){}",
-            summary.live.len(),
-            if summary.stale.is_empty() {
-                String::new()
-            } else {
-                format!(", {} stale", summary.stale.len())
-            }
-        );
-        for (app, state) in &summary.apps {
-            let wanted = state
-                .wanted
-                .as_ref()
-                .map(ToString::to_string)
-                .unwrap_or_else(|| "(removed)".into());
-            let env = if state.env_generation > 0 {
-                format!(" (env generation {})", state.env_generation)
-            } else {
-                String::new()
-            };
-            outln!(
-                "  {app:<20} {wanted:<16} {}/{} serving{env}",
-                state.serving.len(),
-                summary.live.len()
-            );
-            for failed in &state.failed {
-                outln!(
-                    "    FAILED  {}: {}",
-                    failed.host,
-                    failed.reason.as_deref().unwrap_or("failed")
-                );
-            }
-            for lag in &state.lagging {
-                let serving = lag
-                    .serving
-                    .as_ref()
-                    .map(ToString::to_string)
-                    .unwrap_or_else(|| "nothing".into());
-                outln!(
-                    "    lagging {}: serves {serving}{}",
-                    lag.host,
-                    lag.reason
-                        .as_ref()
-                        .map(|r| format!(" ({r})"))
-                        .unwrap_or_default()
-                );
-            }
-        }
-        for (host, age) in &summary.stale {
-            outln!(
-                "  stale   {host}: last report {} ago (`cargo milky hosts forget {group} {host}` drops it)",
-                humantime::format_duration(std::time::Duration::from_secs(*age))
-            );
-        }
-        for (host, stuck) in &summary.stuck {
-            outln!(
-                "  STUCK   {host}: {}; no other pass runs there until it ends",
-                stuck.describe()
-            );
-        }
-        for (host, err) in &summary.unreadable {
-            outln!("  unreadable report of {host}: {err}");
-        }
-        print_not_verifying(summary);
+        print_group(group, summary, limit);
     }
     if all.is_empty() {
         outln!("no groups yet");
@@ -129,9 +84,124 @@ pub async fn run(args: StatusArgs, global: &GlobalArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+fn print_group(group: &GroupName, summary: &GroupSummary, limit: usize) {
+    outln!(
+        "group {group}: {} live server(s){}",
+        summary.live.len(),
+        if summary.stale.is_empty() {
+            String::new()
+        } else {
+            format!(", {} stale", summary.stale.len())
+        }
+    );
+    let mut elided = 0;
+    for (app, state) in &summary.apps {
+        let wanted = state
+            .wanted
+            .as_ref()
+            .map(ToString::to_string)
+            .unwrap_or_else(|| "(removed)".into());
+        let env = if state.env_generation > 0 {
+            format!(" (env generation {})", state.env_generation)
+        } else {
+            String::new()
+        };
+        let mut counts = Vec::new();
+        if !state.failed.is_empty() {
+            counts.push(format!("{} failed", state.failed.len()));
+        }
+        if !state.lagging.is_empty() {
+            counts.push(format!("{} lagging", state.lagging.len()));
+        }
+        let counts = if counts.is_empty() {
+            String::new()
+        } else {
+            format!("; {}", counts.join(", "))
+        };
+        outln!(
+            "  {app:<20} {wanted:<16} {}/{} serving{env}{counts}",
+            state.serving.len(),
+            summary.live.len()
+        );
+        for failed in state.failed.iter().take(limit) {
+            outln!(
+                "    FAILED  {}: {}",
+                failed.host,
+                failed.reason.as_deref().unwrap_or("failed")
+            );
+        }
+        for lag in state.lagging.iter().take(limit) {
+            let serving = lag
+                .serving
+                .as_ref()
+                .map(ToString::to_string)
+                .unwrap_or_else(|| "nothing".into());
+            outln!(
+                "    lagging {}: serves {serving}{}",
+                lag.host,
+                lag.reason
+                    .as_ref()
+                    .map(|r| format!(" ({r})"))
+                    .unwrap_or_default()
+            );
+        }
+        elided += more(
+            &format!("    … {app}:"),
+            &[
+                ("failed", state.failed.len()),
+                ("lagging", state.lagging.len()),
+            ],
+            limit,
+        );
+    }
+    for (host, age) in summary.stale.iter().take(limit) {
+        outln!(
+            "  stale   {host}: last report {} ago (`cargo milky hosts forget {group} {host}` drops it)",
+            humantime::format_duration(std::time::Duration::from_secs(*age))
+        );
+    }
+    // Every stuck pass is listed: each one freezes its server.
+    for (host, stuck) in &summary.stuck {
+        outln!(
+            "  STUCK   {host}: {}; no other pass runs there until it ends",
+            stuck.describe()
+        );
+    }
+    for (host, err) in summary.unreadable.iter().take(limit) {
+        outln!("  unreadable report of {host}: {err}");
+    }
+    elided += more(
+        "  …",
+        &[
+            ("stale", summary.stale.len()),
+            ("unreadable", summary.unreadable.len()),
+        ],
+        limit,
+    );
+    elided += print_not_verifying(summary, limit);
+    if elided > 0 {
+        outln!(
+            "  ({elided} servers not listed: `cargo milky status {group} --all` lists every one, --json too)"
+        );
+    }
+}
+
+/// "    … shop: 990 more lagging" for the lists longer than `limit`; returns how many were left out.
+fn more(lead: &str, lists: &[(&str, usize)], limit: usize) -> usize {
+    let parts: Vec<String> = lists
+        .iter()
+        .filter(|(_, len)| *len > limit)
+        .map(|(what, len)| format!("{} more {what}", len - limit))
+        .collect();
+    if !parts.is_empty() {
+        outln!("{lead} {}", parts.join(", "));
+    }
+    lists.iter().map(|(_, len)| len.saturating_sub(limit)).sum()
+}
+
 /// Servers that would install an unsigned package: one line when it is every live server for
-/// the same reason (a fleet without signing), else one per server.
-fn print_not_verifying(summary: &GroupSummary) {
+/// the same reason (a fleet without signing), else one per server. Returns how many were left out.
+fn print_not_verifying(summary: &GroupSummary, limit: usize) -> usize {
     let hosts = &summary.not_verifying;
     if let [(_, why), rest @ ..] = hosts.as_slice()
         && !rest.is_empty()
@@ -139,9 +209,14 @@ fn print_not_verifying(summary: &GroupSummary) {
         && rest.iter().all(|(_, other)| other == why)
     {
         outln!("  all {} live servers: {why}", hosts.len());
-        return;
+        return 0;
     }
-    for (host, why) in hosts {
+    for (host, why) in hosts.iter().take(limit) {
         outln!("  server {host} {why}");
     }
+    more(
+        "  …",
+        &[("servers that do not verify signatures", hosts.len())],
+        limit,
+    )
 }

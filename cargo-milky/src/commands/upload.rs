@@ -6,7 +6,7 @@ use anyhow::Context;
 use clap::Args;
 use milky_core::index::Added;
 use milky_core::package::build::file_sha256;
-use milky_core::store::{Condition, StoreError};
+use milky_core::store::{Condition, ObjectInfo, StoreError};
 use milky_core::{GroupName, IndexError, Manifest, PackageEntry, layout, signing};
 use serde::Serialize;
 
@@ -101,7 +101,7 @@ pub async fn run(args: UploadArgs, global: &GlobalArgs, printer: Printer) -> any
         )));
     }
     // A group that does not exist is refused before anything is packed or sent.
-    let store = settings.open_store().await?;
+    let store = settings.open_store_for(!args.dry_run).await?;
     let index = store.read_index().await?.map(|(index, _)| index);
     crate::groups::allow_new(&store, index.as_ref(), &group, &args.new_group).await?;
     let (package, manifest, sha256, size) = if path.is_dir() {
@@ -197,6 +197,7 @@ pub async fn run(args: UploadArgs, global: &GlobalArgs, printer: Printer) -> any
             )),
             _ => {}
         }
+        super::prune::after_upload(&store, &written, printer).await;
         (previous, signed_by)
     };
     let outcome = Outcome {
@@ -243,6 +244,10 @@ fn print_outcome(
 
 /// Writes the package once. Returns whether bytes were sent: if the key already holds the same
 /// bytes (an earlier upload that stopped before editing the index), there is nothing to send.
+///
+/// The store's word is checked, since some accept a create over an existing object: the key is
+/// looked at before the upload, and after it the store must hold these bytes (the ETag it gave
+/// us, or this sha256) before the index may name them.
 async fn put_package(
     store: &milky_core::Store,
     key: &str,
@@ -251,7 +256,12 @@ async fn put_package(
     size: u64,
     printer: Printer,
 ) -> anyhow::Result<bool> {
+    if let Some(existing) = store.head(key).await? {
+        same_bytes(key, &existing, sha256)?;
+        return Ok(false);
+    }
     let transfer = printer.transfer(&format!("uploading {key}"), size);
+    let started = std::time::Instant::now();
     let result = store
         .put_file(key, package, sha256, Condition::IfAbsent, &|done| {
             transfer.update(done)
@@ -259,24 +269,40 @@ async fn put_package(
         .await;
     transfer.finish();
     match result {
-        Ok(_) => {
+        Ok(etag) => {
+            // On a store used at the user's risk, a racing upload may still be landing.
+            store.settle(started.elapsed()).await;
+            let stored = store.head(key).await?.ok_or_else(|| {
+                anyhow::anyhow!("{key} is missing from the store right after it was uploaded")
+            })?;
+            if stored.etag != etag {
+                same_bytes(key, &stored, sha256)?;
+            }
             printer.status(format!("uploaded {key} ({size} bytes)"));
             Ok(true)
         }
         Err(StoreError::PreconditionFailed { .. }) => {
-            let existing = store.head(key).await?;
-            match existing.and_then(|info| info.sha256) {
-                Some(theirs) if theirs == sha256 => Ok(false),
-                Some(theirs) => Err(user_error(format!(
-                    "{key} already exists in the store with other bytes (sha256 {theirs}); versions are immutable, pick a new version"
-                ))),
-                None => Err(user_error(format!(
-                    "{key} already exists in the store and its sha256 is unknown; pick a new version"
-                ))),
-            }
+            let existing = store.head(key).await?.ok_or_else(|| {
+                anyhow::anyhow!("{key} was refused as existing, and then was not there")
+            })?;
+            same_bytes(key, &existing, sha256)?;
+            Ok(false)
         }
         Err(other) => {
             Err(anyhow::Error::from(other).context(format!("uploading {}", package.display())))
         }
+    }
+}
+
+/// Ok if the object at `key` is the package with `sha256`; else the refusal.
+fn same_bytes(key: &str, stored: &ObjectInfo, sha256: &str) -> anyhow::Result<()> {
+    match &stored.sha256 {
+        Some(theirs) if theirs == sha256 => Ok(()),
+        Some(theirs) => Err(user_error(format!(
+            "{key} in the store holds other bytes (sha256 {theirs}, this package {sha256}); versions are immutable, pick a new version"
+        ))),
+        None => Err(user_error(format!(
+            "{key} already exists in the store and its sha256 is unknown; pick a new version"
+        ))),
     }
 }

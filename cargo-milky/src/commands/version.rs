@@ -30,7 +30,7 @@ pub struct VersionArgs {
 
 pub async fn run(args: VersionArgs, global: &GlobalArgs, printer: Printer) -> anyhow::Result<()> {
     let settings = Settings::resolve(global)?;
-    let store = settings.open_store().await?;
+    let store = settings.open_store_for(!args.dry_run).await?;
     // A broken index is reported before anything else, and never written over.
     let Some((mut index, _)) = store.read_index().await? else {
         return Err(user_error(

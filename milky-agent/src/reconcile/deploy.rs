@@ -131,7 +131,13 @@ impl Agent {
         crate::crash::point("deploy:prepared");
         let (once, first) = (&manifest.hooks.once, &manifest.hooks.first);
         if !once.is_empty() || !first.is_empty() {
-            conditional_writes::check(&self.store, &self.config.group, state).await?;
+            conditional_writes::check(
+                &self.store,
+                &self.config.group,
+                state,
+                self.config.allow_unsafe_store,
+            )
+            .await?;
             let runner = OnceRunner {
                 store: &self.store,
                 group: &self.config.group,

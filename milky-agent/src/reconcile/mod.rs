@@ -101,7 +101,7 @@ fn only_restarts(plan: &mut Plan, running: &BTreeMap<AppName, Running>) {
 impl Agent {
     pub async fn open(config: AgentConfig) -> anyhow::Result<Self> {
         let host = config.host()?;
-        let store = Store::open(
+        let mut store = Store::open(
             &config.store_url()?,
             &S3Options {
                 endpoint_url: config.endpoint_url.clone(),
@@ -109,6 +109,10 @@ impl Agent {
             },
         )
         .await?;
+        if config.allow_unsafe_store {
+            // Lease read-backs wait for racing writes to land (see `Store::settle`).
+            store.allow_unsafe_writes();
+        }
         let web = WebStack::new(config.web_settings()).context("setting up the web stack")?;
         let state_dir = StateDir::new(&config.paths.state)?;
         let releases = Releases {

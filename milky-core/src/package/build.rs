@@ -8,7 +8,7 @@ use ignore::WalkBuilder;
 use ignore::gitignore::{Gitignore, GitignoreBuilder};
 use sha2::{Digest, Sha256};
 
-use super::bz::ParallelBzWriter;
+use super::compress::ParallelBzWriter;
 use super::{FORMAT, Manifest, ReleaseInfo};
 use crate::layout;
 use crate::names::Version;

@@ -1,12 +1,12 @@
 //! The package: `<app>-<version>.tar.bz2`, a project tree with its manifest `milky.toml` at the
 //! root. Deterministic — sorted entries, one mtime, no owners — so the same tree gives the same
-//! bytes, and compressed on every core as concatenated bzip2 streams (see [`bz`]).
+//! bytes, and compressed on every core as concatenated bzip2 streams (see [`compress`]).
 
 pub mod build;
-pub mod bz;
-mod bzdecode;
+mod bzip2_decoder;
+pub mod compress;
+pub mod decompress;
 mod memory;
-pub mod parallel;
 pub mod source;
 pub mod unpack;
 mod writers;

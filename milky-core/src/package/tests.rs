@@ -335,7 +335,7 @@ fn manifest_is_read_from_the_tail_or_else_from_the_whole_archive() {
     std::fs::write(project.path().join("blob.bin"), noise).unwrap();
     let out = tempfile::tempdir().unwrap();
     let built = build_into(project.path(), out.path(), 2);
-    let starts = parallel::stream_starts(&std::fs::File::open(&built.path).unwrap()).unwrap();
+    let starts = decompress::stream_starts(&std::fs::File::open(&built.path).unwrap()).unwrap();
     assert!(starts.len() > 3, "{starts:?}");
     let text = unpack::manifest_from_tail(&built.path).expect("the manifest is at the end");
     assert_eq!(Manifest::parse(&text).unwrap(), built.manifest);

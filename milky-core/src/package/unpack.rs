@@ -394,7 +394,7 @@ pub fn read_manifest(path: &Path) -> Result<Manifest, UnpackError> {
     };
     let threads = std::thread::available_parallelism().map_or(1, usize::from);
     // Not at the end where the packer puts it: decoding on every core halves the wait for it.
-    super::parallel::with_decoded(path, threads, |decoded| {
+    super::decompress::with_decoded(path, threads, |decoded| {
         let mut tar = tar::Archive::new(decoded);
         for entry in tar.entries().map_err(UnpackError::Corrupt)? {
             let mut entry = entry.map_err(UnpackError::Corrupt)?;
@@ -420,11 +420,11 @@ pub fn read_manifest(path: &Path) -> Result<Manifest, UnpackError> {
 pub(crate) fn manifest_from_tail(path: &Path) -> Option<String> {
     let file = std::fs::File::open(path).ok()?;
     let len = file.metadata().ok()?.len();
-    let starts = super::parallel::stream_starts(&file).ok()?;
+    let starts = super::decompress::stream_starts(&file).ok()?;
     for streams in [1, 2, 4, 8] {
         // Candidates only: one that is not a real stream start fails to decode.
         let from = *starts.get(starts.len().checked_sub(streams)?)?;
-        if let Some(tail) = super::parallel::decode_segment(&file, from, len)
+        if let Some(tail) = super::decompress::decode_segment(&file, from, len)
             && let Some(text) = last_entry_manifest(&tail)
         {
             return Some(text);

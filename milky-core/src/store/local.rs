@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
 
-use super::{Condition, Fetched, Object, ObjectInfo, Progress, StoreError};
+use super::{Condition, Fetched, Listed, Object, ObjectInfo, Progress, StoreError};
 
 const LOCK_FILE: &str = ".milky-store.lock";
 const TEMP_PREFIX: &str = ".milky-tmp-";
@@ -189,6 +189,35 @@ impl LocalStore {
             }
         }
         Ok(keys)
+    }
+
+    pub fn list_entries(&self, prefix: &str) -> Result<Vec<Listed>, StoreError> {
+        use std::os::unix::fs::MetadataExt;
+        let mut entries = Vec::new();
+        for key in self.list(prefix)? {
+            let path = self.path(&key)?;
+            let meta = match std::fs::metadata(&path) {
+                Ok(meta) => meta,
+                // Deleted since the walk saw it.
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(StoreError::io(path, e)),
+            };
+            // Every write renames a new file into place: a new inode, whatever the content.
+            let tag = format!(
+                "{}-{}-{}.{}",
+                meta.ino(),
+                meta.len(),
+                meta.mtime(),
+                meta.mtime_nsec()
+            );
+            entries.push(Listed {
+                key,
+                size: meta.len(),
+                tag,
+                modified: meta.modified().ok(),
+            });
+        }
+        Ok(entries)
     }
 
     pub fn list_dirs(&self, prefix: &str) -> Result<Vec<String>, StoreError> {

@@ -3,14 +3,17 @@
 //!
 //! Both kinds give the guarantees the rest of MilkyWhite is built on: a conditional create
 //! (`If-None-Match: *`) so a package is written once, and a compare-and-swap replace (`If-Match`)
-//! so two controllers editing the index at once never lose an update.
+//! so two controllers editing the index at once never lose an update. Some S3-compatible servers
+//! only seem to: every index edit is read back to confirm it landed ([`Store::edit_index`]), and
+//! [`probe`] tells such a store apart before anyone relies on it.
 
 mod local;
+pub mod probe;
 mod s3;
 
 use std::fmt;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 pub use local::LocalStore;
 pub use s3::{S3Options, S3Store};
@@ -107,6 +110,22 @@ pub enum StoreError {
         key: String,
         attempts: u32,
     },
+    #[error(
+        "{key} in {store}: the store accepted this edit {lost} times and each time it was missing when read back: another writer overwrote it, so the store does not apply conditional writes (If-Match / If-None-Match) atomically; this edit is not in the index. Use a store that does (`cargo milky doctor` checks)"
+    )]
+    LostEdits {
+        store: String,
+        key: String,
+        lost: u32,
+    },
+    #[error("{op} {key} in {store} failed after {attempts} attempts: {detail}")]
+    Unreadable {
+        store: String,
+        op: &'static str,
+        key: String,
+        attempts: u32,
+        detail: String,
+    },
 }
 
 impl StoreError {
@@ -153,6 +172,18 @@ pub struct ObjectInfo {
     pub sha256: Option<String>,
 }
 
+/// An object as a listing shows it: enough to tell whether it changed, how big and how old it is,
+/// without reading it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Listed {
+    pub key: String,
+    pub size: u64,
+    /// Changes whenever the object does: S3's ETag; for a local store, inode, size and mtime.
+    pub tag: String,
+    /// When it was last written, if the store says.
+    pub modified: Option<std::time::SystemTime>,
+}
+
 /// Called with the number of bytes moved so far.
 pub type Progress<'a> = &'a (dyn Fn(u64) + Send + Sync);
 
@@ -165,6 +196,10 @@ pub enum Store {
 
 /// How many times an index edit re-reads and re-applies after losing a race.
 const EDIT_ATTEMPTS: u32 = 40;
+/// How many accepted edits may turn out lost on read-back before the store is blamed.
+const LOST_EDITS: u32 = 5;
+/// How many reads of an index that does not parse, looking for two that agree.
+const INDEX_READS: u32 = 4;
 
 /// The error of an index edit: the store's, the index's, or the caller's own.
 #[derive(Debug, thiserror::Error)]
@@ -281,6 +316,14 @@ impl Store {
         }
     }
 
+    /// As [`Store::list`], with each object's size, change tag and time: one listing, no reads.
+    pub async fn list_entries(&self, prefix: &str) -> Result<Vec<Listed>, StoreError> {
+        match self {
+            Store::S3(s) => s.list_entries(prefix).await,
+            Store::Local(l) => l.list_entries(prefix),
+        }
+    }
+
     /// The names one level below `prefix` (which ends in `/`), like directories: `logs/g/` gives
     /// the hosts that shipped logs. Sorted.
     pub async fn list_dirs(&self, prefix: &str) -> Result<Vec<String>, StoreError> {
@@ -294,44 +337,92 @@ impl Store {
     pub async fn read_index(
         &self,
     ) -> Result<Option<(Index, String)>, EditError<std::convert::Infallible>> {
-        let Some(object) = self.get(layout::INDEX).await? else {
-            return Ok(None);
-        };
-        Ok(Some((self.parse_index(&object.bytes)?, object.etag)))
+        self.fetch_index().await
     }
 
-    fn parse_index<E>(&self, bytes: &[u8]) -> Result<Index, EditError<E>> {
-        let text = String::from_utf8_lossy(bytes);
-        Index::parse(&text).map_err(|source| EditError::Index {
-            store: self.url(),
-            source,
-        })
+    /// Reads and parses the index. A body that does not parse is read again: a reply torn on its
+    /// way from a busy store reads differently the next time, so the index is broken only when
+    /// two reads agree on the same bytes.
+    async fn fetch_index<E>(&self) -> Result<Option<(Index, String)>, EditError<E>> {
+        let mut previous: Option<Vec<u8>> = None;
+        for attempt in 1..=INDEX_READS {
+            let Some(object) = self.get(layout::INDEX).await? else {
+                return Ok(None);
+            };
+            match Index::parse(&String::from_utf8_lossy(&object.bytes)) {
+                Ok(index) => return Ok(Some((index, object.etag))),
+                Err(source)
+                    if attempt == INDEX_READS || previous.as_ref() == Some(&object.bytes) =>
+                {
+                    return Err(EditError::Index {
+                        store: self.url(),
+                        source,
+                    });
+                }
+                Err(source) => {
+                    tracing::debug!(
+                        attempt,
+                        "{INDEX_KEY} did not parse ({source}); reading it again"
+                    );
+                    previous = Some(object.bytes);
+                    tokio::time::sleep(backoff(attempt)).await;
+                }
+            }
+        }
+        unreachable!("the last attempt returns")
     }
 
     /// Read-modify-write of the index, guarded by its ETag. `edit` may run several times: when
     /// another writer got in between, the index is read again and the edit re-applied to it, so no
     /// update is ever lost. An index that does not parse is never overwritten. Returns what the
     /// last run of `edit` returned and the index as written.
+    ///
+    /// A store's "OK" is not taken on trust: each write adds a random id to the index's list of
+    /// recent edits (which every edit keeps), and the index is read back; an edit whose id is
+    /// missing was overwritten by a writer that the store let through too, and is made again.
     pub async fn edit_index<T, E>(
         &self,
         mut edit: impl FnMut(&mut Index) -> Result<T, E>,
     ) -> Result<(T, Index), EditError<E>> {
+        let mut lost = 0;
         for attempt in 1..=EDIT_ATTEMPTS {
-            let (mut index, condition, before) = match self.get(layout::INDEX).await? {
-                Some(object) => {
-                    let index = self.parse_index(&object.bytes)?;
+            let (mut index, condition, before) = match self.fetch_index().await? {
+                Some((index, etag)) => {
                     let before = index.to_string();
-                    (index, Condition::IfMatch(object.etag), Some(before))
+                    (index, Condition::IfMatch(etag), Some(before))
                 }
                 None => (Index::new(), Condition::IfAbsent, None),
             };
             let outcome = edit(&mut index).map_err(EditError::Edit)?;
-            let after = index.to_string();
-            if before.as_deref() == Some(after.as_str()) {
+            if before.as_deref() == Some(index.to_string().as_str()) {
                 return Ok((outcome, index));
             }
-            match self.put(layout::INDEX, after.into_bytes(), condition).await {
-                Ok(_) => return Ok((outcome, index)),
+            let id = format!("{:012x}", rand::random::<u64>() >> 16);
+            index.record_edit(&id);
+            let started = Instant::now();
+            match self
+                .put(layout::INDEX, index.to_string().into_bytes(), condition)
+                .await
+            {
+                Ok(_) => {
+                    if self.edit_landed(&id, started.elapsed()).await? {
+                        return Ok((outcome, index));
+                    }
+                    lost += 1;
+                    tracing::warn!(
+                        "{INDEX_KEY} in {}: the store accepted an edit that is missing when read back ({lost} of {LOST_EDITS}); editing again",
+                        self.url()
+                    );
+                    if lost == LOST_EDITS {
+                        return Err(StoreError::LostEdits {
+                            store: self.url(),
+                            key: layout::INDEX.into(),
+                            lost,
+                        }
+                        .into());
+                    }
+                    tokio::time::sleep(backoff(attempt)).await;
+                }
                 Err(StoreError::PreconditionFailed { .. }) => {
                     tracing::debug!(attempt, "lost a race on the index; reading it again");
                     tokio::time::sleep(backoff(attempt)).await;
@@ -346,7 +437,50 @@ impl Store {
         }
         .into())
     }
+
+    /// Whether the index read back holds the edit `id`, written in `took`.
+    async fn edit_landed<E>(&self, id: &str, took: Duration) -> Result<bool, EditError<E>> {
+        self.settle(took).await;
+        Ok(self
+            .fetch_index()
+            .await?
+            .is_some_and(|(index, _)| index.recent_edits().iter().any(|known| known == id)))
+    }
+
+    /// On a store used although it failed the write probe ([`Store::allow_unsafe_writes`]),
+    /// waits before a read-back: a racing write that the store checked before ours landed may
+    /// still be on its way, and would overwrite ours after the read. Proportional to how long
+    /// our own write took, since theirs was as slow.
+    pub async fn settle(&self, took: Duration) {
+        if self.unsafe_writes() {
+            tokio::time::sleep((took * 4).max(UNSAFE_SETTLE)).await;
+        }
+    }
+
+    /// Marks the store as one used although it failed [`probe::probe`], at the user's risk:
+    /// read-backs then wait for racing writes to land ([`Store::settle`]).
+    pub fn allow_unsafe_writes(&mut self) {
+        if let Store::S3(s) = self {
+            s.unsafe_writes = true;
+        }
+    }
+
+    fn unsafe_writes(&self) -> bool {
+        matches!(self, Store::S3(s) if s.unsafe_writes)
+    }
+
+    /// Where the store is, for remembering what a probe found: the endpoint and the bucket (or
+    /// the directory). None for a local directory, whose guarantees are this program's own.
+    pub fn endpoint_id(&self) -> Option<String> {
+        match self {
+            Store::S3(s) => Some(s.endpoint_id()),
+            Store::Local(_) => None,
+        }
+    }
 }
+
+/// The least time a read-back waits on a store known to let racing writes through.
+const UNSAFE_SETTLE: Duration = Duration::from_secs(1);
 
 /// Jittered exponential backoff, capped at half a second, so racing writers spread out.
 pub(crate) fn backoff(attempt: u32) -> Duration {

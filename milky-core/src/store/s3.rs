@@ -3,6 +3,7 @@
 mod access;
 
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -10,16 +11,19 @@ use aws_sdk_s3::Client;
 use aws_sdk_s3::config::http::HttpResponse;
 use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::primitives::ByteStream;
-use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
+use aws_sdk_s3::types::{ChecksumMode, CompletedMultipartUpload, CompletedPart};
+use md5::{Digest, Md5};
 use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
 
-use super::{Condition, Fetched, Object, ObjectInfo, Progress, StoreError};
+use super::{Condition, Fetched, Listed, Object, ObjectInfo, Progress, StoreError, backoff};
 
 /// Files above this size go up in parts of this size.
 const PART_SIZE: u64 = 16 * 1024 * 1024;
 /// Parts in flight at once.
 const PART_CONCURRENCY: usize = 4;
 const SHA256_METADATA: &str = "sha256";
+/// Reads of one object before giving up on getting it whole.
+const READ_ATTEMPTS: u32 = 5;
 
 /// Settings on top of the standard AWS chain (environment, profiles, instance roles).
 #[derive(Debug, Clone, Default)]
@@ -38,6 +42,23 @@ pub struct S3Store {
     prefix: String,
     /// The credentials the chain found, named in access errors.
     credentials: Arc<Mutex<Option<access::Found>>>,
+    /// The endpoint, or "aws" for AWS's own.
+    endpoint: String,
+    /// Used although it failed the write probe (see `Store::allow_unsafe_writes`).
+    pub(super) unsafe_writes: bool,
+    /// Set once two whole reads agreed on a body whose MD5 is not its ETag (encrypted objects on
+    /// AWS): from then on the ETag is not used to check bodies.
+    etags_not_md5: Arc<AtomicBool>,
+}
+
+/// Why one read of an object is not taken as it is.
+enum ReadFault {
+    /// The store's own error: not a matter of reading again.
+    Store(StoreError),
+    /// The body broke off or was not what the store announced.
+    Torn(String),
+    /// A whole body whose MD5 is not the ETag: torn, or an ETag that is no MD5.
+    Mismatch { digest: String, detail: String },
 }
 
 impl S3Store {
@@ -85,7 +106,19 @@ impl S3Store {
             bucket,
             prefix,
             credentials,
+            endpoint: if endpoint.is_empty() {
+                "aws".into()
+            } else {
+                endpoint.to_owned()
+            },
+            unsafe_writes: false,
+            etags_not_md5: Arc::default(),
         }
+    }
+
+    /// The endpoint and the bucket, which what a probe found holds for.
+    pub fn endpoint_id(&self) -> String {
+        format!("{} {}", self.endpoint, self.bucket)
     }
 
     pub fn url(&self) -> String {
@@ -215,17 +248,55 @@ impl S3Store {
         }
     }
 
+    /// A body is taken only whole: as long as announced and, where the ETag is an MD5 (a
+    /// single-part upload), with that MD5. Anything else, and a body that breaks off, is read
+    /// again with backoff.
     pub async fn get_if_changed(
         &self,
         key: &str,
         etag: Option<&str>,
     ) -> Result<Fetched, StoreError> {
+        let mut previous = None;
+        let mut last = String::new();
+        for attempt in 1..=READ_ATTEMPTS {
+            match self.get_once(key, etag).await {
+                Ok(fetched) => return Ok(fetched),
+                Err(ReadFault::Store(err)) => return Err(err),
+                Err(ReadFault::Torn(detail)) => last = detail,
+                Err(ReadFault::Mismatch { digest, detail }) => {
+                    if previous.as_ref() == Some(&digest) {
+                        // Two whole reads agree: the ETag is just not an MD5. Read once more
+                        // without checking it.
+                        self.etags_not_md5.store(true, Ordering::Relaxed);
+                    }
+                    previous = Some(digest);
+                    last = detail;
+                }
+            }
+            tracing::debug!(attempt, key, "read again: {last}");
+            tokio::time::sleep(backoff(attempt)).await;
+        }
+        Err(self.unreadable("read", key, last))
+    }
+
+    fn unreadable(&self, op: &'static str, key: &str, detail: String) -> StoreError {
+        StoreError::Unreadable {
+            store: self.url(),
+            op,
+            key: key.into(),
+            attempts: READ_ATTEMPTS,
+            detail,
+        }
+    }
+
+    async fn get_once(&self, key: &str, etag: Option<&str>) -> Result<Fetched, ReadFault> {
         let result = self
             .client
             .get_object()
             .bucket(&self.bucket)
             .key(self.key(key))
             .set_if_none_match(etag.map(str::to_owned))
+            .checksum_mode(ChecksumMode::Enabled)
             .send()
             .await;
         let output = match result {
@@ -240,7 +311,7 @@ impl S3Store {
             Err(err) => {
                 return match self.error("get", key, err) {
                     StoreError::NotFound { .. } => Ok(Fetched::Missing),
-                    other => Err(other),
+                    other => Err(ReadFault::Store(other)),
                 };
             }
         };
@@ -249,22 +320,51 @@ impl S3Store {
         if etag.is_some_and(|old| old == new_etag) {
             return Ok(Fetched::NotModified);
         }
+        let announced = output.content_length();
         let bytes = output
             .body
             .collect()
             .await
-            .map_err(|e| StoreError::Other {
-                store: self.url(),
-                op: "read",
-                key: key.into(),
-                detail: e.to_string(),
-            })?
+            .map_err(|e| ReadFault::Torn(DisplayErrorContext(&e).to_string()))?
             .into_bytes()
             .to_vec();
+        let mut md5 = Md5::new();
+        md5.update(&bytes);
+        self.check_whole(&new_etag, announced, bytes.len() as u64, md5)?;
         Ok(Fetched::Changed(Object {
             bytes,
             etag: new_etag,
         }))
+    }
+
+    /// Whether a body of `got` bytes with this MD5 is what the store announced.
+    fn check_whole(
+        &self,
+        etag: &str,
+        announced: Option<i64>,
+        got: u64,
+        md5: Md5,
+    ) -> Result<(), ReadFault> {
+        if let Some(announced) = announced
+            && announced != got as i64
+        {
+            return Err(ReadFault::Torn(format!(
+                "the store announced {announced} bytes and sent {got}"
+            )));
+        }
+        let digest = hex::encode(md5.finalize());
+        let expected = etag.trim_matches('"');
+        let is_md5 = expected.len() == 32 && expected.bytes().all(|b| b.is_ascii_hexdigit());
+        if is_md5
+            && !self.etags_not_md5.load(Ordering::Relaxed)
+            && !expected.eq_ignore_ascii_case(&digest)
+        {
+            return Err(ReadFault::Mismatch {
+                detail: format!("the body's MD5 is {digest}, its ETag {etag}"),
+                digest,
+            });
+        }
+        Ok(())
     }
 
     pub async fn head(&self, key: &str) -> Result<Option<ObjectInfo>, StoreError> {
@@ -312,8 +412,26 @@ impl S3Store {
             .set_if_none_match(if_none_match)
             .send()
             .await
-            .map_err(|err| self.error("put", key, err))?;
+            .map_err(|err| self.put_error(key, err))?;
         Ok(output.e_tag().unwrap_or_default().to_owned())
+    }
+
+    /// S3 answers a conditional write that collides with one in flight with 409
+    /// (ConditionalRequestConflict): the same as losing the race.
+    fn put_error<E>(&self, key: &str, err: SdkError<E, HttpResponse>) -> StoreError
+    where
+        E: ProvideErrorMetadata + std::error::Error + 'static,
+    {
+        if err
+            .raw_response()
+            .is_some_and(|r| r.status().as_u16() == 409)
+        {
+            return StoreError::PreconditionFailed {
+                store: self.url(),
+                key: key.to_owned(),
+            };
+        }
+        self.error("put", key, err)
     }
 
     pub async fn put_file(
@@ -349,7 +467,7 @@ impl S3Store {
                 .set_if_none_match(if_none_match)
                 .send()
                 .await
-                .map_err(|err| self.error("put", key, err))?;
+                .map_err(|err| self.put_error(key, err))?;
             progress(size);
             return Ok(output.e_tag().unwrap_or_default().to_owned());
         }
@@ -502,38 +620,71 @@ impl S3Store {
         Ok(len)
     }
 
+    /// Streams an object into `dest`, whole or not at all: a body that breaks off or is not what
+    /// the store announced is read again from the start, as [`Self::get_if_changed`] does.
     pub async fn download(
         &self,
         key: &str,
         dest: &Path,
         progress: Progress<'_>,
     ) -> Result<u64, StoreError> {
+        let mut previous = None;
+        let mut last = String::new();
+        for attempt in 1..=READ_ATTEMPTS {
+            match self.download_once(key, dest, progress).await {
+                Ok(written) => return Ok(written),
+                Err(ReadFault::Store(err)) => return Err(err),
+                Err(ReadFault::Torn(detail)) => last = detail,
+                Err(ReadFault::Mismatch { digest, detail }) => {
+                    if previous.as_ref() == Some(&digest) {
+                        self.etags_not_md5.store(true, Ordering::Relaxed);
+                    }
+                    previous = Some(digest);
+                    last = detail;
+                }
+            }
+            tracing::debug!(attempt, key, "download again: {last}");
+            tokio::time::sleep(backoff(attempt)).await;
+        }
+        Err(self.unreadable("download", key, last))
+    }
+
+    async fn download_once(
+        &self,
+        key: &str,
+        dest: &Path,
+        progress: Progress<'_>,
+    ) -> Result<u64, ReadFault> {
         let output = self
             .client
             .get_object()
             .bucket(&self.bucket)
             .key(self.key(key))
+            .checksum_mode(ChecksumMode::Enabled)
             .send()
             .await
-            .map_err(|err| self.error("get", key, err))?;
+            .map_err(|err| ReadFault::Store(self.error("get", key, err)))?;
+        let io = |e| ReadFault::Store(StoreError::io(dest, e));
+        let (etag, announced) = (
+            output.e_tag().unwrap_or_default().to_owned(),
+            output.content_length(),
+        );
         let mut body = output.body;
-        let mut file = tokio::fs::File::create(dest)
-            .await
-            .map_err(|e| StoreError::io(dest, e))?;
+        let mut file = tokio::fs::File::create(dest).await.map_err(io)?;
         let mut written = 0u64;
-        while let Some(chunk) = body.try_next().await.map_err(|e| StoreError::Other {
-            store: self.url(),
-            op: "read",
-            key: key.into(),
-            detail: e.to_string(),
-        })? {
-            file.write_all(&chunk)
-                .await
-                .map_err(|e| StoreError::io(dest, e))?;
+        let mut md5 = Md5::new();
+        while let Some(chunk) = body
+            .try_next()
+            .await
+            .map_err(|e| ReadFault::Torn(DisplayErrorContext(&e).to_string()))?
+        {
+            md5.update(&chunk);
+            file.write_all(&chunk).await.map_err(io)?;
             written += chunk.len() as u64;
             progress(written);
         }
-        file.flush().await.map_err(|e| StoreError::io(dest, e))?;
+        file.flush().await.map_err(io)?;
+        self.check_whole(&etag, announced, written, md5)?;
         Ok(written)
     }
 
@@ -574,6 +725,38 @@ impl S3Store {
         }
         keys.sort();
         Ok(keys)
+    }
+
+    pub async fn list_entries(&self, prefix: &str) -> Result<Vec<Listed>, StoreError> {
+        let full_prefix = self.key(prefix);
+        let strip = if self.prefix.is_empty() {
+            0
+        } else {
+            self.prefix.len() + 1
+        };
+        let mut pages = self
+            .client
+            .list_objects_v2()
+            .bucket(&self.bucket)
+            .prefix(&full_prefix)
+            .into_paginator()
+            .send();
+        let mut entries = Vec::new();
+        while let Some(page) = pages.next().await {
+            let page = page.map_err(|err| self.error("list", prefix, err))?;
+            entries.extend(page.contents().iter().filter_map(|o| {
+                Some(Listed {
+                    key: o.key()?[strip..].to_owned(),
+                    size: o.size().and_then(|s| u64::try_from(s).ok()).unwrap_or(0),
+                    tag: o.e_tag().unwrap_or_default().to_owned(),
+                    modified: o
+                        .last_modified()
+                        .and_then(|t| std::time::SystemTime::try_from(*t).ok()),
+                })
+            }));
+        }
+        entries.sort_by(|a, b| a.key.cmp(&b.key));
+        Ok(entries)
     }
 
     pub async fn list_dirs(&self, prefix: &str) -> Result<Vec<String>, StoreError> {

@@ -40,7 +40,8 @@ pub fn run(
         }
         command
     };
-    let (mut up, mut up_command, mut aws_up, mut aws_down) = (
+    let (mut up, mut up_command, mut aws_up, mut aws_down, mut aws_start) = (
+        Samples::default(),
         Samples::default(),
         Samples::default(),
         Samples::default(),
@@ -76,6 +77,7 @@ pub fn run(
             &target.to_string_lossy(),
         ]))?);
         let _ = std::fs::remove_file(&target);
+        aws_start.push(timed(Command::new(&aws).arg("--version"))?);
     }
     let rate = |s: &Samples| Samples(s.0.iter().map(|t| size / t).collect());
     let mut body = format!(
@@ -111,11 +113,12 @@ pub fn run(
     }
     let _ = writeln!(
         body,
-        "\n{} runs. `aws s3 cp` times include its Python start-up (~0.5 s); the whole `cargo milky upload`\n\
+        "\n{} runs. `aws s3 cp` times include its Python start-up ({} for `aws --version`); the whole `cargo milky upload`\n\
          includes reading the manifest (the last entry: only the package's last bzip2 streams are decoded) and\n\
          the index compare-and-swap. Both sides use multipart (ours above 16 MiB, 4 parts in flight;\n\
          awscli above 8 MiB, 10 threads). moto itself (one Python process) is the ceiling for both.",
-        bench.runs
+        bench.runs,
+        aws_start.show(2, " s"),
     );
     report.section("2. Upload and download", body);
     Ok(())

@@ -143,7 +143,7 @@ pub fn run(bench: &Bench, package: &Path, report: &mut Report) -> anyhow::Result
     let _ = writeln!(
         body,
         "\n| decoder, one thread, every stream of the package | CPU | vs libbz2 |\n|---|---|---|\n\
-         | ours (`milky-core/src/package/bzdecode.rs`) | {} | {decoder_ratio:.2}× |\n\
+         | ours (`milky-core/src/package/bzip2_decoder.rs`) | {} | {decoder_ratio:.2}× |\n\
          | libbz2 (the `bzip2` crate's C library) | {} | 1.00× |\n\n\
          {} rounds of each, alternated, on one thread (`milky-core/examples/bzip2_decoders.rs`): the\n\
          package cut at its stream starts as the agent cuts it, each segment decoded in memory. CPU\n\
@@ -219,7 +219,7 @@ fn decoders(bench: &Bench, package: &Path) -> anyhow::Result<(Samples, Samples)>
 }
 
 const PARALLEL_DESIGN: &str = "
-### Parallel unpack (milky-core/src/package/parallel.rs)
+### Parallel unpack (milky-core/src/package/decompress.rs)
 
 The packer already writes independent bzip2 streams of ~855 KB (decoded) each. The agent finds
 where they start **in the file itself**: a stream starts byte-aligned with `BZh1`–`BZh9` followed
@@ -242,7 +242,7 @@ The scan is one more read of a file the sha256 check has just read (so from the 
 it works on any multi-stream bzip2 (pbzip2's too; a single-stream file such as `bzip2`'s or
 `lbzip2`'s own is decoded sequentially, as before); the package stays a plain `.tar.bz2`.
 
-### The decoder (milky-core/src/package/bzdecode.rs)
+### The decoder (milky-core/src/package/bzip2_decoder.rs)
 
 Each segment is decoded first by a bzip2 decoder in safe Rust, and by libbz2 when it declines:
 it reads Huffman codes through lookup tables (libbz2 reads them a bit at a time) and follows the

@@ -793,7 +793,8 @@ mod tests {
                 }
                 Ok(_) => continue,
             };
-            let path = std::env::temp_dir().join(format!("bzdecode-fuzz-{seed}-{iteration}.bz2"));
+            let path =
+                std::env::temp_dir().join(format!("bzip2-decoder-fuzz-{seed}-{iteration}.bz2"));
             std::fs::write(&path, &input).unwrap();
             panic!(
                 "the decoder {failure} on iteration {iteration} of seed {seed}: {}",

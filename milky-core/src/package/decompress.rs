@@ -29,7 +29,7 @@ use std::sync::Mutex;
 use std::sync::mpsc::{Receiver, Sender, SyncSender, channel, sync_channel};
 
 use super::Manifest;
-use super::bzdecode;
+use super::bzip2_decoder;
 use super::memory::KeepFreedMemory;
 use super::unpack::{UnpackError, UnpackLimits, unpack_tar};
 
@@ -190,7 +190,7 @@ pub(super) fn decode_segment(file: &File, start: u64, end: u64) -> Option<Vec<u8
 /// (`milky-core/examples/bzip2_decoders.rs`); the agent uses them only through the unpack.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Decoder {
-    /// `bzdecode.rs`: strict, declines anything unusual.
+    /// `bzip2_decoder.rs`: strict, declines anything unusual.
     Own,
     /// libbz2 through the `bzip2` crate, whose answer stands.
     Library,
@@ -201,7 +201,7 @@ impl Decoder {
     /// at its last byte and decodes to at most `cap` bytes, else `None`.
     pub fn decode(self, input: &[u8], cap: usize) -> Option<Vec<u8>> {
         match self {
-            Decoder::Own => bzdecode::decode_streams(input, cap),
+            Decoder::Own => bzip2_decoder::decode_streams(input, cap),
             Decoder::Library => {
                 let mut output = Vec::with_capacity(input.len() * 3);
                 // Reads to the end of the input: an error unless the last stream ends at the
@@ -293,7 +293,7 @@ mod tests {
     use std::io::Write;
 
     use super::*;
-    use crate::package::bz::ParallelBzWriter;
+    use crate::package::compress::ParallelBzWriter;
 
     fn data(len: u32) -> Vec<u8> {
         (0..len)

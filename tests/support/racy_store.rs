@@ -1,0 +1,211 @@
+//! S3-compatible stores that are worse than they say, made from the real test server: a loopback
+//! proxy in front of it that either checks write conditions itself and then writes without a
+//! lock (as some servers do), drops the conditions, or tears the bodies of some of its answers.
+//! moto does not check request signatures, so headers can be dropped on the way.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+/// What the proxy does wrong.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fault {
+    /// Checks `If-None-Match`/`If-Match` against a HEAD of the object, waits, then writes with
+    /// no condition and no lock: writers that race all pass the check.
+    RacyConditions,
+    /// Drops `If-None-Match`/`If-Match`: every write goes through.
+    NoConditions,
+    /// Every third object read comes back torn: alternately cut short (the connection closes
+    /// before the announced length) or with a byte changed (the length right, the MD5 wrong).
+    TornBodies,
+}
+
+/// How long a racy write waits between its check and its write.
+const RACE_WINDOW: Duration = Duration::from_millis(50);
+
+/// Starts a proxy with `fault` in front of `upstream` (`http://127.0.0.1:PORT`); returns its
+/// endpoint. It lives as long as the test process (threads only, no child process).
+pub fn start(upstream: &str, fault: Fault) -> String {
+    let upstream = upstream.trim_start_matches("http://").to_owned();
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind the proxy");
+    let endpoint = format!("http://{}", listener.local_addr().expect("proxy address"));
+    let reads = Arc::new(AtomicUsize::new(0));
+    std::thread::spawn(move || {
+        for client in listener.incoming().flatten() {
+            let (upstream, reads) = (upstream.clone(), reads.clone());
+            std::thread::spawn(move || {
+                let _ = serve(client, &upstream, fault, &reads);
+            });
+        }
+    });
+    endpoint
+}
+
+/// One request as it came: the request line, the other header lines, the body.
+struct Request {
+    line: String,
+    headers: Vec<String>,
+    body: Vec<u8>,
+}
+
+impl Request {
+    fn read(client: &TcpStream) -> std::io::Result<Option<Self>> {
+        let mut reader = BufReader::new(client.try_clone()?);
+        let mut line = String::new();
+        if reader.read_line(&mut line)? == 0 {
+            return Ok(None);
+        }
+        let mut headers = Vec::new();
+        let mut length = 0usize;
+        loop {
+            let mut header = String::new();
+            if reader.read_line(&mut header)? == 0 || header == "\r\n" {
+                break;
+            }
+            if let Some(value) = header.to_ascii_lowercase().strip_prefix("content-length:") {
+                length = value.trim().parse().unwrap_or(0);
+            }
+            headers.push(header);
+        }
+        let mut body = vec![0; length];
+        reader.read_exact(&mut body)?;
+        Ok(Some(Self {
+            line,
+            headers,
+            body,
+        }))
+    }
+
+    fn method(&self) -> &str {
+        self.line.split(' ').next().unwrap_or_default()
+    }
+
+    fn path(&self) -> &str {
+        self.line.split(' ').nth(1).unwrap_or_default()
+    }
+
+    fn header(&self, name: &str) -> Option<String> {
+        self.headers.iter().find_map(|h| {
+            let (key, value) = h.split_once(':')?;
+            key.eq_ignore_ascii_case(name)
+                .then(|| value.trim().to_owned())
+        })
+    }
+
+    /// The request as sent upstream: without `drop`ped headers, one request per connection.
+    fn bytes(&self, drop: &[&str]) -> Vec<u8> {
+        let mut out = self.line.clone().into_bytes();
+        for header in &self.headers {
+            let name = header.split(':').next().unwrap_or_default();
+            if drop.iter().any(|d| name.eq_ignore_ascii_case(d))
+                || name.eq_ignore_ascii_case("connection")
+            {
+                continue;
+            }
+            out.extend_from_slice(header.as_bytes());
+        }
+        out.extend_from_slice(b"Connection: close\r\n\r\n");
+        out.extend_from_slice(&self.body);
+        out
+    }
+}
+
+const CONDITIONS: [&str; 2] = ["if-match", "if-none-match"];
+
+fn exchange(upstream: &str, request: &[u8]) -> std::io::Result<Vec<u8>> {
+    let mut server = TcpStream::connect(upstream)?;
+    server.write_all(request)?;
+    let mut answer = Vec::new();
+    server.read_to_end(&mut answer)?;
+    Ok(answer)
+}
+
+fn serve(
+    mut client: TcpStream,
+    upstream: &str,
+    fault: Fault,
+    reads: &AtomicUsize,
+) -> std::io::Result<()> {
+    let Some(request) = Request::read(&client)? else {
+        return Ok(());
+    };
+    let is_write = matches!(request.method(), "PUT" | "POST");
+    let answer = match fault {
+        Fault::NoConditions => exchange(upstream, &request.bytes(&CONDITIONS))?,
+        Fault::RacyConditions if is_write => {
+            if let Some(refusal) = check_conditions(upstream, &request)? {
+                client.write_all(refusal.as_bytes())?;
+                return Ok(());
+            }
+            std::thread::sleep(RACE_WINDOW);
+            exchange(upstream, &request.bytes(&CONDITIONS))?
+        }
+        Fault::RacyConditions => exchange(upstream, &request.bytes(&[]))?,
+        Fault::TornBodies => {
+            let answer = exchange(upstream, &request.bytes(&[]))?;
+            let object_read = request.method() == "GET" && !request.path().contains('?');
+            if object_read && answer.starts_with(b"HTTP/1.1 200") {
+                let n = reads.fetch_add(1, Ordering::Relaxed);
+                if n % 3 == 2 {
+                    return tear(client, answer, n % 2 == 0);
+                }
+            }
+            answer
+        }
+    };
+    client.write_all(&answer)
+}
+
+/// The answer a store that checks conditions gives before it writes: None to go ahead.
+fn check_conditions(upstream: &str, request: &Request) -> std::io::Result<Option<String>> {
+    let (if_match, if_none_match) = (request.header("if-match"), request.header("if-none-match"));
+    if if_match.is_none() && if_none_match.is_none() {
+        return Ok(None);
+    }
+    let path = request.path().split('?').next().unwrap_or_default();
+    let host = request.header("host").unwrap_or_default();
+    let head = format!("HEAD {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
+    let answer = String::from_utf8_lossy(&exchange(upstream, head.as_bytes())?).into_owned();
+    let exists = answer.starts_with("HTTP/1.1 200");
+    let etag = answer.lines().find_map(|line| {
+        let (key, value) = line.split_once(':')?;
+        key.eq_ignore_ascii_case("etag")
+            .then(|| value.trim().to_owned())
+    });
+    let refused = match (if_none_match, if_match) {
+        (Some(_), _) if exists => true,
+        (_, Some(wanted)) => etag.as_deref() != Some(wanted.as_str()),
+        _ => false,
+    };
+    Ok(refused.then(|| {
+        let body = "<?xml version=\"1.0\" encoding=\"UTF-8\"?><Error><Code>PreconditionFailed</Code><Message>At least one of the preconditions you specified did not hold</Message></Error>";
+        format!(
+            "HTTP/1.1 412 Precondition Failed\r\nContent-Type: application/xml\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        )
+    }))
+}
+
+/// Sends `answer` torn: cut short, or with one byte of its body changed.
+fn tear(mut client: TcpStream, mut answer: Vec<u8>, cut: bool) -> std::io::Result<()> {
+    let Some(body_at) = answer
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .map(|i| i + 4)
+    else {
+        return client.write_all(&answer);
+    };
+    let body_len = answer.len() - body_at;
+    if body_len == 0 {
+        return client.write_all(&answer);
+    }
+    if cut {
+        answer.truncate(body_at + body_len / 2);
+    } else {
+        answer[body_at + body_len / 2] ^= 0x20;
+    }
+    client.write_all(&answer)?;
+    client.shutdown(std::net::Shutdown::Both)
+}
