@@ -13,7 +13,8 @@ use crate::reconcile::{Agent, PassReport};
 /// Make this server run what the index in the store gives its group, on nginx + Apache mod_wsgi.
 ///
 /// Exit codes: 0 when the server matches the index (or another pass is already running),
-/// 1 when a step failed (the server keeps serving what it served), 2 on bad settings.
+/// 1 when a step failed (the server keeps serving what it served) or another pass is stuck,
+/// 2 on bad settings, or credentials the store refuses (or none found).
 #[derive(Debug, Parser)]
 #[command(name = "milky-agent", version, about, long_about)]
 pub struct Cli {
@@ -96,7 +97,9 @@ async fn one_pass(agent: &Agent) -> PassReport {
 }
 
 fn exit_code(report: &PassReport) -> ExitCode {
-    if report.ok() {
+    if report.refused {
+        ExitCode::from(2)
+    } else if report.ok() {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(1)

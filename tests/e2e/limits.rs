@@ -314,14 +314,14 @@ fn wrong_or_missing_credentials_fail_in_one_line_naming_the_key_its_source_and_t
     assert!(text.contains("SignatureDoesNotMatch"), "{text}");
     assert!(text.lines().any(|l| l.starts_with(&denied)), "{text}");
 
-    // The agent says it in one line too, in its pass's errors.
+    // The agent says it in one line too, in its pass's errors, and exits 2 as for bad settings.
     let agent = Agent::with_settings(&ctx, "stable", "creds", &store.endpoint, "");
     let out = agent
         .command(&["sync"])
         .envs(wrong_secret)
         .output()
         .unwrap();
-    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
     let text = stderr(&out);
     let errors: Vec<&str> = text.lines().filter(|l| l.contains("ERROR")).collect();
     assert_eq!(errors.len(), 1, "{text}");

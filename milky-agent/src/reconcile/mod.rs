@@ -49,6 +49,9 @@ pub struct PassReport {
     pub waiting: Vec<String>,
     /// What failed; the server keeps serving what it served. One line per app or cause.
     pub errors: Vec<String>,
+    /// The store refused this server's credentials (wrong, missing, or not allowed to read the
+    /// index): retrying will not help until the settings change.
+    pub refused: bool,
 }
 
 impl PassReport {
@@ -161,9 +164,16 @@ impl Agent {
         }
         let index = self.read_index(state).await;
         let store_answered = index.is_ok();
+        let mut refused = false;
         let index = match index {
             Ok(index) => Some(index),
             Err(err) => {
+                refused = err.chain().any(|cause| {
+                    matches!(
+                        cause.downcast_ref::<milky_core::StoreError>(),
+                        Some(milky_core::StoreError::AccessDenied { .. })
+                    )
+                });
                 errors.push(format!("index: {err:#}"));
                 None
             }
@@ -188,6 +198,7 @@ impl Agent {
             self.report(state, &outcome).await;
             return Ok(PassReport {
                 errors,
+                refused,
                 ..PassReport::default()
             });
         };
@@ -293,6 +304,7 @@ impl Agent {
                 .map(|(app, why)| format!("{app}: {why}"))
                 .collect(),
             errors,
+            refused,
         })
     }
 
