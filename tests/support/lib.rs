@@ -14,6 +14,7 @@ pub mod django;
 pub mod iam;
 pub mod proxy;
 pub mod racy_store;
+pub mod s3s_fs;
 pub mod tmpfs;
 
 use std::io::Write;

@@ -47,7 +47,11 @@ impl Report {
 /// stale ETag and changes nothing when it refuses; that of racing creates of one key exactly one
 /// wins; and that of racing replaces of one ETag exactly one wins.
 pub async fn probe(store: &Store, prefix: &str) -> Result<Report, StoreError> {
-    let run = format!("{prefix}/.write-probe-{:016x}", rand::random::<u64>());
+    // The name agents' access policies allow deleting under their once prefix.
+    let run = format!(
+        "{prefix}/.conditional-write-probe-{:016x}",
+        rand::random::<u64>()
+    );
     let keys = [
         format!("{run}-sequential"),
         format!("{run}-creates"),
