@@ -113,36 +113,25 @@ impl Liar<'_> {
     }
 }
 
-#[test]
-fn stores_that_let_racing_writes_through_never_report_a_lost_edit() {
-    let moto = TestContext::new();
-    let racy = racy_store::start(&moto.endpoint, Fault::RacyConditions);
+/// One liar in front of moto.
+fn proxied(what: &'static str, fault: Fault) {
+    let ctx = TestContext::new();
+    let proxy = racy_store::start(&ctx.endpoint, fault);
     let index = || {
-        moto.object("version.info")
+        ctx.object("version.info")
             .map(|b| String::from_utf8(b).unwrap())
     };
     Liar {
-        what: "checks without a lock",
-        ctx: &moto,
-        endpoint: racy.endpoint.clone(),
+        what,
+        ctx: &ctx,
+        endpoint: proxy.endpoint.clone(),
         index: Box::new(index),
     }
     .never_loses_an_edit_quietly();
+}
 
-    let moto = TestContext::new();
-    let blind = racy_store::start(&moto.endpoint, Fault::NoConditions);
-    let index = || {
-        moto.object("version.info")
-            .map(|b| String::from_utf8(b).unwrap())
-    };
-    Liar {
-        what: "ignores conditions",
-        ctx: &moto,
-        endpoint: blind.endpoint.clone(),
-        index: Box::new(index),
-    }
-    .never_loses_an_edit_quietly();
-
+/// s3s-fs itself: it checks the conditions, then writes without a lock.
+fn s3s_fs() {
     let ctx = TestContext::new();
     let s3s = S3sFs::start(&ctx.dir.path().join("s3s-fs"), &ctx.bucket);
     let index = || {
@@ -156,6 +145,23 @@ fn stores_that_let_racing_writes_through_never_report_a_lost_edit() {
         index: Box::new(index),
     }
     .never_loses_an_edit_quietly();
+}
+
+#[test]
+fn stores_that_let_racing_writes_through_never_report_a_lost_edit() {
+    // The three stores at once: each run is mostly waiting (backoff, read-backs).
+    std::thread::scope(|scope| {
+        let runs = [
+            scope.spawn(|| proxied("checks without a lock", Fault::RacyConditions)),
+            scope.spawn(|| proxied("ignores conditions", Fault::NoConditions)),
+            scope.spawn(s3s_fs),
+        ];
+        for run in runs {
+            if let Err(panic) = run.join() {
+                std::panic::resume_unwind(panic);
+            }
+        }
+    });
 }
 
 #[test]

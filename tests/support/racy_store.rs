@@ -173,7 +173,7 @@ fn serve(
                 let n = counts.reads.fetch_add(1, Ordering::Relaxed);
                 if n % 3 == 2 {
                     counts.torn.fetch_add(1, Ordering::Relaxed);
-                    return tear(client, answer, n % 2 == 0);
+                    return tear(client, answer, n.is_multiple_of(2));
                 }
             }
             answer
