@@ -2,7 +2,7 @@
 //! conditions and then writes without a lock (a proxy in front of moto, and s3s-fs itself), one
 //! that drops the conditions, and one that tears some of its answers.
 
-use std::process::{Command, Output};
+use std::process::{Command, Output, Stdio};
 
 use milky_tests::racy_store::{self, Fault};
 use milky_tests::s3s_fs::S3sFs;
@@ -72,7 +72,12 @@ impl Liar<'_> {
         let writers: Vec<_> = (1..=WRITERS)
             .map(|n| {
                 let app = format!("app{n}");
-                let child = self.unsafe_env_set(&app, &[]).spawn().expect("spawn");
+                let child = self
+                    .unsafe_env_set(&app, &[])
+                    .stdout(Stdio::piped())
+                    .stderr(Stdio::piped())
+                    .spawn()
+                    .expect("spawn");
                 (app, child)
             })
             .collect();
@@ -106,7 +111,9 @@ impl Liar<'_> {
             assert!(
                 err.contains("does not apply conditional writes atomically")
                     || err.contains("other writers kept changing it"),
-                "{what}: {app} failed for another reason:\n{err}"
+                "{what}: {app} failed for another reason ({}):\n{err}\n{}",
+                out.status,
+                stdout(out)
             );
         }
         eprintln!("{what}: {succeeded} of {WRITERS} concurrent edits succeeded, none lost");
