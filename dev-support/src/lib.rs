@@ -11,6 +11,7 @@ mod http;
 mod moto;
 mod ports;
 mod process;
+mod serial;
 
 pub use fs::{copy_project, copy_tree, is_project_leftover, tail, walk};
 pub use http::{Response, http_get, wait_for_port};

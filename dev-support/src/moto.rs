@@ -38,7 +38,8 @@ pub fn moto_program() -> Option<PathBuf> {
 /// A moto server on 127.0.0.1, stopped when dropped.
 #[derive(Debug)]
 pub struct Moto {
-    /// `http://127.0.0.1:PORT`.
+    /// `http://127.0.0.1:PORT`: a forwarder that passes requests to moto one at a time, so that
+    /// its conditional writes are atomic (see `serial.rs`).
     pub endpoint: String,
     pid: u32,
     /// Closing it tells the shell to kill moto.
@@ -98,11 +99,13 @@ impl MotoBuilder {
     pub fn start(&self) -> anyhow::Result<Moto> {
         let mut failure = String::new();
         for _ in 0..3 {
-            let moto = self.spawn()?;
+            let mut moto = self.spawn()?;
             let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, moto.port()));
             let start = Instant::now();
             loop {
                 if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
+                    moto.endpoint = crate::serial::one_at_a_time(addr.to_string())
+                        .context("starting the one-at-a-time forwarder")?;
                     return Ok(moto);
                 }
                 if !alive(moto.pid) {
@@ -189,7 +192,11 @@ mod tests {
         let log = dir.path().join("moto.log");
         let moto = Moto::builder(&program()).log(&log).start().unwrap();
         let (port, pid) = (moto.port(), moto.pid());
-        assert_eq!(moto.endpoint, format!("http://127.0.0.1:{port}"));
+        assert_ne!(
+            moto.endpoint,
+            format!("http://127.0.0.1:{port}"),
+            "the forwarder's"
+        );
         assert!(
             Ports::try_reserve_at(port, 1).unwrap().is_none(),
             "moto's port is reserved while it runs"

@@ -16,3 +16,4 @@ mod logs;
 mod python;
 mod rollout;
 mod signing;
+mod store_truth;

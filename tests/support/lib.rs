@@ -15,6 +15,7 @@ pub mod iam;
 pub mod proxy;
 pub mod pythons;
 pub mod racy_store;
+pub mod s3s_fs;
 pub mod tmpfs;
 
 use std::io::Write;

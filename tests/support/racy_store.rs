@@ -25,22 +25,42 @@ pub enum Fault {
 /// How long a racy write waits between its check and its write.
 const RACE_WINDOW: Duration = Duration::from_millis(50);
 
-/// Starts a proxy with `fault` in front of `upstream` (`http://127.0.0.1:PORT`); returns its
-/// endpoint. It lives as long as the test process (threads only, no child process).
-pub fn start(upstream: &str, fault: Fault) -> String {
+/// A running proxy.
+pub struct Proxy {
+    pub endpoint: String,
+    counts: Arc<Counts>,
+}
+
+#[derive(Default)]
+struct Counts {
+    reads: AtomicUsize,
+    torn: AtomicUsize,
+}
+
+impl Proxy {
+    /// How many answers it tore.
+    pub fn torn(&self) -> usize {
+        self.counts.torn.load(Ordering::Relaxed)
+    }
+}
+
+/// Starts a proxy with `fault` in front of `upstream` (`http://127.0.0.1:PORT`). It lives as long
+/// as the test process (threads only, no child process).
+pub fn start(upstream: &str, fault: Fault) -> Proxy {
     let upstream = upstream.trim_start_matches("http://").to_owned();
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind the proxy");
     let endpoint = format!("http://{}", listener.local_addr().expect("proxy address"));
-    let reads = Arc::new(AtomicUsize::new(0));
+    let counts = Arc::new(Counts::default());
+    let shared = counts.clone();
     std::thread::spawn(move || {
         for client in listener.incoming().flatten() {
-            let (upstream, reads) = (upstream.clone(), reads.clone());
+            let (upstream, counts) = (upstream.clone(), shared.clone());
             std::thread::spawn(move || {
-                let _ = serve(client, &upstream, fault, &reads);
+                let _ = serve(client, &upstream, fault, &counts);
             });
         }
     });
-    endpoint
+    Proxy { endpoint, counts }
 }
 
 /// One request as it came: the request line, the other header lines, the body.
@@ -126,7 +146,7 @@ fn serve(
     mut client: TcpStream,
     upstream: &str,
     fault: Fault,
-    reads: &AtomicUsize,
+    counts: &Counts,
 ) -> std::io::Result<()> {
     let Some(request) = Request::read(&client)? else {
         return Ok(());
@@ -145,11 +165,15 @@ fn serve(
         Fault::RacyConditions => exchange(upstream, &request.bytes(&[]))?,
         Fault::TornBodies => {
             let answer = exchange(upstream, &request.bytes(&[]))?;
-            let object_read = request.method() == "GET" && !request.path().contains('?');
+            // `/bucket/key…`, not a listing of the bucket.
+            let object = request.path().split('?').next().unwrap_or_default();
+            let object_read =
+                request.method() == "GET" && object.trim_start_matches('/').contains('/');
             if object_read && answer.starts_with(b"HTTP/1.1 200") {
-                let n = reads.fetch_add(1, Ordering::Relaxed);
+                let n = counts.reads.fetch_add(1, Ordering::Relaxed);
                 if n % 3 == 2 {
-                    return tear(client, answer, n % 2 == 0);
+                    counts.torn.fetch_add(1, Ordering::Relaxed);
+                    return tear(client, answer, n.is_multiple_of(2));
                 }
             }
             answer
@@ -164,9 +188,23 @@ fn check_conditions(upstream: &str, request: &Request) -> std::io::Result<Option
     if if_match.is_none() && if_none_match.is_none() {
         return Ok(None);
     }
+    // The same request's identity (host, credentials), as a HEAD of the object.
     let path = request.path().split('?').next().unwrap_or_default();
-    let host = request.header("host").unwrap_or_default();
-    let head = format!("HEAD {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
+    let mut head = format!("HEAD {path} HTTP/1.1\r\n");
+    for header in &request.headers {
+        let name = header
+            .split(':')
+            .next()
+            .unwrap_or_default()
+            .to_ascii_lowercase();
+        if matches!(
+            name.as_str(),
+            "host" | "authorization" | "x-amz-date" | "user-agent"
+        ) {
+            head.push_str(header);
+        }
+    }
+    head.push_str("Connection: close\r\n\r\n");
     let answer = String::from_utf8_lossy(&exchange(upstream, head.as_bytes())?).into_owned();
     let exists = answer.starts_with("HTTP/1.1 200");
     let etag = answer.lines().find_map(|line| {

@@ -9,6 +9,7 @@ use crate::tools::{self, workspace_root};
 fn run_tests(extra: &[String]) -> anyhow::Result<()> {
     tools::ensure_apt_packages()?;
     let moto_program = tools::ensure_moto()?;
+    let s3s_fs_program = tools::ensure_s3s_fs()?;
     let root = workspace_root();
 
     // Build once: the binaries the end-to-end tests run, and every test binary.
@@ -30,7 +31,8 @@ fn run_tests(extra: &[String]) -> anyhow::Result<()> {
         .current_dir(&root)
         .env("MILKY_TEST_S3_ENDPOINT", &moto.endpoint)
         // For tests that start a moto of their own (with IAM checks on).
-        .env("MILKY_TEST_MOTO", &moto_program);
+        .env("MILKY_TEST_MOTO", &moto_program)
+        .env("MILKY_TEST_S3S_FS", &s3s_fs_program);
     if has_nextest {
         command.args(["nextest", "run", "--workspace", "--no-fail-fast"]);
     } else {

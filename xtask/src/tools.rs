@@ -134,6 +134,32 @@ pub fn ensure_moto() -> anyhow::Result<PathBuf> {
     Ok(moto)
 }
 
+/// A second S3-compatible server for the store tests: it checks request signatures, and checks
+/// write conditions without a lock (the kind of store `doctor` must catch).
+pub const S3S_FS_VERSION: &str = "0.14.1";
+
+/// Makes sure s3s-fs is installed in the tools dir (`cargo install`, a few minutes, once);
+/// returns its path.
+pub fn ensure_s3s_fs() -> anyhow::Result<PathBuf> {
+    let root = tools_venv();
+    let program = root.join("bin").join("s3s-fs");
+    let marker = root.join(".s3s-fs-installed");
+    if program.is_file() && std::fs::read_to_string(&marker).is_ok_and(|m| m == S3S_FS_VERSION) {
+        return Ok(program);
+    }
+    eprintln!(
+        "xtask: installing s3s-fs {S3S_FS_VERSION} into {} (once, a few minutes)",
+        root.display()
+    );
+    run(Command::new("cargo")
+        .args(["install", "s3s-fs", "--version", S3S_FS_VERSION])
+        .args(["--features", "binary", "--locked", "--root"])
+        .arg(&root))?;
+    std::fs::write(&marker, S3S_FS_VERSION)
+        .with_context(|| format!("writing {}", marker.display()))?;
+    Ok(program)
+}
+
 /// Release builds of both binaries, for `bench` and `dist`.
 pub fn build_release() -> anyhow::Result<()> {
     run(Command::new("cargo").current_dir(workspace_root()).args([

@@ -9,7 +9,7 @@ use crate::settings::Settings;
 ///
 /// Besides one create over an existing object and one replace with a stale ETag (both must be
 /// refused, and change nothing), it races 8 conditional creates of one key and 8 replaces of one
-/// ETag: exactly one of each must win. Without that, two controllers can lose each other's edits
+/// ETag: at most one of each may win. Without that, two controllers can lose each other's edits
 /// of version.info, a package can be overwritten, and two servers can both run a group's
 /// migrations; some S3-compatible servers ignore the conditions, others check them without a
 /// lock. Commands that write refuse such a store (see --allow-unsafe-store); they remember the

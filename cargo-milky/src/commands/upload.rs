@@ -300,7 +300,7 @@ fn same_bytes(key: &str, stored: &ObjectInfo, sha256: &str) -> anyhow::Result<()
     match &stored.sha256 {
         Some(theirs) if theirs == sha256 => Ok(()),
         Some(theirs) => Err(user_error(format!(
-            "{key} in the store holds other bytes (sha256 {theirs}, this package {sha256}); versions are immutable, pick a new version"
+            "{key} already exists in the store with other bytes (sha256 {theirs}, this package {sha256}); versions are immutable, pick a new version"
         ))),
         None => Err(user_error(format!(
             "{key} already exists in the store and its sha256 is unknown; pick a new version"

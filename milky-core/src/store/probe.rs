@@ -44,10 +44,14 @@ impl Report {
 }
 
 /// Checks, under `prefix`, that the store refuses a create over an object and a replace with a
-/// stale ETag and changes nothing when it refuses; that of racing creates of one key exactly one
-/// wins; and that of racing replaces of one ETag exactly one wins.
+/// stale ETag and changes nothing when it refuses; that of racing creates of one key at most one
+/// wins (and the key then holds its bytes); and the same of racing replaces of one ETag.
 pub async fn probe(store: &Store, prefix: &str) -> Result<Report, StoreError> {
-    let run = format!("{prefix}/.write-probe-{:016x}", rand::random::<u64>());
+    // The name agents' access policies allow deleting under their once prefix.
+    let run = format!(
+        "{prefix}/.conditional-write-probe-{:016x}",
+        rand::random::<u64>()
+    );
     let keys = [
         format!("{run}-sequential"),
         format!("{run}-creates"),
@@ -167,7 +171,8 @@ async fn race(
     Ok(won)
 }
 
-/// The failure of one race: exactly one winner, whose bytes the key then holds.
+/// The failure of one race: more than one winner, or a winner whose bytes the key does not
+/// hold. No winner at all is no harm done (S3 may answer 409 to writes that collide in flight).
 async fn judge(
     store: &Store,
     key: &str,
@@ -175,14 +180,18 @@ async fn judge(
     won: &[(usize, String)],
     what: &str,
 ) -> Result<Option<String>, StoreError> {
-    let [(winner, _)] = won else {
-        return Ok(Some(format!(
-            "{} of {RACERS} concurrent {what} succeeded; exactly one must",
-            won.len()
-        )));
+    let winner = match won {
+        [] => return Ok(None),
+        [(winner, _)] => *winner,
+        _ => {
+            return Ok(Some(format!(
+                "{} of {RACERS} concurrent {what} succeeded; at most one may",
+                won.len()
+            )));
+        }
     };
     let now = store.get(key).await?.map(|o| o.bytes);
-    if now != Some(body(round, *winner)) {
+    if now != Some(body(round, winner)) {
         return Ok(Some(format!(
             "the store said yes to one of {RACERS} concurrent {what}, but holds other bytes"
         )));
@@ -214,7 +223,9 @@ async fn race_replaces(store: &Store, key: &str) -> Result<Option<String>, Store
         if let Some(failure) = judge(store, key, round, &won, what).await? {
             return Ok(Some(failure));
         }
-        etag = won[0].1.clone();
+        if let Some((_, new)) = won.first() {
+            etag = new.clone();
+        }
     }
     Ok(None)
 }

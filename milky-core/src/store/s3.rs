@@ -11,7 +11,7 @@ use aws_sdk_s3::Client;
 use aws_sdk_s3::config::http::HttpResponse;
 use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::primitives::ByteStream;
-use aws_sdk_s3::types::{ChecksumMode, CompletedMultipartUpload, CompletedPart};
+use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
 use md5::{Digest, Md5};
 use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
 
@@ -79,8 +79,15 @@ impl S3Store {
         }
         let shared = loader.load().await;
         let custom_endpoint = options.endpoint_url.is_some() || shared.endpoint_url().is_some();
-        let mut config =
-            aws_sdk_s3::config::Builder::from(&shared).force_path_style(custom_endpoint);
+        // Bodies are checked here, against the announced length and the ETag's MD5, and read
+        // again when they do not match. The SDK's own check of stored checksums is off: a store
+        // whose writers raced can keep one writer's checksum beside another's bytes (s3s-fs
+        // does), and every read would then fail.
+        let mut config = aws_sdk_s3::config::Builder::from(&shared)
+            .force_path_style(custom_endpoint)
+            .response_checksum_validation(
+                aws_sdk_s3::config::ResponseChecksumValidation::WhenRequired,
+            );
         // A plain-http endpoint (MinIO on a private network, a local test server) needs no TLS:
         // an HTTP-only client spares every pass loading the system's ~150 CA certificates.
         let endpoint = options
@@ -296,7 +303,6 @@ impl S3Store {
             .bucket(&self.bucket)
             .key(self.key(key))
             .set_if_none_match(etag.map(str::to_owned))
-            .checksum_mode(ChecksumMode::Enabled)
             .send()
             .await;
         let output = match result {
@@ -660,7 +666,6 @@ impl S3Store {
             .get_object()
             .bucket(&self.bucket)
             .key(self.key(key))
-            .checksum_mode(ChecksumMode::Enabled)
             .send()
             .await
             .map_err(|err| ReadFault::Store(self.error("get", key, err)))?;
