@@ -13,4 +13,5 @@ mod init;
 mod install;
 mod logs;
 mod rollout;
+mod scale;
 mod signing;
