@@ -236,7 +236,13 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
     } else {
         bench.package("ref1")?
     };
-    bench.milky_ok(&["upload", "--group", "unpack", &package.to_string_lossy()])?;
+    bench.milky_ok(&[
+        "upload",
+        "--new-group",
+        "--group",
+        "unpack",
+        &package.to_string_lossy(),
+    ])?;
     let mut downloads = stats::Samples::default();
     if wanted("1b") {
         downloads = unpack::run(&bench, &package, &mut report)?;
