@@ -15,5 +15,6 @@ mod limits;
 mod logs;
 mod python;
 mod rollout;
+mod scale;
 mod signing;
 mod store_truth;

@@ -5,10 +5,14 @@
 //! GNU time from Debian; awscli and boto3 in a venv), builds the release binaries, starts moto
 //! on loopback and talks to nothing else. Every load loop is bounded in time and every process
 //! it starts is ended by its pid. `--quick` runs fewer repetitions; `--only 1,1b,…` a subset
-//! (the report then says so).
+//! (the report then says so); `--debug-build` measures the debug binaries instead of building
+//! the fat-LTO release ones (for I/O-bound rows on a machine too busy to build; the report's
+//! command says so).
 
 mod converge;
+mod fleet;
 mod idle;
+mod index_growth;
 mod moto;
 mod package;
 mod report;
@@ -45,6 +49,8 @@ pub struct Bench {
     /// Repetitions of the quick measures (packing, unpacking, transfers).
     pub runs: usize,
     pub quick: bool,
+    /// Measuring target/debug's binaries (`--debug-build`), not the release build's.
+    pub debug_build: bool,
 }
 
 impl Bench {
@@ -139,23 +145,28 @@ pub fn lines_of(command: &mut Command) -> anyhow::Result<(bool, Vec<(Instant, St
 struct Options {
     quick: bool,
     only: Option<Vec<String>>,
+    debug_build: bool,
 }
 
 fn options(args: &[String]) -> anyhow::Result<Options> {
     let mut options = Options {
         quick: false,
         only: None,
+        debug_build: false,
     };
     let mut args = args.iter();
     while let Some(arg) = args.next() {
         match arg.as_str() {
             "--quick" => options.quick = true,
+            "--debug-build" => options.debug_build = true,
             "--only" => {
                 let list = args.next().context("--only needs a list, e.g. 1,1b,3")?;
                 options.only = Some(list.split(',').map(str::to_owned).collect());
             }
             other => {
-                bail!("unknown bench option {other:?} (known: --quick, --only 1,1b,2,3,4,5,6)")
+                bail!(
+                    "unknown bench option {other:?} (known: --quick, --debug-build, --only 1,1b,2,3,4,5,6,7,8)"
+                )
             }
         }
     }
@@ -181,7 +192,18 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
         .expect("the tools venv has a parent")
         .to_owned();
     ensure_tools_venv(&cache.join("bench-tools"))?;
-    tools::build_release()?;
+    let profile = if options.debug_build {
+        // As the tests build them: the same features, so nothing is rebuilt.
+        tools::run(
+            Command::new("cargo")
+                .current_dir(&root)
+                .args(["build", "--workspace", "--bins"]),
+        )?;
+        "debug"
+    } else {
+        tools::build_release()?;
+        "release"
+    };
 
     // Under /tmp: Apache's and nginx's users must reach the releases (a home dir is 0700).
     let work = PathBuf::from("/tmp/milky-bench");
@@ -196,13 +218,14 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
     let mut bench = Bench {
         work: work.clone(),
         cache,
-        milky_bin: root.join("target/release/cargo-milky"),
-        agent: root.join("target/release/milky-agent"),
+        milky_bin: root.join("target").join(profile).join("cargo-milky"),
+        agent: root.join("target").join(profile).join("milky-agent"),
         moto,
         store: "s3://bench/fleet".into(),
         project: PathBuf::new(),
         runs: if options.quick { 2 } else { 5 },
         quick: options.quick,
+        debug_build: options.debug_build,
     };
     bench.project = workload::project(&bench)?;
 
@@ -213,7 +236,13 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
     } else {
         bench.package("ref1")?
     };
-    bench.milky_ok(&["upload", "--group", "unpack", &package.to_string_lossy()])?;
+    bench.milky_ok(&[
+        "upload",
+        "--new-group",
+        "--group",
+        "unpack",
+        &package.to_string_lossy(),
+    ])?;
     let mut downloads = stats::Samples::default();
     if wanted("1b") {
         downloads = unpack::run(&bench, &package, &mut report)?;
@@ -221,7 +250,8 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
     if wanted("2") {
         transfer::run(&bench, &package, &downloads, &mut report)?;
     }
-    let mut idle_requests = None;
+    // Without benchmark 3 in this run, benchmark 6 prices what the page's run of it measured.
+    let mut idle_requests = report.earlier_idle_requests();
     if wanted("3") {
         idle_requests = Some(idle::run(&bench, &mut report)?);
     }
@@ -231,8 +261,18 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
     if wanted("5") {
         switch::run(&bench, &mut report)?;
     }
+    let fleet = if wanted("7") {
+        Some(fleet::run(&bench, &mut report)?)
+    } else {
+        None
+    };
+    let index = if wanted("8") {
+        Some(index_growth::run(&bench, &mut report)?)
+    } else {
+        None
+    };
     if wanted("6") {
-        report::scale(&mut report, idle_requests);
+        report::scale(&mut report, idle_requests, fleet, index);
     }
     report.finish(started.elapsed());
     let path = root.join("docs/BENCHMARKS.md");

@@ -214,14 +214,21 @@ pub async fn prune(store: &Store, policy: &Policy, dry_run: bool) -> anyhow::Res
             .context("removing versions from version.info")?
     };
     let mut listed = retention::listed(&index);
-    let mut packages = unlisted_packages(store, &listed, now).await?;
+    // What this prune took out of the index goes now; anything else unlisted once past the grace.
+    let gone: BTreeSet<(AppName, Version)> = keys(&versions).into_iter().collect();
+    let due = |app: &AppName, version: &Version, modified: Option<SystemTime>| {
+        !named(&listed, app, version)
+            && (gone.contains(&(app.clone(), version.clone()))
+                || retention::past_grace(modified, now))
+    };
+    let mut packages = unlisted_packages(store, &due).await?;
     let mut records = Vec::new();
     for group in &groups {
         for prefix in [
             format!("{}{group}/once/", layout::GROUPS),
             format!("{}{group}/served/", layout::GROUPS),
         ] {
-            records.extend(unlisted_records(store, &prefix, &listed, now).await?);
+            records.extend(unlisted_records(store, &prefix, &due).await?);
         }
     }
     if !dry_run {
@@ -286,19 +293,21 @@ fn named(listed: &BTreeMap<AppName, BTreeSet<Version>>, app: &AppName, version: 
         .is_some_and(|versions| versions.contains(version))
 }
 
-/// Packages the index does not name, written before the grace period: those of pruned versions,
-/// and any an interrupted upload or prune left. A key that is not a package's stays.
+/// A version's object that may go: its app, version and when it was written.
+type Due<'a> = dyn Fn(&AppName, &Version, Option<SystemTime>) -> bool + 'a;
+
+/// The packages `due` selects: those of pruned versions, and any an interrupted upload or prune
+/// left. A key that is not a package's stays.
 async fn unlisted_packages(
     store: &Store,
-    listed: &BTreeMap<AppName, BTreeSet<Version>>,
-    now: SystemTime,
+    due: &Due<'_>,
 ) -> anyhow::Result<Vec<(AppName, Version, Gone)>> {
     let mut found = Vec::new();
     for entry in store.list_entries("packages/").await? {
         let Some((app, version)) = package_of(&entry.key) else {
             continue;
         };
-        if !named(listed, &app, &version) && retention::past_grace(entry.modified, now) {
+        if due(&app, &version, entry.modified) {
             found.push((
                 app,
                 version,
@@ -325,14 +334,8 @@ fn package_of(key: &str) -> Option<(AppName, Version)> {
     (layout::package(&app, &version) == key).then_some((app, version))
 }
 
-/// Objects `PREFIX<app>/<version>…` (once-hook records, served markers) of versions the index
-/// does not list, written before the grace period.
-async fn unlisted_records(
-    store: &Store,
-    prefix: &str,
-    listed: &BTreeMap<AppName, BTreeSet<Version>>,
-    now: SystemTime,
-) -> anyhow::Result<Vec<Gone>> {
+/// The objects `PREFIX<app>/<version>…` (once-hook records, served markers) `due` selects.
+async fn unlisted_records(store: &Store, prefix: &str, due: &Due<'_>) -> anyhow::Result<Vec<Gone>> {
     let mut found = Vec::new();
     for entry in store.list_entries(prefix).await? {
         let Some(rest) = entry.key.strip_prefix(prefix) else {
@@ -345,7 +348,7 @@ async fn unlisted_records(
         let (Ok(app), Ok(version)) = (app.parse::<AppName>(), version.parse::<Version>()) else {
             continue;
         };
-        if !named(listed, &app, &version) && retention::past_grace(entry.modified, now) {
+        if due(&app, &version, entry.modified) {
             found.push(Gone {
                 key: entry.key,
                 size: entry.size,

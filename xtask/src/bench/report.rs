@@ -203,8 +203,13 @@ impl Report {
         let run = Run {
             label: String::new(),
             command: format!(
-                "cargo xtask bench{}{}",
+                "cargo xtask bench{}{}{}",
                 if quick { " --quick" } else { "" },
+                if bench.debug_build {
+                    " --debug-build"
+                } else {
+                    ""
+                },
                 only.as_ref()
                     .map(|o| format!(" --only {}", o.join(",")))
                     .unwrap_or_default(),
@@ -230,6 +235,15 @@ impl Report {
             sections: Vec::new(),
             targets: Vec::new(),
         }
+    }
+
+    /// Benchmark 3's requests per idle pass, as the page's earlier run measured them.
+    pub fn earlier_idle_requests(&self) -> Option<f64> {
+        self.earlier
+            .targets
+            .iter()
+            .find(|(_, row)| row[0] == "3" && row[1] == "one conditional request per idle pass")
+            .and_then(|(_, row)| row[2].split_whitespace().next()?.parse().ok())
     }
 
     pub fn section(&mut self, title: &str, body: String) {
@@ -351,8 +365,14 @@ impl Report {
     }
 }
 
-/// Benchmark 6, on paper from benchmark 3's measured requests per idle pass.
-pub fn scale(report: &mut Report, per_pass: Option<f64>) {
+/// Benchmark 6, on paper from benchmark 3's measured requests per idle pass, and benchmarks 7
+/// and 8's requests of a `--wait` poll and sizes of the index.
+pub fn scale(
+    report: &mut Report,
+    per_pass: Option<f64>,
+    fleet: Option<super::fleet::FleetFigures>,
+    index: Option<super::index_growth::IndexFigures>,
+) {
     // S3 Standard, us-east-1: GET (a 304 is billed as a GET) and PUT, per 1,000 requests.
     const GET: f64 = 0.0004 / 1000.0;
     const PUT: f64 = 0.005 / 1000.0;
@@ -395,7 +415,67 @@ pub fn scale(report: &mut Report, per_pass: Option<f64>) {
          S3's 5,500 GET/s per prefix.",
         per_pass * 10_000.0 / 30.0
     );
+    controller_costs(&mut body, fleet, index);
     report.section("6. Scale on paper", body);
+}
+
+/// What `status`, `--wait` and the index cost at 10,000 servers, and the packages kept.
+fn controller_costs(
+    body: &mut String,
+    fleet: Option<super::fleet::FleetFigures>,
+    index: Option<super::index_growth::IndexFigures>,
+) {
+    // LIST is billed as a PUT; storage at $0.023 per GB-month.
+    const LIST: f64 = 0.005 / 1000.0;
+    const GET: f64 = 0.0004 / 1000.0;
+    const GB_MONTH: f64 = 0.023;
+    let servers = 10_000.0;
+    let pages = (servers / 1000.0_f64).ceil();
+    let status = servers * GET + pages * LIST;
+    let poll = fleet.map_or(1.0 + pages, |f| f.unchanged_poll_requests);
+    // A 5-minute rollout watched with `--wait`, one poll a second.
+    let polls = 300.0;
+    let _ = write!(
+        body,
+        "\n### The controller and the index at 10,000 servers\n\n\
+         | what | requests | cost |\n|---|---|---|\n\
+         | `cargo milky status` (every report, {pages:.0} listing pages) | {:.0} | ${status:.4} |\n\
+         | a 5-minute `--wait`, 1 poll/s, re-reading only changed reports (at most each server's few changes) | ~{:.0} + changed reports | ${:.3} + $0.0004 per 1,000 changed |\n\
+         | the same `--wait` before (every report every poll) | {:.0} | ${:.2} |\n",
+        servers + pages,
+        polls * poll,
+        polls * (GET + (poll - 1.0) * LIST) + servers * GET,
+        polls * (servers + 1.0 + pages),
+        polls * (servers * GET + GET + pages * LIST),
+    );
+    match index {
+        Some(index) => {
+            let _ = write!(
+                body,
+                "\nEvery change of version.info is downloaded by every server (free inside a region): with the\n\
+                 default retention policy the index stays at {:.1} KB after 5,000 uploads (benchmark 8), {:.0} MB\n\
+                 across 10,000 servers per change; without a policy it grows to {:.0} KB, {:.1} GB per change.\n",
+                index.with_policy as f64 / 1000.0,
+                index.with_policy as f64 * servers / 1e6,
+                index.without as f64 / 1000.0,
+                index.without as f64 * servers / 1e9,
+            );
+        }
+        None => body.push_str("\nBenchmark 8 did not run: the index's size is not priced.\n"),
+    }
+    // Packages: the reference package is ~40 MB; the default policy keeps at most the 20 newest
+    // plus each group's current one and 10 of history.
+    let package_gb = 0.04;
+    let _ = writeln!(
+        body,
+        "\nPackages (~40 MB each, as benchmark 1's): 5,000 uploads kept for ever hold {:.0} GB,\n\
+         ${:.2} a month and growing; the default policy keeps at most ~31 per app and group\n\
+         ({:.1} GB, ${:.2} a month).",
+        5000.0 * package_gb,
+        5000.0 * package_gb * GB_MONTH,
+        31.0 * package_gb,
+        31.0 * package_gb * GB_MONTH
+    );
 }
 
 #[cfg(test)]
