@@ -31,6 +31,7 @@ fn report(host: &str, minutes_ago: u64, shop: AppStatus) -> String {
         apps: [("shop".parse().unwrap(), shop)].into(),
         errors: vec![],
         signatures: None,
+        stuck_pass: None,
     };
     toml::to_string(&status).unwrap()
 }

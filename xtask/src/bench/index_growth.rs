@@ -36,6 +36,7 @@ fn entry(k: u32, at: SystemTime) -> PackageEntry {
         uploaded: humantime::format_rfc3339_seconds(at).to_string(),
         // Signed, as a careful team's uploads are: the longest entries.
         signature: Some(format!("0011223344556677:{}", "A".repeat(86))),
+        python: None,
     }
 }
 
