@@ -14,3 +14,4 @@ mod install;
 mod logs;
 mod rollout;
 mod signing;
+mod tls;
