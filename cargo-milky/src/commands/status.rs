@@ -5,13 +5,14 @@ use std::time::SystemTime;
 
 use clap::Args;
 use milky_core::GroupName;
-use milky_core::status::{GroupSummary, read_group, summarize};
+use milky_core::status::{GroupSummary, HostTls, read_group, summarize};
 
 use crate::cli::GlobalArgs;
 use crate::settings::Settings;
 
 /// Show, per group and app, the wanted version, how many live servers serve it, which lag or
-/// failed and why, and which servers went stale (no report for longer than --stale-after).
+/// failed and why, each server's HTTPS certificate (a warning two weeks before it expires), and
+/// which servers went stale (no report for longer than --stale-after).
 #[derive(Debug, Args)]
 #[command(after_help = "Examples:\n  cargo milky status\n  cargo milky status stable --json")]
 pub struct StatusArgs {
@@ -90,6 +91,9 @@ pub async fn run(args: StatusArgs, global: &GlobalArgs) -> anyhow::Result<()> {
                     failed.reason.as_deref().unwrap_or("failed")
                 );
             }
+            for host_tls in &state.tls {
+                print_tls(host_tls);
+            }
             for lag in &state.lagging {
                 let serving = lag
                     .serving
@@ -121,6 +125,23 @@ pub async fn run(args: StatusArgs, global: &GlobalArgs) -> anyhow::Result<()> {
         outln!("no groups yet");
     }
     Ok(())
+}
+
+/// An app's HTTPS on one server: mode, certificate names and expiry, then any warning or error.
+fn print_tls(host_tls: &HostTls) {
+    let tls = &host_tls.tls;
+    let certificate = match &tls.expires {
+        Some(expires) => format!(": {} until {expires}", tls.names.join(", ")),
+        None if tls.mode == "proxy" => String::new(),
+        None => ": no certificate installed".to_owned(),
+    };
+    outln!("    tls {} on {}{certificate}", tls.mode, host_tls.host);
+    if let Some(warning) = &host_tls.warning {
+        outln!("    WARNING {}: {warning}", host_tls.host);
+    }
+    if let Some(error) = &tls.error {
+        outln!("    tls error on {}: {error}", host_tls.host);
+    }
 }
 
 /// Servers that would install an unsigned package: one line when it is every live server for

@@ -81,6 +81,11 @@ impl Agent {
         );
         site.data_dir = Some(data_dir);
         site.media_url = manifest.app.media_url.clone();
+        if let Some(SiteTls::Https { .. }) = site.tls {
+            self.sync_certificate(app, &site.server_names)
+                .await
+                .with_context(|| format!("the certificate of {app}"))?;
+        }
         let mut setup = ReleaseSetup::new(&release_dir);
         setup.python = self.config.releases.python.clone();
         setup.requirements = manifest.app.requirements.clone().into();

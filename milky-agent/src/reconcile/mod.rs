@@ -6,7 +6,8 @@
 //! The pieces a pass calls: `deploy` (one release up and switched to), `backoff` (when a
 //! failed version is tried again), `hook_log` (the hooks' output), `env_file` (an app's secret
 //! env on disk), `conditional_writes` (whether the store can choose who runs once hooks),
-//! `leftovers` (what a killed pass left behind) and `report` (this server's status report).
+//! `leftovers` (what a killed pass left behind), `tls` (HTTPS apps' certificates) and `report`
+//! (this server's status report).
 
 mod backoff;
 mod conditional_writes;
@@ -15,6 +16,7 @@ mod env_file;
 mod hook_log;
 mod leftovers;
 mod report;
+mod tls;
 
 use std::collections::BTreeMap;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -186,6 +188,7 @@ impl Agent {
                 waiting: &BTreeMap::new(),
                 errors: &errors,
                 signatures: verifier.status(),
+                tls: &BTreeMap::new(),
             };
             self.report(state, &outcome).await;
             return Ok(PassReport {
@@ -257,6 +260,7 @@ impl Agent {
                 }
             }
         }
+        let tls = self.refresh_certificates(&wanted, &mut app_errors).await;
         for (app, wanted_version) in wanted.iter().map(|(a, (v, _))| (a, v)) {
             if let Err(err) = self.tidy(app) {
                 tracing::warn!(%app, "{err:#}");
@@ -282,6 +286,7 @@ impl Agent {
             waiting: &waiting,
             errors: &errors,
             signatures: verifier.status(),
+            tls: &tls,
         };
         self.report(state, &outcome).await;
         if store_answered {
