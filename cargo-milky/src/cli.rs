@@ -69,6 +69,7 @@ pub enum Command {
     Logs(commands::logs::LogsArgs),
     Keygen(commands::keygen::KeygenArgs),
     Sign(commands::sign::SignArgs),
+    Tls(commands::tls::TlsArgs),
 }
 
 #[cfg(test)]

@@ -15,6 +15,8 @@
 //!
 //! [python]
 //! interpreters = ["/opt/python3.13/bin/python3.13"]
+//! # https_listen = "0.0.0.0:443"       # apps with tls = "acme" or "provided"
+//! # trusted_proxies = ["10.0.0.0/8"]   # load balancers whose X-Forwarded-* nginx believes
 //! ```
 
 use std::net::SocketAddr;
@@ -195,6 +197,14 @@ impl Default for Paths {
 pub struct Web {
     /// nginx's front address, shared by every app (told apart by server name).
     pub listen: SocketAddr,
+    /// nginx's HTTPS address, for apps with `tls = "acme"` or `"provided"`; nginx listens on it
+    /// only while such an app is served.
+    pub https_listen: SocketAddr,
+    /// Load balancers (CIDRs) in front of this server: nginx takes the client address
+    /// (`X-Forwarded-For`) and, for apps with `tls = "proxy"`, the scheme (`X-Forwarded-Proto`)
+    /// from connections that come from them, and from nothing else.
+    #[serde(deserialize_with = "cidrs")]
+    pub trusted_proxies: Vec<ipnet::IpNet>,
     /// The loopback port range handed out to Apache slots, two per app.
     pub slot_ports: [u16; 2],
     pub apache_user: String,
@@ -216,6 +226,8 @@ impl Default for Web {
         let timeouts = Timeouts::default();
         Self {
             listen: ([0, 0, 0, 0], 80).into(),
+            https_listen: ([0, 0, 0, 0], 443).into(),
+            trusted_proxies: Vec::new(),
             slot_ports: [8100, 8999],
             apache_user: "www-data".into(),
             apache_group: "www-data".into(),
@@ -292,6 +304,23 @@ impl Default for Logs {
     }
 }
 
+/// CIDRs such as `10.0.0.0/8`; a lone address must say `/32` (or `/128`), so that a typo
+/// cannot trust a whole network or nothing without saying so.
+fn cidrs<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<ipnet::IpNet>, D::Error> {
+    Vec::<String>::deserialize(d)?
+        .iter()
+        .map(|text| {
+            text.parse::<ipnet::IpNet>()
+                .map(|net| net.trunc())
+                .map_err(|_| {
+                    serde::de::Error::custom(format!(
+                        "{text:?} is not a network in CIDR form, such as 10.0.0.0/8 or 192.0.2.7/32"
+                    ))
+                })
+        })
+        .collect()
+}
+
 /// Durations written as "30s", "2m".
 mod humantime_serde_opt {
     use std::time::Duration;
@@ -344,6 +373,8 @@ impl AgentConfig {
 
     pub fn web_settings(&self) -> WebSettings {
         let mut web = WebSettings::new(&self.paths.web, self.web.listen);
+        web.https = self.web.https_listen;
+        web.trusted_proxies = self.web.trusted_proxies.clone();
         web.slot_ports = SlotPorts {
             first: self.web.slot_ports[0],
             last: self.web.slot_ports[1],
@@ -425,5 +456,25 @@ mod tests {
         .unwrap_err();
         assert!(err.to_string().contains("trusted_keys"), "{err}");
         assert!(err.to_string().contains("not 16 hex digits"), "{err}");
+        for bad in ["10.0.0.0", "10.0.0.0/33", "proxy.example"] {
+            let err = toml::from_str::<AgentConfig>(&format!(
+                "store = \"s3://b\"\ngroup = \"g\"\n[web]\ntrusted_proxies = [\"{bad}\"]\n"
+            ))
+            .unwrap_err();
+            assert!(err.to_string().contains("CIDR form"), "{bad}: {err}");
+        }
+    }
+
+    #[test]
+    fn trusted_proxies_are_networks() {
+        let config: AgentConfig = toml::from_str(
+            "store = \"s3://b\"\ngroup = \"g\"\n[web]\nhttps_listen = \"127.0.0.1:8443\"\n\
+             trusted_proxies = [\"10.1.2.3/8\", \"2001:db8::/32\", \"127.0.0.1/32\"]\n",
+        )
+        .unwrap();
+        let web = config.web_settings();
+        let nets: Vec<String> = web.trusted_proxies.iter().map(|n| n.to_string()).collect();
+        assert_eq!(nets, ["10.0.0.0/8", "2001:db8::/32", "127.0.0.1/32"]);
+        assert_eq!(web.https.port(), 8443);
     }
 }

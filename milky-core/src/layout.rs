@@ -33,6 +33,11 @@ pub fn env(group: &GroupName, app: &AppName) -> String {
     format!("groups/{group}/env/{app}.toml")
 }
 
+/// An app's certificate and key in a group (`cargo milky tls set`, or ordered by ACME).
+pub fn tls(group: &GroupName, app: &AppName) -> String {
+    format!("groups/{group}/tls/{app}.toml")
+}
+
 /// Where one (group, app, version)'s once hooks are coordinated: `lease.toml` and `result.toml`.
 pub fn once_hooks(group: &GroupName, app: &AppName, version: &Version) -> String {
     format!("groups/{group}/once/{app}/{version}/")
@@ -111,6 +116,7 @@ mod tests {
         assert_eq!(host_status(&group, &host), "groups/stable/hosts/web-1.toml");
         assert_eq!(env(&group, &app), "groups/stable/env/myapp.toml");
         assert_eq!(logs_group_prefix(&group), "logs/stable/");
+        assert_eq!(tls(&group, &app), "groups/stable/tls/myapp.toml");
         assert_eq!(
             lease_in(&once_hooks(&group, &app, &version)),
             "groups/stable/once/myapp/v1022/lease.toml"

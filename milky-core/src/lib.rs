@@ -16,6 +16,7 @@ pub mod served;
 pub mod signing;
 pub mod status;
 pub mod store;
+pub mod tls;
 
 pub use index::{Index, IndexError, PackageEntry, Rollback};
 pub use names::{AppName, GroupName, HostName, NameError, Version};

@@ -66,6 +66,42 @@ pub struct AppSettings {
     /// the `media/` folder of its persistent data dir (`MILKY_DATA_DIR`). Unset: not served.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub media_url: Option<String>,
+    /// How the app's visitors get HTTPS; unset, servers answer plain HTTP only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<TlsMode>,
+    /// With `tls = "acme"` or `"provided"`: send `Strict-Transport-Security` (one year), so
+    /// browsers never ask over plain HTTP again. Opt-in: it cannot be taken back for a year.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub hsts: bool,
+}
+
+/// Where the app's TLS ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TlsMode {
+    /// Servers get a certificate for the server names from an ACME CA, once per group, and
+    /// renew it. Designed (templates, challenge files, status) but not built yet: refused.
+    Acme,
+    /// Servers use the certificate and key given with `cargo milky tls set`.
+    Provided,
+    /// A load balancer in front ends TLS; servers take its `X-Forwarded-Proto` (and the
+    /// client address) only from the `[web] trusted_proxies` of their agent settings.
+    Proxy,
+}
+
+impl TlsMode {
+    /// Whether the servers themselves answer HTTPS with a certificate.
+    pub fn terminates_here(self) -> bool {
+        matches!(self, TlsMode::Acme | TlsMode::Provided)
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TlsMode::Acme => "acme",
+            TlsMode::Provided => "provided",
+            TlsMode::Proxy => "proxy",
+        }
+    }
 }
 
 /// Commands run on servers, from the release dir with the release's venv first on PATH.
@@ -219,6 +255,21 @@ impl AppSettings {
                 self.health
             ));
         }
+        if self.hsts && !self.tls.is_some_and(TlsMode::terminates_here) {
+            return Err(
+                "app.hsts needs app.tls = \"acme\" or \"provided\" (servers that answer HTTPS)"
+                    .into(),
+            );
+        }
+        if self.tls == Some(TlsMode::Acme) {
+            return Err(
+                "app.tls = \"acme\" is not available yet: use \"provided\" (cargo milky tls set) or \"proxy\""
+                    .into(),
+            );
+        }
+        if self.tls.is_some_and(TlsMode::terminates_here) && self.server_names.is_empty() {
+            return Err("app.tls needs app.server_names: a certificate names hosts".into());
+        }
         for name in &self.server_names {
             let ok = !name.is_empty()
                 && name.len() <= 253
@@ -308,6 +359,7 @@ mod tests {
         assert_eq!(config.app.requirements, "requirements.txt");
         assert_eq!(config.deploy, DeploySettings::default());
         assert_eq!(config.app.python, None);
+        assert_eq!(config.app.tls, None);
     }
 
     #[test]
@@ -316,6 +368,18 @@ mod tests {
             ProjectConfig::parse("[app]\nname = \"myapp\"\nwsgi = \"a:b\"\npython = \">=3.12\"\n")
                 .unwrap();
         assert_eq!(config.app.python.as_deref(), Some(">=3.12"));
+    }
+
+    #[test]
+    fn the_three_tls_modes_read_as_words() {
+        for (word, mode) in [("provided", TlsMode::Provided), ("proxy", TlsMode::Proxy)] {
+            let config = ProjectConfig::parse(&format!(
+                "[app]\nname = \"a\"\nwsgi = \"a:b\"\nserver_names = [\"a.example\"]\ntls = \"{word}\"\n"
+            ))
+            .unwrap();
+            assert_eq!(config.app.tls, Some(mode));
+            assert_eq!(mode.as_str(), word);
+        }
     }
 
     #[test]
@@ -332,6 +396,10 @@ mod tests {
             ),
             ("wsgi = \"a:b\"\nsurprise = 1\n", "surprise"),
             ("wsgi = \"a:b\"\npython = \"3.x\"\n", "app.python"),
+            ("wsgi = \"a:b\"\ntls = \"https\"\n", "unknown variant"),
+            ("wsgi = \"a:b\"\ntls = \"provided\"\n", "server_names"),
+            ("wsgi = \"a:b\"\nhsts = true\n", "app.hsts"),
+            ("wsgi = \"a:b\"\ntls = \"acme\"\n", "not available yet"),
         ] {
             let err = ProjectConfig::parse(&format!("{base}{extra}")).unwrap_err();
             assert!(err.contains(needle), "{extra}: {err}");

@@ -116,6 +116,44 @@ pub struct AppStatus {
     /// Why the wanted version is staged but not switched to yet (e.g. waiting for migrations).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub waiting: Option<String>,
+    /// HTTPS, for apps whose manifest sets `tls`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<TlsStatus>,
+}
+
+/// An app's HTTPS on one server: its mode and, where TLS ends here, the installed certificate.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TlsStatus {
+    /// "acme", "provided" or "proxy".
+    pub mode: String,
+    /// The names of the installed certificate.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub names: Vec<String>,
+    /// When it expires (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires: Option<String>,
+    /// Why the last install or renewal failed (the installed certificate, if any, serves on).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+impl TlsStatus {
+    /// A warning when the certificate expires within two weeks of `now`, or has expired.
+    pub fn expiry_warning(&self, now: std::time::SystemTime) -> Option<String> {
+        let expires = humantime::parse_rfc3339(self.expires.as_deref()?).ok()?;
+        match expires.duration_since(now) {
+            Err(_) => Some(format!(
+                "the certificate expired at {}",
+                self.expires.as_deref()?
+            )),
+            Ok(left) if left.as_secs() < crate::tls::EXPIRY_WARNING_SECS => Some(format!(
+                "the certificate expires in {} ({})",
+                humantime::format_duration(Duration::from_secs(left.as_secs() / 3600 * 3600)),
+                self.expires.as_deref()?
+            )),
+            Ok(_) => None,
+        }
+    }
 }
 
 impl HostStatus {
@@ -242,6 +280,19 @@ pub struct AppSummary {
     pub lagging: Vec<Lagging>,
     /// Live servers on which the wanted version failed, with the reason.
     pub failed: Vec<Lagging>,
+    /// Each live server's HTTPS for the app (apps with `tls` only), with a warning when the
+    /// certificate expires within two weeks.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub tls: Vec<HostTls>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct HostTls {
+    pub host: HostName,
+    #[serde(flatten)]
+    pub tls: TlsStatus,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub warning: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -320,6 +371,13 @@ pub fn summarize(
         };
         for report in &live {
             let status = report.apps.get(app).cloned().unwrap_or_default();
+            if let Some(tls) = &status.tls {
+                entry.tls.push(HostTls {
+                    host: report.host.clone(),
+                    warning: tls.expiry_warning(now),
+                    tls: tls.clone(),
+                });
+            }
             let serving_wanted = status.serving.is_some() && status.serving == wanted_version;
             let env_current = status.env_generation >= env;
             if serving_wanted && status.healthy && env_current {
@@ -563,5 +621,40 @@ mod tests {
             "{text}"
         );
         assert_eq!(HostStatus::parse(&text).unwrap(), status);
+    }
+
+    #[test]
+    fn a_certificate_that_expires_within_two_weeks_is_a_warning() {
+        let now = humantime::parse_rfc3339("2026-11-25T12:00:00Z").unwrap();
+        let tls = |expires: &str| TlsStatus {
+            mode: "provided".into(),
+            names: vec!["shop.example".into()],
+            expires: Some(expires.into()),
+            error: None,
+        };
+        assert_eq!(tls("2027-01-01T00:00:00Z").expiry_warning(now), None);
+        let soon = tls("2026-12-01T12:00:00Z").expiry_warning(now).unwrap();
+        assert!(soon.contains("expires in 6days"), "{soon}");
+        let gone = tls("2026-11-01T00:00:00Z").expiry_warning(now).unwrap();
+        assert!(gone.contains("expired"), "{gone}");
+        let app = AppStatus {
+            serving: Some(v("v1")),
+            wanted: Some(v("v1")),
+            healthy: true,
+            tls: Some(tls("2026-12-01T12:00:00Z")),
+            ..AppStatus::default()
+        };
+        let wanted: BTreeMap<AppName, Version> = [("shop".parse().unwrap(), v("v1"))].into();
+        let reports = vec![report("a", "2026-11-25T11:59:00Z", &[("shop", app)])];
+        let summary = summarize(
+            &wanted,
+            &BTreeMap::new(),
+            &reports,
+            now,
+            DEFAULT_STALE_AFTER,
+        );
+        let shop = &summary.apps[&"shop".parse::<AppName>().unwrap()];
+        assert_eq!(shop.tls.len(), 1);
+        assert!(shop.tls[0].warning.is_some());
     }
 }

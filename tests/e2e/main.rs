@@ -18,3 +18,4 @@ mod rollout;
 mod scale;
 mod signing;
 mod store_truth;
+mod tls;

@@ -15,6 +15,7 @@ pub mod remove;
 pub mod rollback;
 pub mod sign;
 pub mod status;
+pub mod tls;
 pub mod upload;
 pub mod version;
 
@@ -43,6 +44,7 @@ pub async fn run(args: MilkyArgs) -> anyhow::Result<()> {
         Command::Logs(a) => logs::run(a, &args.global, printer).await,
         Command::Keygen(a) => keygen::run(a, printer),
         Command::Sign(a) => sign::run(a, &args.global, printer).await,
+        Command::Tls(a) => tls::run(a, &args.global, printer).await,
     }
 }
 

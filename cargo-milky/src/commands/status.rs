@@ -5,13 +5,14 @@ use std::time::SystemTime;
 
 use clap::Args;
 use milky_core::GroupName;
-use milky_core::status::{GroupSummary, READ_CONCURRENCY, ReportCache, summarize};
+use milky_core::status::{GroupSummary, HostTls, READ_CONCURRENCY, ReportCache, summarize};
 
 use crate::cli::GlobalArgs;
 use crate::settings::Settings;
 
 /// Show, per group and app, the wanted version, how many live servers serve it, which lag or
-/// failed and why, and which servers went stale (no report for longer than --stale-after).
+/// failed and why, each server's HTTPS certificate (a warning two weeks before it expires), and
+/// which servers went stale (no report for longer than --stale-after).
 ///
 /// Reports are read 64 at a time. A large group is summarised: counts per state, then the
 /// failed and lagging servers (the first ten of each), the rest elided; --all lists every
@@ -130,6 +131,9 @@ fn print_group(group: &GroupName, summary: &GroupSummary, limit: usize) {
                 failed.reason.as_deref().unwrap_or("failed")
             );
         }
+        for host_tls in &state.tls {
+            print_tls(host_tls);
+        }
         for lag in state.lagging.iter().take(limit) {
             let serving = lag
                 .serving
@@ -197,6 +201,23 @@ fn more(lead: &str, lists: &[(&str, usize)], limit: usize) -> usize {
         outln!("{lead} {}", parts.join(", "));
     }
     lists.iter().map(|(_, len)| len.saturating_sub(limit)).sum()
+}
+
+/// An app's HTTPS on one server: mode, certificate names and expiry, then any warning or error.
+fn print_tls(host_tls: &HostTls) {
+    let tls = &host_tls.tls;
+    let certificate = match &tls.expires {
+        Some(expires) => format!(": {} until {expires}", tls.names.join(", ")),
+        None if tls.mode == "proxy" => String::new(),
+        None => ": no certificate installed".to_owned(),
+    };
+    outln!("    tls {} on {}{certificate}", tls.mode, host_tls.host);
+    if let Some(warning) = &host_tls.warning {
+        outln!("    WARNING {}: {warning}", host_tls.host);
+    }
+    if let Some(error) = &tls.error {
+        outln!("    tls error on {}: {error}", host_tls.host);
+    }
 }
 
 /// Servers that would install an unsigned package: one line when it is every live server for

@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use anyhow::{Context, bail};
+use milky_core::project::TlsMode;
 use milky_core::python::PythonSpec;
 use milky_core::{AppName, GroupName, HostName, Manifest, PackageEntry, Version};
 
@@ -16,7 +17,8 @@ use crate::python::Interpreters;
 use crate::release_store::Releases;
 use crate::state::AgentState;
 use crate::web::{
-    AppSite, HookUser, MEDIA_DIR, ReleaseSetup, Slot, ensure_data_dir, prepare_release, run_hooks,
+    AppSite, HookUser, MEDIA_DIR, ReleaseSetup, SiteTls, Slot, ensure_data_dir, prepare_release,
+    run_hooks,
 };
 
 /// What one deploy brings up: a version's index entry, with the env generation the index names.
@@ -88,6 +90,11 @@ impl Agent {
         );
         site.data_dir = Some(data_dir);
         site.media_url = manifest.app.media_url.clone();
+        if let Some(SiteTls::Https { .. }) = site.tls {
+            self.sync_certificate(app, &site.server_names)
+                .await
+                .with_context(|| format!("the certificate of {app}"))?;
+        }
         let mut setup = ReleaseSetup::new(&release_dir);
         let wanted = python_spec(manifest.app.python.as_deref())?;
         let choice = tokio::task::block_in_place(|| self.interpreters())
@@ -353,6 +360,10 @@ fn app_site(
         app.server_names.clone()
     };
     site.default_server = default_server;
+    site.tls = app.tls.map(|mode| match mode {
+        TlsMode::Proxy => SiteTls::Proxy,
+        TlsMode::Acme | TlsMode::Provided => SiteTls::Https { hsts: app.hsts },
+    });
     site.wsgi_callable = callable.to_owned();
     site.static_dir = app.static_dir.as_ref().map(Into::into);
     site.nginx_snippet = manifest.snippets.nginx.as_ref().map(Into::into);

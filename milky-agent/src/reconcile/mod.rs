@@ -6,7 +6,7 @@
 //! The pieces a pass calls: `deploy` (one release up and switched to), `backoff` (when a
 //! failed version is tried again), `hook_log` (the hooks' output), `env_file` (an app's secret
 //! env on disk), `conditional_writes` (whether the store can choose who runs once hooks),
-//! `leftovers` (what a killed pass left behind), `lock` (one pass at a time) and `report`
+//! `leftovers` (what a killed pass left behind), `lock` (one pass at a time), `tls` (HTTPS apps' certificates) and `report`
 //! (this server's status report).
 
 mod backoff;
@@ -17,6 +17,7 @@ mod hook_log;
 mod leftovers;
 mod lock;
 mod report;
+mod tls;
 
 use std::collections::BTreeMap;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -194,6 +195,7 @@ impl Agent {
                 waiting: &BTreeMap::new(),
                 errors: &errors,
                 signatures: verifier.status(),
+                tls: &BTreeMap::new(),
             };
             self.report(state, &outcome).await;
             return Ok(PassReport {
@@ -266,6 +268,7 @@ impl Agent {
                 }
             }
         }
+        let tls = self.refresh_certificates(&wanted, &mut app_errors).await;
         for (app, wanted_version) in wanted.iter().map(|(a, (v, _))| (a, v)) {
             if let Err(err) = self.tidy(app) {
                 tracing::warn!(%app, "{err:#}");
@@ -291,6 +294,7 @@ impl Agent {
             waiting: &waiting,
             errors: &errors,
             signatures: verifier.status(),
+            tls: &tls,
         };
         self.report(state, &outcome).await;
         if store_answered {

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::SystemTime;
 
-use milky_core::status::{AppStatus, HEARTBEAT, HostStatus, Signatures, StuckPass};
+use milky_core::status::{AppStatus, HEARTBEAT, HostStatus, Signatures, StuckPass, TlsStatus};
 use milky_core::store::Condition;
 use milky_core::{AppName, GroupName, HostName, Store, layout};
 
@@ -21,6 +21,8 @@ pub(super) struct PassOutcome<'a> {
     pub waiting: &'a BTreeMap<AppName, String>,
     pub errors: &'a [String],
     pub signatures: Signatures,
+    /// The HTTPS of apps with `tls`.
+    pub tls: &'a BTreeMap<AppName, TlsStatus>,
 }
 
 /// Who writes the report, and where.
@@ -135,6 +137,7 @@ impl StatusReport<'_> {
                     env_generation: state.live_env.get(app).copied().unwrap_or(0),
                     error: failure.map(|f| f.error.clone()),
                     waiting: outcome.waiting.get(app).cloned(),
+                    tls: outcome.tls.get(app).cloned(),
                 },
             );
         }
@@ -275,6 +278,7 @@ mod tests {
             waiting: &waiting,
             errors: &errors,
             signatures: not_verifying(),
+            tls: &BTreeMap::new(),
         };
         let at = humantime::parse_rfc3339("2026-03-04T05:06:07Z").unwrap();
         let status = fixture.reporter().status(&state, &outcome, at);
@@ -297,6 +301,7 @@ mod tests {
                         error: Some("health check failed".into()),
                         env_generation: 3,
                         waiting: None,
+                        tls: None,
                     }
                 ),
                 (
@@ -338,6 +343,7 @@ mod tests {
             waiting: &waiting,
             errors: &[],
             signatures: not_verifying(),
+            tls: &BTreeMap::new(),
         };
         fixture.reporter().write(&mut state, &outcome).await;
         let written = fixture.read().await.expect("the first report is written");
@@ -383,6 +389,7 @@ mod tests {
             waiting: &waiting,
             errors: &[],
             signatures: not_verifying(),
+            tls: &BTreeMap::new(),
         };
         fixture.reporter().write(&mut state, &outcome).await;
         let stuck = StuckPass {

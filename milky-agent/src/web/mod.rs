@@ -19,7 +19,7 @@
 //! `ports.toml`), `apache.rs` (a slot's config, start, stop and read-back), `nginx.rs` (render,
 //! test, reload, the switch by live link, drain), `health.rs`, `served.rs` (what runs, read back
 //! from the app files and live links), `remove.rs` (taking an app off) and `logs.rs` (the log
-//! files to ship). Then `data_dir.rs` (each app's persistent data dir), `release.rs` (venv, requirements, hooks), `hook_user.rs` (hooks as an
+//! files to ship), `tls.rs` (installed certificates and ACME challenge answers). Then `data_dir.rs` (each app's persistent data dir), `release.rs` (venv, requirements, hooks), `hook_user.rs` (hooks as an
 //! unprivileged user), `site.rs` ([`AppSite`]), `validate.rs`, `templates.rs`, `slot.rs`,
 //! `commands.rs` (the service command lines), `process.rs` (pid files, /proc, signals, atomic
 //! file writes) and `error.rs`.
@@ -42,6 +42,7 @@ mod site;
 mod slot;
 mod stack;
 mod templates;
+mod tls;
 pub mod validate;
 
 pub use apache::SlotInfo;
@@ -51,8 +52,9 @@ pub use error::WebError;
 pub use health::HealthReport;
 pub use hook_user::HookUser;
 pub use logs::{LogWriter, WebLog, WebLogSource};
+pub use nginx::MainServed;
 pub use release::{HookRun, PreparedRelease, ReleaseSetup, prepare_release, run_hooks};
-pub use site::AppSite;
+pub use site::{AppSite, SiteTls};
 pub use slot::Slot;
 pub use stack::{SlotPorts, Timeouts, WebSettings, WebStack};
 pub use templates::{APACHE_SLOT, APACHE_WSGI, NGINX_APP, NGINX_MAIN, Templates};

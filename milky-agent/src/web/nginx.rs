@@ -16,8 +16,20 @@ use super::process::{
     replace_symlink, wait_until, write_atomic,
 };
 use super::served::SiteHeader;
+use super::site::SiteTls;
 use super::templates::{NGINX_APP, NGINX_MAIN};
 use super::{AppSite, Slot, WebError, WebStack};
+
+/// What the main config needs to know of the apps it includes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct MainServed {
+    /// One app is the default server (no catch-all 404 server on plain HTTP).
+    pub default_app: bool,
+    /// One app answers HTTPS (nginx listens there).
+    pub https: bool,
+    /// The default app answers HTTPS (no catch-all server that refuses handshakes).
+    pub https_default: bool,
+}
 
 impl WebStack {
     fn nginx_vars(&self, conf: &Path) -> [(&'static str, String); 3] {
@@ -59,10 +71,14 @@ impl WebStack {
                 "media_dir": site.media_url.as_ref().and(site.data_dir.as_ref()).map(|d| d.join(super::MEDIA_DIR)),
                 "access_log": self.nginx_app_log(&site.name, "access"),
                 "error_log": self.nginx_app_log(&site.name, "error"),
+                "behind_proxy": site.tls == Some(SiteTls::Proxy),
+                "https": self.https_vars(site),
+                "challenge_dir": self.acme_challenge_dir(),
             }),
         )?;
         let header = SiteHeader {
             default_server: site.default_server,
+            https: matches!(site.tls, Some(SiteTls::Https { .. })),
             legacy_slot: None,
         };
         Ok(format!("{}\n{body}", header.line()))
@@ -82,12 +98,27 @@ impl WebStack {
         Ok(Some((path, text)))
     }
 
-    /// nginx's main config including `includes` (app files); `default_app` says whether one of
-    /// them is the default server (then there is no catch-all 404 server).
+    /// nginx's main config including `includes` (app files), none of them answering HTTPS;
+    /// `default_app` says whether one of them is the default server.
     pub fn render_nginx_main(
         &self,
         includes: &[PathBuf],
         default_app: bool,
+    ) -> Result<String, WebError> {
+        let served = MainServed {
+            default_app,
+            ..MainServed::default()
+        };
+        self.render_nginx_main_for(includes, served)
+    }
+
+    /// nginx's main config including `includes` (app files); `served` says whether one of them
+    /// is the default server (then there is no catch-all 404 server), and whether one answers
+    /// HTTPS (then nginx listens there, and refuses names no app claims unless one is default).
+    pub fn render_nginx_main_for(
+        &self,
+        includes: &[PathBuf],
+        served: MainServed,
     ) -> Result<String, WebError> {
         self.templates.render(
             NGINX_MAIN,
@@ -100,7 +131,12 @@ impl WebStack {
                 "shutdown_timeout_secs": self.settings.timeouts.drain.as_secs().max(1),
                 "mime_types": self.settings.mime_types,
                 "listen": self.settings.front.to_string(),
-                "app_is_default": default_app,
+                "app_is_default": served.default_app,
+                "https_used": served.https,
+                "https_app_is_default": served.https_default,
+                "https_listen": self.settings.https.to_string(),
+                "trusted_proxies": self.settings.trusted_proxies.iter().map(ToString::to_string).collect::<Vec<_>>(),
+                "challenge_dir": self.acme_challenge_dir(),
                 "includes": includes,
             }),
         )
@@ -273,6 +309,25 @@ impl WebStack {
         Ok(())
     }
 
+    /// Tests the config on disk as it is and reloads nginx if it runs (used when a file it
+    /// reads changed but no app file did: an app's certificate).
+    pub(super) fn test_and_reload_nginx(&self, app: &str) -> Result<(), WebError> {
+        let vars = self.nginx_vars(&self.nginx_conf());
+        let (command, output) = self.settings.commands.nginx_test.run(
+            &format!("test the nginx config for app {app}'s certificate"),
+            &vars,
+            self.settings.timeouts.command,
+        )?;
+        if !output.status.success() {
+            return Err(WebError::NginxConfigTest {
+                app: app.to_owned(),
+                command,
+                output: combined(&output),
+            });
+        }
+        self.reload_or_start(false).map(|_| ())
+    }
+
     fn write_main_conf(
         &self,
         apps: &BTreeMap<String, bool>,
@@ -294,8 +349,19 @@ impl WebStack {
                 _ => self.nginx_app_file(a),
             })
             .collect();
-        let default_app = apps.values().any(|d| *d);
-        write_atomic(path, &self.render_nginx_main(&includes, default_app)?)
+        let mut served = MainServed {
+            default_app: apps.values().any(|d| *d),
+            ..MainServed::default()
+        };
+        for file in &includes {
+            if let Some(header) = self.read_site_header(file)?
+                && header.https
+            {
+                served.https = true;
+                served.https_default |= header.default_server;
+            }
+        }
+        write_atomic(path, &self.render_nginx_main_for(&includes, served)?)
     }
 
     /// Reloads a running nginx and waits until its old workers have exited; starts it if it is
@@ -400,6 +466,7 @@ mod tests {
             Some(
                 SiteHeader {
                     default_server: true,
+                    https: false,
                     legacy_slot: None
                 }
                 .line()

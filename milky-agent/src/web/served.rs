@@ -87,7 +87,7 @@ impl WebStack {
         Ok(apps)
     }
 
-    fn read_site_header(&self, path: &Path) -> Result<Option<SiteHeader>, WebError> {
+    pub(super) fn read_site_header(&self, path: &Path) -> Result<Option<SiteHeader>, WebError> {
         let text = match fs_err::read_to_string(path) {
             Ok(t) => t,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
@@ -106,13 +106,18 @@ impl WebStack {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) struct SiteHeader {
     pub(super) default_server: bool,
+    /// The app answers HTTPS (`tls = "acme"` or `"provided"`).
+    pub(super) https: bool,
     /// The live slot, named only by the header of an older agent's file (`# milky-live: slot=…`).
     pub(super) legacy_slot: Option<Slot>,
 }
 
 impl SiteHeader {
     pub(super) fn line(&self) -> String {
-        format!("{SITE_HEADER} default={}", self.default_server)
+        format!(
+            "{SITE_HEADER} default={} https={}",
+            self.default_server, self.https
+        )
     }
 
     fn parse(text: &str) -> Option<SiteHeader> {
@@ -123,12 +128,14 @@ impl SiteHeader {
         };
         let mut header = SiteHeader {
             default_server: false,
+            https: false,
             legacy_slot: None,
         };
         for pair in rest.split_whitespace() {
             match pair.split_once('=')? {
                 ("slot", v) if legacy => header.legacy_slot = Some(v.parse().ok()?),
                 ("default", v) => header.default_server = v == "true",
+                ("https", v) => header.https = v == "true",
                 _ => {}
             }
         }
@@ -223,6 +230,7 @@ mod tests {
     fn site_header_round_trips_and_reads_the_legacy_one() {
         let h = SiteHeader {
             default_server: true,
+            https: true,
             legacy_slot: None,
         };
         assert_eq!(
@@ -234,6 +242,7 @@ mod tests {
             SiteHeader::parse("# milky-live: slot=green port=8102 default=false\n"),
             Some(SiteHeader {
                 default_server: false,
+                https: false,
                 legacy_slot: Some(Slot::Green),
             })
         );

@@ -52,6 +52,18 @@ pub struct AppSite {
     /// mod_wsgi daemon processes and threads per process.
     pub processes: u32,
     pub threads: u32,
+    /// Where the app's TLS ends; `None`: plain HTTP only.
+    pub tls: Option<SiteTls>,
+}
+
+/// How nginx serves an app over TLS.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SiteTls {
+    /// A load balancer ends TLS: the scheme comes from a trusted proxy's `X-Forwarded-Proto`.
+    Proxy,
+    /// nginx answers HTTPS with the app's installed certificate (`WebStack::install_certificate`)
+    /// and sends plain HTTP there, ACME challenges apart; `hsts` adds Strict-Transport-Security.
+    Https { hsts: bool },
 }
 
 impl AppSite {
@@ -92,6 +104,7 @@ impl AppSite {
             python: None,
             processes: 2,
             threads: 8,
+            tls: None,
         }
     }
 

@@ -71,6 +71,10 @@ pub struct WebSettings {
     pub root: PathBuf,
     /// nginx's front address, shared by all apps (told apart by server name).
     pub front: SocketAddr,
+    /// nginx's HTTPS address, for apps whose TLS ends here; bound only while one is served.
+    pub https: SocketAddr,
+    /// Proxies whose `X-Forwarded-For` and `X-Forwarded-Proto` nginx believes.
+    pub trusted_proxies: Vec<ipnet::IpNet>,
     pub slot_ports: SlotPorts,
     pub commands: ServiceCommands,
     /// nginx's pid file; `ROOT/nginx/nginx.pid` unless the service manager wants another.
@@ -93,6 +97,8 @@ impl WebSettings {
         WebSettings {
             root: root.into(),
             front,
+            https: SocketAddr::new(front.ip(), 443),
+            trusted_proxies: Vec::new(),
             slot_ports: SlotPorts::default(),
             commands: ServiceCommands::default(),
             nginx_pid_file: None,
@@ -152,6 +158,7 @@ impl WebStack {
         ] {
             fs_err::create_dir_all(&dir)?;
         }
+        stack.make_tls_dirs()?;
         Ok(stack)
     }
 
