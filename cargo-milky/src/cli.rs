@@ -65,6 +65,7 @@ pub enum Command {
     Logs(commands::logs::LogsArgs),
     Keygen(commands::keygen::KeygenArgs),
     Sign(commands::sign::SignArgs),
+    SignState(commands::sign_state::SignStateArgs),
 }
 
 #[cfg(test)]

@@ -20,6 +20,8 @@ pub struct Settings {
     pub default_group: Option<GroupName>,
     /// `MILKY_SIGNING_KEY`, else `[deploy] signing_key` (relative to the settings file).
     pub signing_key: Option<PathBuf>,
+    /// `[deploy] state_expiry_days`: how long a signed group state stays valid.
+    pub state_expiry_days: Option<u32>,
 }
 
 /// The `[deploy]` table of the settings file, if there is one and it has that table.
@@ -56,6 +58,7 @@ impl Settings {
                 region: None,
             },
             default_group: deploy.group,
+            state_expiry_days: deploy.state_expiry_days,
             signing_key: std::env::var_os("MILKY_SIGNING_KEY")
                 .filter(|s| !s.is_empty())
                 .map(PathBuf::from)

@@ -60,6 +60,9 @@ pub struct Signing {
     /// A file of public key lines (`#` comments), read at every pass. If it is set but cannot
     /// be read, nothing is installed.
     pub trusted_keys_file: Option<PathBuf>,
+    /// Install only what the group's state, signed by a trusted key, names (`cargo milky
+    /// sign-state`): refuses rolled-back, expired and mixed-up group state.
+    pub require_signed_state: bool,
 }
 
 #[derive(Debug, Clone, Deserialize)]

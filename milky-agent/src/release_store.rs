@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
-use milky_core::package::{Manifest, UnpackError, UnpackLimits, parallel, unpack};
+use milky_core::package::{Manifest, UnpackError, UnpackLimits, decompress, unpack};
 use milky_core::{AppName, PackageEntry, Store, Version, layout};
 
 const STAGING_PREFIX: &str = ".staging-";
@@ -206,7 +206,7 @@ impl Releases {
         fs_err::create_dir_all(&staging)?;
         let unpacked = (|| -> anyhow::Result<Manifest> {
             // Decompressed on every core; the same checks as `unpack` see every entry.
-            let manifest = parallel::unpack_file(download, &staging, self.limits)
+            let manifest = decompress::unpack_file(download, &staging, self.limits)
                 .with_context(|| format!("unpacking {app} {version}"))?;
             if &manifest.app.name != app || &manifest.release.version != version {
                 bail!(

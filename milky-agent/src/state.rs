@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 
 const STATE_FILE: &str = "state.toml";
 const INDEX_CACHE: &str = "version.info";
+const GROUP_STATE_CACHE: &str = "group-state.toml";
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AgentState {
@@ -30,6 +31,15 @@ pub struct AgentState {
     pub reported_at: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reported: Option<String>,
+    /// The group's signed state: the highest generation accepted (a lower one is a replay and
+    /// is refused), the ETag of the copy cached on disk, and whether the last pass found the
+    /// index and that state in agreement (if not, the state is read again each pass).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group_state_generation: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group_state_etag: Option<String>,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub group_state_settled: bool,
 }
 
 /// The outcome of probing a store for conditional writes.
@@ -113,6 +123,15 @@ impl StateDir {
 
     pub fn cache_index(&self, text: &str) -> anyhow::Result<()> {
         write_atomic(&self.root.join(INDEX_CACHE), text.as_bytes())
+    }
+
+    /// The group's signed state as last read from the store.
+    pub fn cached_group_state(&self) -> Option<String> {
+        std::fs::read_to_string(self.root.join(GROUP_STATE_CACHE)).ok()
+    }
+
+    pub fn cache_group_state(&self, text: &str) -> anyhow::Result<()> {
+        write_atomic(&self.root.join(GROUP_STATE_CACHE), text.as_bytes())
     }
 }
 

@@ -177,6 +177,7 @@ mod tests {
         let signing = Signing {
             trusted_keys: vec![inline.public()],
             trusted_keys_file: Some(file.clone()),
+            require_signed_state: false,
         };
         let on = Verifier::load(&signing);
         for key in [&inline, &listed] {
@@ -216,6 +217,7 @@ mod tests {
             let broken = Verifier::load(&Signing {
                 trusted_keys: vec![inline.public()],
                 trusted_keys_file: Some(path),
+                require_signed_state: false,
             });
             assert!(
                 matches!(&broken, Verifier::Broken(w) if w.contains(why)),

@@ -33,6 +33,11 @@ pub fn env(group: &GroupName, app: &AppName) -> String {
     format!("groups/{group}/env/{app}.toml")
 }
 
+/// A group's signed state: what it runs, under a growing generation and an expiry.
+pub fn group_state(group: &GroupName) -> String {
+    format!("groups/{group}/state.toml")
+}
+
 /// Where one (group, app, version)'s once hooks are coordinated: `lease.toml` and `result.toml`.
 pub fn once_hooks(group: &GroupName, app: &AppName, version: &Version) -> String {
     format!("groups/{group}/once/{app}/{version}/")
@@ -107,6 +112,7 @@ mod tests {
         assert_eq!(host_status(&group, &host), "groups/stable/hosts/web-1.toml");
         assert_eq!(env(&group, &app), "groups/stable/env/myapp.toml");
         assert_eq!(logs_group_prefix(&group), "logs/stable/");
+        assert_eq!(group_state(&group), "groups/stable/state.toml");
         assert_eq!(
             lease_in(&once_hooks(&group, &app, &version)),
             "groups/stable/once/myapp/v1022/lease.toml"

@@ -115,6 +115,10 @@ pub struct DeploySettings {
     /// Keep it outside the project: `upload` refuses a key inside the directory it packs.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub signing_key: Option<PathBuf>,
+    /// How many days a group's signed state stays valid (default 30): refresh it before then
+    /// (`cargo milky sign-state`, or any edit of the group).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state_expiry_days: Option<u32>,
 }
 
 /// The whole project file.

@@ -13,6 +13,7 @@ pub mod promote;
 pub mod remove;
 pub mod rollback;
 pub mod sign;
+pub mod sign_state;
 pub mod status;
 pub mod upload;
 pub mod version;
@@ -41,6 +42,7 @@ pub async fn run(args: MilkyArgs) -> anyhow::Result<()> {
         Command::Logs(a) => logs::run(a, &args.global, printer).await,
         Command::Keygen(a) => keygen::run(a, printer),
         Command::Sign(a) => sign::run(a, &args.global, printer).await,
+        Command::SignState(a) => sign_state::run(a, &args.global, printer).await,
     }
 }
 

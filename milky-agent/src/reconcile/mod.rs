@@ -28,6 +28,7 @@ use self::deploy::{Deployed, Release};
 use self::env_file::EnvFiles;
 use self::report::{PassOutcome, StatusReport};
 use crate::config::AgentConfig;
+use crate::group_state::Gate;
 use crate::logship::{self, Shipper};
 use crate::plan::{self, Plan, Running, Step};
 use crate::release_store::Releases;
@@ -221,6 +222,22 @@ impl Agent {
                 format!("{} held back: {}", held.version, held.reason),
             );
         }
+        let source = crate::group_state::Source {
+            store: &self.store,
+            state_dir: &self.state_dir,
+            group: &self.config.group,
+        };
+        let required = self.config.signing.require_signed_state;
+        let gate = Gate::load(&source, state, required, &verifier, !cached).await;
+        gate.apply(
+            &mut plan,
+            &wanted,
+            &wanted_env,
+            &running,
+            state,
+            &mut app_errors,
+            &mut errors,
+        );
         let mut waiting = BTreeMap::new();
         let target = Target {
             versions: &wanted,

@@ -264,7 +264,7 @@ impl SecretKey {
         self.sign(&env_message(group, app, generation, vars))
     }
 
-    fn sign(&self, message: &str) -> String {
+    pub(super) fn sign(&self, message: &str) -> String {
         let signature = self.key.sign(message.as_bytes());
         format!(
             "{}:{}",

@@ -18,6 +18,7 @@
 //!
 //! The key id is the first 8 bytes of the public key's sha256, in hex.
 
+pub mod group_state;
 mod keys;
 #[cfg(test)]
 mod tests;
@@ -46,6 +47,8 @@ pub enum Signed {
     Package { app: AppName, version: Version },
     /// An app's env (settings and secrets) in a group.
     Env { group: GroupName, app: AppName },
+    /// What a group runs (see [`group_state`]).
+    GroupState { group: GroupName },
 }
 
 impl Signed {
@@ -53,6 +56,7 @@ impl Signed {
         match self {
             Signed::Package { .. } => "packages",
             Signed::Env { .. } => "envs",
+            Signed::GroupState { .. } => "group states",
         }
     }
 
@@ -64,6 +68,9 @@ impl Signed {
             Signed::Env { .. } => {
                 "the env (its group, app, generation or variables were changed after signing)"
             }
+            Signed::GroupState { .. } => {
+                "the group state (its generation, expiry or entries were changed after signing)"
+            }
         }
     }
 }
@@ -73,6 +80,7 @@ impl fmt::Display for Signed {
         match self {
             Signed::Package { app, version } => write!(f, "{app} {version}"),
             Signed::Env { group, app } => write!(f, "the env of {app} in {group}"),
+            Signed::GroupState { group } => write!(f, "the signed state of {group}"),
         }
     }
 }
