@@ -81,75 +81,73 @@ fn servers_requiring_signed_state_refuse_replayed_mixed_edited_and_expired_state
         "init",
     );
 
-    // Every signed edit writes the group's state, one generation up.
+    // Every signed edit writes the group's state, one generation up: v1, then v2.
     upload(&ctx, &project, "v1", &secret);
     let first = state(&ctx);
     assert_eq!(first.generation, 1);
     assert_eq!(first.apps[&APP.parse().unwrap()].version.as_str(), "v1");
-    let settings =
-        format!("[signing]\ntrusted_keys = [\"{public}\"]\nrequire_signed_state = true\n");
-    let a = Agent::with_settings(&ctx, "stable", "a", &ctx.endpoint, &settings);
-    assert_success(&a.sync(), "sync v1");
-    assert_eq!(serving(&a).as_deref(), Some("v1"));
-    let (index_v1, state_v1) = (ctx.index(), ctx.object(STATE).unwrap());
     upload(&ctx, &project, "v2", &secret);
     assert_eq!(state(&ctx).generation, 2);
-    assert_success(&a.sync(), "sync v2");
-    assert_eq!(serving(&a).as_deref(), Some("v2"));
     let (index_v2, state_v2) = (ctx.index(), ctx.object(STATE).unwrap());
-    let text = stdout(&ctx.milky(&["status", "stable"]));
-    assert!(
-        text.contains(&format!(
-            "signed state: generation 2, signed by {key_id}, valid until"
-        )),
-        "{text}"
-    );
 
-    // Rollback attack: the old index with its old, genuinely signed state.
-    ctx.put_object("version.info", index_v1.as_bytes());
-    ctx.put_object(STATE, &state_v1);
-    refused(
-        &ctx,
-        &a,
-        "generation 1, older than generation 2 this server already accepted",
-        "v2",
-    );
-
-    // Mix and match: the current state beside the old index.
-    ctx.put_object(STATE, &state_v2);
-    refused(&ctx, &a, "the index names shop v1 (sha256", "v2");
-
-    // The current state edited to name v1: its signature no longer holds.
-    let mut edited = state(&ctx);
-    let v1 = Index::parse(&index_v1).unwrap();
-    let v1_sha = v1
-        .package(&APP.parse().unwrap(), &"v1".parse().unwrap())
-        .unwrap()
-        .sha256;
-    let entry = edited.apps.get_mut(&APP.parse().unwrap()).unwrap();
-    entry.version = "v1".parse().unwrap();
-    entry.sha256 = v1_sha;
-    ctx.put_object(STATE, edited.to_toml().as_bytes());
-    refused(&ctx, &a, "does not match the group state", "v2");
-
-    // Put back, the server agrees again; a legitimate rollback is a new generation: installed.
-    ctx.put_object("version.info", index_v2.as_bytes());
-    ctx.put_object(STATE, &state_v2);
-    assert_success(&a.sync(), "sync the restored state");
+    // A legitimate rollback is a new, higher generation naming the older version: installed.
     assert_success(
         &milky_signing(&ctx, &secret, &["rollback", "stable", APP]),
         "rollback",
     );
     assert_eq!(state(&ctx).generation, 3);
+    let settings =
+        format!("[signing]\ntrusted_keys = [\"{public}\"]\nrequire_signed_state = true\n");
+    let a = Agent::with_settings(&ctx, "stable", "a", &ctx.endpoint, &settings);
     assert_success(&a.sync(), "sync the rollback");
     assert_eq!(serving(&a).as_deref(), Some("v1"));
+    let (index_v1, state_v1) = (ctx.index(), ctx.object(STATE).unwrap());
+    let text = stdout(&ctx.milky(&["status", "stable"]));
+    assert!(
+        text.contains(&format!(
+            "signed state: generation 3, signed by {key_id}, valid until"
+        )),
+        "{text}"
+    );
 
-    // Freeze: a state signed with the real key but expired; the index (edited without the
-    // key, so no new state) names v2. Nothing new is installed until a fresh state arrives.
-    assert_success(&ctx.milky(&["version", "stable", APP, "v2"]), "version v2");
+    // Rollback attack: an older index with its older, genuinely signed state (naming v2).
+    ctx.put_object("version.info", index_v2.as_bytes());
+    ctx.put_object(STATE, &state_v2);
+    refused(
+        &ctx,
+        &a,
+        "generation 2, older than generation 3 this server already accepted",
+        "v1",
+    );
+
+    // Mix and match: the current state beside the older index.
+    ctx.put_object(STATE, &state_v1);
+    refused(&ctx, &a, "the index names shop v2 (sha256", "v1");
+
+    // The current state edited to name v2: its signature no longer holds.
+    let mut edited = state(&ctx);
+    let index = Index::parse(&index_v2).unwrap();
+    let v2_sha = index
+        .package(&APP.parse().unwrap(), &"v2".parse().unwrap())
+        .unwrap()
+        .sha256;
+    let entry = edited.apps.get_mut(&APP.parse().unwrap()).unwrap();
+    entry.version = "v2".parse().unwrap();
+    entry.sha256 = v2_sha;
+    ctx.put_object(STATE, edited.to_toml().as_bytes());
+    refused(&ctx, &a, "does not match the group state", "v1");
+
+    // A state signed by a key the server does not trust.
+    let other = SecretKey::generate().unwrap();
+    let stable = "stable".parse().unwrap();
+    let mut foreign = GroupState::from_index(&index, &stable, 9, unix_now() + 3600);
+    foreign.sign(&other);
+    ctx.put_object(STATE, foreign.to_toml().as_bytes());
+    refused(&ctx, &a, "is not signed by a trusted key", "v1");
+
+    // Freeze: a state signed with the real key, newer, but expired: nothing new is installed.
     let key = SecretKey::read(&secret).unwrap();
-    let index = Index::parse(&ctx.index()).unwrap();
-    let mut expired = GroupState::from_index(&index, &"stable".parse().unwrap(), 4, unix_now() - 5);
+    let mut expired = GroupState::from_index(&index, &stable, 4, unix_now() - 5);
     expired.sign(&key);
     ctx.put_object(STATE, expired.to_toml().as_bytes());
     refused(&ctx, &a, "(generation 4) expired at", "v1");
@@ -157,7 +155,9 @@ fn servers_requiring_signed_state_refuse_replayed_mixed_edited_and_expired_state
     assert!(text.contains("signed state: generation 4"), "{text}");
     assert!(text.contains("EXPIRED at"), "{text}");
 
-    // `sign-state` refreshes it (generation 5): the server catches up.
+    // `sign-state` refreshes it (generation 5, from the index as it is: v1 again, put back
+    // without the key): the server accepts it and agrees.
+    ctx.put_object("version.info", index_v1.as_bytes());
     let out = milky_signing(&ctx, &secret, &["sign-state", "stable"]);
     assert_success(&out, "sign-state");
     assert!(
@@ -167,15 +167,9 @@ fn servers_requiring_signed_state_refuse_replayed_mixed_edited_and_expired_state
         "{}",
         stdout(&out)
     );
-    assert_success(&a.sync(), "sync the refreshed state");
-    assert_eq!(serving(&a).as_deref(), Some("v2"));
-
-    // A state signed by a key the server does not trust is refused.
-    let other = SecretKey::generate().unwrap();
-    let mut foreign =
-        GroupState::from_index(&index, &"stable".parse().unwrap(), 9, unix_now() + 3600);
-    foreign.sign(&other);
-    ctx.put_object(STATE, foreign.to_toml().as_bytes());
-    assert_success(&ctx.milky(&["version", "stable", APP, "v1"]), "version v1");
-    refused(&ctx, &a, "is not signed by a trusted key", "v2");
+    let out = a.sync();
+    assert_success(&out, "sync the refreshed state");
+    let status = report(&ctx);
+    assert!(!status.contains("expired at"), "{status}");
+    assert_eq!(serving(&a).as_deref(), Some("v1"));
 }
