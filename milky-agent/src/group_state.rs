@@ -197,3 +197,130 @@ async fn fetch(
         },
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use milky_core::signing::group_state::StateEntry;
+
+    use super::*;
+
+    fn app(name: &str) -> AppName {
+        name.parse().unwrap()
+    }
+    fn v(name: &str) -> Version {
+        name.parse().unwrap()
+    }
+    fn entry(hex: &str) -> PackageEntry {
+        PackageEntry {
+            sha256: hex.repeat(32),
+            size: 1,
+            uploaded: "2026-01-01T00:00:00Z".into(),
+            signature: None,
+        }
+    }
+    fn deploy(name: &str, version: &str, hex: &str) -> Step {
+        Step::Deploy {
+            app: app(name),
+            version: v(version),
+            entry: entry(hex),
+        }
+    }
+    fn running(version: &str) -> Running {
+        Running {
+            version: Some(v(version)),
+            serving: false,
+            env_generation: 0,
+        }
+    }
+
+    /// The state signs shop v2 (ab…) and blog v1 (cd…); the index wants shop v2 and wiki v1,
+    /// and drops blog.
+    #[test]
+    fn an_open_gate_keeps_only_what_the_state_names() {
+        let signed = GroupState {
+            group: "stable".parse().unwrap(),
+            generation: 3,
+            expires: "2100-01-01T00:00:00Z".into(),
+            signature: None,
+            apps: [(app("shop"), ("v2", "ab")), (app("blog"), ("v1", "cd"))]
+                .into_iter()
+                .map(|(a, (version, hex))| {
+                    let entry = StateEntry {
+                        version: v(version),
+                        sha256: hex.repeat(32),
+                        env: 0,
+                    };
+                    (a, entry)
+                })
+                .collect(),
+        };
+        let wanted = BTreeMap::from([
+            (app("shop"), (v("v2"), entry("ab"))),
+            (app("wiki"), (v("v1"), entry("ef"))),
+        ]);
+        let mut plan = Plan {
+            steps: vec![
+                deploy("shop", "v2", "ab"),
+                deploy("wiki", "v1", "ef"),
+                Step::Remove { app: app("blog") },
+                Step::Remove { app: app("old") },
+            ],
+            ..Plan::default()
+        };
+        let (mut state, mut app_errors, mut errors) =
+            (AgentState::default(), BTreeMap::new(), Vec::new());
+        Gate::Open(signed).apply(
+            &mut plan,
+            &wanted,
+            &BTreeMap::new(),
+            &BTreeMap::new(),
+            &mut state,
+            &mut app_errors,
+            &mut errors,
+        );
+        assert_eq!(
+            plan.steps,
+            [deploy("shop", "v2", "ab"), Step::Remove { app: app("old") }]
+        );
+        assert!(app_errors[&app("wiki")].contains("does not list wiki"));
+        assert!(app_errors[&app("blog")].contains("lists blog, the index does not"));
+        assert!(errors.is_empty());
+        assert!(!state.group_state_settled, "a mismatch is read again");
+    }
+
+    #[test]
+    fn a_closed_gate_only_brings_back_what_stopped() {
+        let mut plan = Plan {
+            steps: vec![
+                deploy("shop", "v1", "ab"),
+                deploy("blog", "v2", "cd"),
+                Step::Remove { app: app("old") },
+            ],
+            ..Plan::default()
+        };
+        let running = BTreeMap::from([(app("shop"), running("v1")), (app("blog"), running("v1"))]);
+        let (mut state, mut app_errors, mut errors) = (
+            AgentState {
+                group_state_settled: true,
+                ..AgentState::default()
+            },
+            BTreeMap::new(),
+            Vec::new(),
+        );
+        Gate::Closed("expired".into()).apply(
+            &mut plan,
+            &BTreeMap::new(),
+            &BTreeMap::new(),
+            &running,
+            &mut state,
+            &mut app_errors,
+            &mut errors,
+        );
+        assert_eq!(plan.steps, [deploy("shop", "v1", "ab")]);
+        assert_eq!(
+            errors,
+            ["signed state: expired; nothing new is installed or removed"]
+        );
+        assert!(!state.group_state_settled);
+    }
+}
