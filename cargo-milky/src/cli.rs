@@ -66,6 +66,7 @@ pub enum Command {
     Keygen(commands::keygen::KeygenArgs),
     Sign(commands::sign::SignArgs),
     SignState(commands::sign_state::SignStateArgs),
+    Keys(commands::keys::KeysArgs),
 }
 
 #[cfg(test)]

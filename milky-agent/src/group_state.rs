@@ -8,10 +8,13 @@
 
 use std::collections::BTreeMap;
 
+use milky_core::signing::deploy_keys::DeployKeys;
 use milky_core::signing::group_state::{GroupState, StateError, unix_now};
+use milky_core::signing::{PublicKey, TrustedKeys};
 use milky_core::store::Fetched;
 use milky_core::{AppName, GroupName, PackageEntry, Store, Version, layout};
 
+use crate::config::Signing;
 use crate::plan::{Plan, Running, Step};
 use crate::state::{AgentState, StateDir};
 use crate::verify::Verifier;
@@ -45,11 +48,11 @@ impl Gate {
     pub async fn load(
         source: &Source<'_>,
         state: &mut AgentState,
-        required: bool,
+        signing: &Signing,
         verifier: &Verifier,
         index_changed: bool,
     ) -> Self {
-        if !required {
+        if !signing.require_signed_state {
             return Self::Off;
         }
         let keys = match verifier {
@@ -70,7 +73,20 @@ impl Gate {
             .as_ref()
             .and_then(GroupState::expires_at)
             .is_none_or(|at| at <= now + REFRESH_BEFORE_SECS);
-        let text = if index_changed || !state.group_state_settled || near_expiry {
+        let fetch_now = index_changed || !state.group_state_settled || near_expiry;
+        let deploy_keys;
+        let keys = if signing.root_keys.is_empty() {
+            keys
+        } else {
+            match deploy_keys_of(source, state, &signing.root_keys, fetch_now).await {
+                Ok(listed) => {
+                    deploy_keys = listed;
+                    &deploy_keys
+                }
+                Err(why) => return Self::Closed(why),
+            }
+        };
+        let text = if fetch_now {
             match fetch(source, state, cached).await {
                 Ok(Some(text)) => text,
                 Ok(None) => {
@@ -168,6 +184,45 @@ impl Gate {
             }
         }
     }
+}
+
+/// The deploy keys on the newest list a root key signed: read from the store when the state
+/// is, else the copy on this server; never a list older than one accepted before.
+async fn deploy_keys_of(
+    source: &Source<'_>,
+    state: &mut AgentState,
+    roots: &[PublicKey],
+    fetch_now: bool,
+) -> Result<TrustedKeys, String> {
+    let cached = source.state_dir.cached_deploy_keys();
+    let text = match cached {
+        Some(text) if !fetch_now => text,
+        cached => match source.store.get(layout::DEPLOY_KEYS).await {
+            Ok(Some(object)) => {
+                let text = String::from_utf8_lossy(&object.bytes).into_owned();
+                if let Err(err) = source.state_dir.cache_deploy_keys(&text) {
+                    tracing::warn!("caching {}: {err:#}", layout::DEPLOY_KEYS);
+                }
+                text
+            }
+            Ok(None) => {
+                return Err(format!(
+                    "root keys are configured but {} has no {} (`cargo milky keys add`)",
+                    source.store.url(),
+                    layout::DEPLOY_KEYS
+                ));
+            }
+            Err(err) => cached.ok_or_else(|| format!("reading {}: {err}", layout::DEPLOY_KEYS))?,
+        },
+    };
+    let list = DeployKeys::parse(&text)
+        .map_err(|err| format!("{} does not parse ({err}); refused", layout::DEPLOY_KEYS))?;
+    let highest = state.deploy_keys_generation.unwrap_or(0);
+    let keys = list
+        .check(&TrustedKeys::new(roots.to_vec()), highest)
+        .map_err(|err| err.to_string())?;
+    state.deploy_keys_generation = Some(highest.max(list.generation));
+    Ok(keys)
 }
 
 /// The state's text: from the store (a conditional GET when a copy is cached), else the copy

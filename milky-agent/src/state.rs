@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 const STATE_FILE: &str = "state.toml";
 const INDEX_CACHE: &str = "version.info";
 const GROUP_STATE_CACHE: &str = "group-state.toml";
+const DEPLOY_KEYS_CACHE: &str = "deploy-keys.toml";
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AgentState {
@@ -40,6 +41,9 @@ pub struct AgentState {
     pub group_state_etag: Option<String>,
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub group_state_settled: bool,
+    /// The highest generation of the deploy key list (`keys.toml`) accepted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deploy_keys_generation: Option<u64>,
 }
 
 /// The outcome of probing a store for conditional writes.
@@ -132,6 +136,15 @@ impl StateDir {
 
     pub fn cache_group_state(&self, text: &str) -> anyhow::Result<()> {
         write_atomic(&self.root.join(GROUP_STATE_CACHE), text.as_bytes())
+    }
+
+    /// The deploy key list as last read from the store.
+    pub fn cached_deploy_keys(&self) -> Option<String> {
+        std::fs::read_to_string(self.root.join(DEPLOY_KEYS_CACHE)).ok()
+    }
+
+    pub fn cache_deploy_keys(&self, text: &str) -> anyhow::Result<()> {
+        write_atomic(&self.root.join(DEPLOY_KEYS_CACHE), text.as_bytes())
     }
 }
 

@@ -177,7 +177,7 @@ mod tests {
         let signing = Signing {
             trusted_keys: vec![inline.public()],
             trusted_keys_file: Some(file.clone()),
-            require_signed_state: false,
+            ..Signing::default()
         };
         let on = Verifier::load(&signing);
         for key in [&inline, &listed] {
@@ -217,7 +217,7 @@ mod tests {
             let broken = Verifier::load(&Signing {
                 trusted_keys: vec![inline.public()],
                 trusted_keys_file: Some(path),
-                require_signed_state: false,
+                ..Signing::default()
             });
             assert!(
                 matches!(&broken, Verifier::Broken(w) if w.contains(why)),

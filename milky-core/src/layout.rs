@@ -15,6 +15,9 @@ pub fn package_file_name(app: &AppName, version: &Version) -> String {
     format!("{app}-{version}.tar.bz2")
 }
 
+/// The deploy keys the root key allows to sign group state (`cargo milky keys`).
+pub const DEPLOY_KEYS: &str = "keys.toml";
+
 /// Everything of the groups: one folder each below it.
 pub const GROUPS: &str = "groups/";
 

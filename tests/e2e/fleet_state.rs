@@ -1,7 +1,8 @@
 //! Signed group state: a server that requires it (`[signing] require_signed_state`) installs
 //! only what the newest state it accepted names. Each attack is made by hand in the store: an
 //! old state replayed with its index, a current state beside an old index, an edited state, an
-//! expired one; a legitimate rollback (a new, higher generation naming an older version) works.
+//! expired one, one signed by a deploy key the root key revoked; a legitimate rollback (a new,
+//! higher generation naming an older version) works.
 
 use std::path::Path;
 
@@ -64,17 +65,10 @@ fn refused(ctx: &TestContext, agent: &Agent, why: &str, version: &str) {
 }
 
 #[test]
-fn servers_requiring_signed_state_refuse_replayed_mixed_edited_and_expired_state() {
+fn servers_requiring_signed_state_refuse_replayed_mixed_edited_expired_and_revoked_state() {
     let ctx = TestContext::new();
-    let keys = ctx.dir.path().join("keys");
-    let out = ctx.milky(&["keygen", "--out", keys.to_str().unwrap(), "--json"]);
-    assert_success(&out, "keygen");
-    let keygen: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    let (key_id, public) = (
-        keygen["key_id"].as_str().unwrap(),
-        keygen["public_key"].as_str().unwrap(),
-    );
-    let secret = keys.join("signing.key");
+    let (public, secret) = keygen(&ctx, "keys");
+    let key_id = public.split_whitespace().nth(1).unwrap();
     let project = fixture_project(ctx.dir.path(), APP, "v1");
     assert_success(
         &ctx.milky_in(&project, &["init", "--yes", "--name", APP]),
@@ -172,4 +166,71 @@ fn servers_requiring_signed_state_refuse_replayed_mixed_edited_and_expired_state
     let status = report(&ctx);
     assert!(!status.contains("expired at"), "{status}");
     assert_eq!(serving(&a).as_deref(), Some("v1"));
+
+    // Rotation: the server trusts an offline root key, which lists the deploy keys.
+    let (root_public, root) = keygen(&ctx, "root");
+    let (new_public, new_secret) = keygen(&ctx, "new");
+    let keys_cmd = |args: &[&str]| {
+        let mut all = vec!["keys"];
+        all.extend_from_slice(args);
+        all.extend_from_slice(&["--root-key", root.to_str().unwrap()]);
+        let out = ctx.milky(&all);
+        assert_success(&out, &format!("keys {args:?}"));
+        stdout(&out)
+    };
+    assert!(keys_cmd(&["add", &public]).starts_with("keys.toml generation 1 signed by root key"));
+    let first_list = ctx.object("keys.toml").unwrap();
+    let config = std::fs::read_to_string(&a.config).unwrap();
+    let rooted = format!("require_signed_state = true\nroot_keys = [\"{root_public}\"]");
+    std::fs::write(
+        &a.config,
+        config.replace("require_signed_state = true", &rooted),
+    )
+    .unwrap();
+    assert_success(&a.sync(), "sync with the deploy key listed by the root");
+    // The new deploy key is added, the old one revoked: the old one's states are refused (an
+    // idle server reads the state when the index changes, as an attacker's edit would).
+    keys_cmd(&["add", &new_public]);
+    assert!(keys_cmd(&["revoke", key_id]).starts_with("keys.toml generation 3"));
+    let version = |v: &str| assert_success(&ctx.milky(&["version", "stable", APP, v]), v);
+    version("v2");
+    assert_success(
+        &milky_signing(&ctx, &secret, &["sign-state", "stable"]),
+        "sign-state with the revoked key",
+    );
+    refused(
+        &ctx,
+        &a,
+        &format!("the signed state of stable is not signed by a trusted key (signed by {key_id}"),
+        "v1",
+    );
+    version("v1");
+    assert_success(
+        &milky_signing(&ctx, &new_secret, &["sign-state", "stable"]),
+        "sign-state with the new key",
+    );
+    assert_success(&a.sync(), "sync the state signed by the new key");
+    // The old list (naming the old key), replayed, is refused.
+    ctx.put_object("keys.toml", &first_list);
+    version("v2");
+    assert_success(
+        &milky_signing(&ctx, &secret, &["sign-state", "stable"]),
+        "sign-state with the old key again",
+    );
+    refused(
+        &ctx,
+        &a,
+        "keys.toml is generation 1, older than generation 3",
+        "v1",
+    );
+}
+
+/// `keygen --out DIR/<name>`: the public key line and the secret key's path.
+fn keygen(ctx: &TestContext, name: &str) -> (String, std::path::PathBuf) {
+    let dir = ctx.dir.path().join(name);
+    let out = ctx.milky(&["keygen", "--out", dir.to_str().unwrap(), "--json"]);
+    assert_success(&out, "keygen");
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let public = json["public_key"].as_str().unwrap().to_owned();
+    (public, dir.join("signing.key"))
 }

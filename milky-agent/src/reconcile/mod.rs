@@ -227,8 +227,8 @@ impl Agent {
             state_dir: &self.state_dir,
             group: &self.config.group,
         };
-        let required = self.config.signing.require_signed_state;
-        let gate = Gate::load(&source, state, required, &verifier, !cached).await;
+        let signing = &self.config.signing;
+        let gate = Gate::load(&source, state, signing, &verifier, !cached).await;
         gate.apply(
             &mut plan,
             &wanted,

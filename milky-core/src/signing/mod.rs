@@ -18,6 +18,7 @@
 //!
 //! The key id is the first 8 bytes of the public key's sha256, in hex.
 
+pub mod deploy_keys;
 pub mod group_state;
 mod keys;
 #[cfg(test)]
@@ -49,6 +50,8 @@ pub enum Signed {
     Env { group: GroupName, app: AppName },
     /// What a group runs (see [`group_state`]).
     GroupState { group: GroupName },
+    /// The deploy keys a root key allows to sign group state (see [`deploy_keys`]).
+    DeployKeys,
 }
 
 impl Signed {
@@ -57,6 +60,7 @@ impl Signed {
             Signed::Package { .. } => "packages",
             Signed::Env { .. } => "envs",
             Signed::GroupState { .. } => "group states",
+            Signed::DeployKeys => "deploy key lists",
         }
     }
 
@@ -71,6 +75,9 @@ impl Signed {
             Signed::GroupState { .. } => {
                 "the group state (its generation, expiry or entries were changed after signing)"
             }
+            Signed::DeployKeys => {
+                "the list of deploy keys (its generation or keys were changed after signing)"
+            }
         }
     }
 }
@@ -81,6 +88,7 @@ impl fmt::Display for Signed {
             Signed::Package { app, version } => write!(f, "{app} {version}"),
             Signed::Env { group, app } => write!(f, "the env of {app} in {group}"),
             Signed::GroupState { group } => write!(f, "the signed state of {group}"),
+            Signed::DeployKeys => write!(f, "keys.toml (the deploy keys)"),
         }
     }
 }
