@@ -70,6 +70,8 @@ pub enum Command {
     Keygen(commands::keygen::KeygenArgs),
     Sign(commands::sign::SignArgs),
     Tls(commands::tls::TlsArgs),
+    SignState(commands::sign_state::SignStateArgs),
+    Keys(commands::keys::KeysArgs),
 }
 
 #[cfg(test)]

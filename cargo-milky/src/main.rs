@@ -13,6 +13,7 @@ mod stdout;
 mod cli;
 mod commands;
 mod exit;
+mod group_state;
 mod groups;
 mod progress;
 mod settings;

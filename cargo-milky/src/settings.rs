@@ -23,6 +23,8 @@ pub struct Settings {
     /// `--allow-unsafe-store`, else `MILKY_ALLOW_UNSAFE_STORE`, else `[deploy]
     /// allow_unsafe_store`: write to a store that fails the conditional-write probe.
     pub allow_unsafe_store: bool,
+    /// `[deploy] state_expiry_days`: how long a signed group state stays valid.
+    pub state_expiry_days: Option<u32>,
 }
 
 /// The `[deploy]` table of the settings file, if there is one and it has that table.
@@ -73,6 +75,7 @@ impl Settings {
                 region: None,
             },
             default_group: deploy.group,
+            state_expiry_days: deploy.state_expiry_days,
             signing_key: std::env::var_os("MILKY_SIGNING_KEY")
                 .filter(|s| !s.is_empty())
                 .map(PathBuf::from)

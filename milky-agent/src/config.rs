@@ -147,6 +147,12 @@ pub struct Signing {
     /// A file of public key lines (`#` comments), read at every pass. If it is set but cannot
     /// be read, nothing is installed.
     pub trusted_keys_file: Option<PathBuf>,
+    /// Install only what the group's state, signed by a trusted key, names (`cargo milky
+    /// sign-state`): refuses rolled-back, expired and mixed-up group state.
+    pub require_signed_state: bool,
+    /// Root keys (offline): with them, a group state must be signed by a deploy key on the
+    /// newest list one of them signed (`cargo milky keys`), not by any trusted key.
+    pub root_keys: Vec<milky_core::signing::PublicKey>,
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -6,6 +6,7 @@
 pub mod cli;
 pub mod config;
 pub mod crash;
+pub mod group_state;
 pub mod logfile;
 pub mod logship;
 pub mod once;

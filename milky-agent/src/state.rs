@@ -10,6 +10,8 @@ use serde::{Deserialize, Serialize};
 
 const STATE_FILE: &str = "state.toml";
 const INDEX_CACHE: &str = "version.info";
+const GROUP_STATE_CACHE: &str = "group-state.toml";
+const DEPLOY_KEYS_CACHE: &str = "deploy-keys.toml";
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AgentState {
@@ -31,6 +33,18 @@ pub struct AgentState {
     pub reported_at: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reported: Option<String>,
+    /// The group's signed state: the highest generation accepted (a lower one is a replay and
+    /// is refused), the ETag of the copy cached on disk, and whether the last pass found the
+    /// index and that state in agreement (if not, the state is read again each pass).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group_state_generation: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group_state_etag: Option<String>,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub group_state_settled: bool,
+    /// The highest generation of the deploy key list (`keys.toml`) accepted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deploy_keys_generation: Option<u64>,
 }
 
 /// The outcome of probing a store for conditional writes.
@@ -117,6 +131,24 @@ impl StateDir {
 
     pub fn cache_index(&self, text: &str) -> anyhow::Result<()> {
         write_atomic(&self.root.join(INDEX_CACHE), text.as_bytes())
+    }
+
+    /// The group's signed state as last read from the store.
+    pub fn cached_group_state(&self) -> Option<String> {
+        std::fs::read_to_string(self.root.join(GROUP_STATE_CACHE)).ok()
+    }
+
+    pub fn cache_group_state(&self, text: &str) -> anyhow::Result<()> {
+        write_atomic(&self.root.join(GROUP_STATE_CACHE), text.as_bytes())
+    }
+
+    /// The deploy key list as last read from the store.
+    pub fn cached_deploy_keys(&self) -> Option<String> {
+        std::fs::read_to_string(self.root.join(DEPLOY_KEYS_CACHE)).ok()
+    }
+
+    pub fn cache_deploy_keys(&self, text: &str) -> anyhow::Result<()> {
+        write_atomic(&self.root.join(DEPLOY_KEYS_CACHE), text.as_bytes())
     }
 }
 

@@ -178,6 +178,7 @@ mod tests {
         let signing = Signing {
             trusted_keys: vec![inline.public()],
             trusted_keys_file: Some(file.clone()),
+            ..Signing::default()
         };
         let on = Verifier::load(&signing);
         for key in [&inline, &listed] {
@@ -217,6 +218,7 @@ mod tests {
             let broken = Verifier::load(&Signing {
                 trusted_keys: vec![inline.public()],
                 trusted_keys_file: Some(path),
+                ..Signing::default()
             });
             assert!(
                 matches!(&broken, Verifier::Broken(w) if w.contains(why)),

@@ -15,6 +15,9 @@ pub fn package_file_name(app: &AppName, version: &Version) -> String {
     format!("{app}-{version}.tar.bz2")
 }
 
+/// The deploy keys the root key allows to sign group state (`cargo milky keys`).
+pub const DEPLOY_KEYS: &str = "keys.toml";
+
 /// Everything of the groups: one folder each below it.
 pub const GROUPS: &str = "groups/";
 
@@ -36,6 +39,11 @@ pub fn env(group: &GroupName, app: &AppName) -> String {
 /// An app's certificate and key in a group (`cargo milky tls set`, or ordered by ACME).
 pub fn tls(group: &GroupName, app: &AppName) -> String {
     format!("groups/{group}/tls/{app}.toml")
+}
+
+/// A group's signed state: what it runs, under a growing generation and an expiry.
+pub fn group_state(group: &GroupName) -> String {
+    format!("groups/{group}/state.toml")
 }
 
 /// Where one (group, app, version)'s once hooks are coordinated: `lease.toml` and `result.toml`.
@@ -117,6 +125,7 @@ mod tests {
         assert_eq!(env(&group, &app), "groups/stable/env/myapp.toml");
         assert_eq!(logs_group_prefix(&group), "logs/stable/");
         assert_eq!(tls(&group, &app), "groups/stable/tls/myapp.toml");
+        assert_eq!(group_state(&group), "groups/stable/state.toml");
         assert_eq!(
             lease_in(&once_hooks(&group, &app, &version)),
             "groups/stable/once/myapp/v1022/lease.toml"

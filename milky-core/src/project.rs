@@ -161,6 +161,10 @@ pub struct DeploySettings {
     /// risk: edits are confirmed by reading them back, but two writers can still both win.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub allow_unsafe_store: bool,
+    /// How many days a group's signed state stays valid (default 30): refresh it before then
+    /// (`cargo milky sign-state`, or any edit of the group).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state_expiry_days: Option<u32>,
 }
 
 /// The whole project file.

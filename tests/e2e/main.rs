@@ -8,6 +8,7 @@ mod controller;
 mod demo;
 mod env;
 mod first_deploy;
+mod fleet_state;
 mod harden;
 mod init;
 mod install;

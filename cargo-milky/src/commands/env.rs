@@ -163,7 +163,15 @@ pub async fn run(args: EnvArgs, global: &GlobalArgs, printer: Printer) -> anyhow
             sign_key,
         } => {
             require_group(&store, &group).await?;
-            return sign(&settings, &store, &group, &app, sign_key.as_deref()).await;
+            return sign(
+                &settings,
+                &store,
+                &group,
+                &app,
+                sign_key.as_deref(),
+                printer,
+            )
+            .await;
         }
     };
     let index = store.read_index().await?.map(|(index, _)| index);
@@ -232,6 +240,7 @@ async fn sign(
     group: &GroupName,
     app: &AppName,
     sign_key: Option<&std::path::Path>,
+    printer: Printer,
 ) -> anyhow::Result<()> {
     let key = settings.signing_key(sign_key)?.ok_or_else(|| {
         user_error(
@@ -247,6 +256,7 @@ async fn sign(
     let id = key.key.public().id();
     if changed {
         record_generation(store, group, app, env.generation).await?;
+        crate::group_state::after_edit(settings, sign_key, store, group, printer).await?;
         outln!(
             "{app} in {group}: env generation {} signed by {id}; servers restart the app on their next pass",
             env.generation
@@ -303,6 +313,8 @@ async fn apply(
         None
     };
     record_generation(store, group, app, env.generation).await?;
+    crate::group_state::after_edit(settings, options.sign_key.as_deref(), store, group, printer)
+        .await?;
     print_diff(&before, &env.vars);
     let signed = match &key {
         Some(key) => format!(", signed by {}", key.key.public().id()),

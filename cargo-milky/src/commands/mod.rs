@@ -7,6 +7,7 @@ pub mod hosts;
 pub mod info;
 pub mod init;
 pub mod keygen;
+pub mod keys;
 pub mod logs;
 pub mod package;
 pub mod promote;
@@ -14,6 +15,7 @@ pub mod prune;
 pub mod remove;
 pub mod rollback;
 pub mod sign;
+pub mod sign_state;
 pub mod status;
 pub mod tls;
 pub mod upload;
@@ -45,6 +47,8 @@ pub async fn run(args: MilkyArgs) -> anyhow::Result<()> {
         Command::Keygen(a) => keygen::run(a, printer),
         Command::Sign(a) => sign::run(a, &args.global, printer).await,
         Command::Tls(a) => tls::run(a, &args.global, printer).await,
+        Command::SignState(a) => sign_state::run(a, &args.global, printer).await,
+        Command::Keys(a) => keys::run(a, &args.global).await,
     }
 }
 

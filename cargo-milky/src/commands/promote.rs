@@ -57,6 +57,7 @@ pub async fn run(args: PromoteArgs, global: &GlobalArgs, printer: Printer) -> an
         })
         .await
         .context("updating version.info")?;
+    crate::group_state::after_edit(&settings, None, &store, &args.to, printer).await?;
     for (app, version, previous) in &changes {
         outln!(
             "{} now runs {app} {version}{}",

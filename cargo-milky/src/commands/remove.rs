@@ -67,6 +67,7 @@ pub async fn run(args: RemoveArgs, global: &GlobalArgs, printer: Printer) -> any
         .edit_index(|index| -> Result<_, IndexError> { index.remove_app(group, app) })
         .await
         .context("updating version.info")?;
+    crate::group_state::after_edit(&settings, None, &store, group, printer).await?;
     outln!("{group} no longer runs {app} (was {version}); its packages stay in the store");
     Ok(())
 }

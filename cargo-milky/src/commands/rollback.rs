@@ -53,6 +53,7 @@ pub async fn run(args: RollbackArgs, global: &GlobalArgs, printer: Printer) -> a
             .edit_index(|index| -> Result<_, IndexError> { index.rollback(group, app, has_served) })
             .await
             .context("updating version.info")?;
+        crate::group_state::after_edit(&settings, None, &store, group, printer).await?;
         rollback
     };
     let Rollback {

@@ -4,8 +4,10 @@ use std::collections::BTreeMap;
 use std::time::SystemTime;
 
 use clap::Args;
-use milky_core::GroupName;
+use milky_core::signing::group_state::unix_now;
 use milky_core::status::{GroupSummary, HostTls, READ_CONCURRENCY, ReportCache, summarize};
+use milky_core::{GroupName, Store};
+use serde::Serialize;
 
 use crate::cli::GlobalArgs;
 use crate::settings::Settings;
@@ -57,6 +59,7 @@ pub async fn run(args: StatusArgs, global: &GlobalArgs) -> anyhow::Result<()> {
         None => index.groups().into_keys().collect(),
     };
     let mut all: BTreeMap<GroupName, GroupSummary> = BTreeMap::new();
+    let mut states: BTreeMap<GroupName, SignedState> = BTreeMap::new();
     for group in groups {
         let reports = ReportCache::default()
             .read(&store, &group, args.read_concurrency)
@@ -71,13 +74,32 @@ pub async fn run(args: StatusArgs, global: &GlobalArgs) -> anyhow::Result<()> {
                 args.stale_after,
             ),
         );
+        if let Some(state) = SignedState::read(&store, &group).await {
+            states.insert(group, state);
+        }
     }
     if args.json {
+        let all: BTreeMap<_, _> = all
+            .into_iter()
+            .map(|(group, summary)| {
+                let signed_state = states.remove(&group);
+                (
+                    group,
+                    GroupStatus {
+                        summary,
+                        signed_state,
+                    },
+                )
+            })
+            .collect();
         return super::print_json(&all);
     }
     let limit = if args.all { usize::MAX } else { SHOWN };
     for (group, summary) in &all {
         print_group(group, summary, limit);
+        if let Some(state) = states.get(group) {
+            outln!("  {state}");
+        }
     }
     if all.is_empty() {
         outln!("no groups yet");
@@ -217,6 +239,78 @@ fn print_tls(host_tls: &HostTls) {
     }
     if let Some(error) = &tls.error {
         outln!("    tls error on {}: {error}", host_tls.host);
+    }
+}
+
+/// A group's status with its signed state, for `--json`.
+#[derive(Serialize)]
+struct GroupStatus {
+    #[serde(flatten)]
+    summary: GroupSummary,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    signed_state: Option<SignedState>,
+}
+
+/// What `status` says of a group's signed state (`cargo milky sign-state`).
+#[derive(Serialize)]
+struct SignedState {
+    generation: Option<u64>,
+    expires: Option<String>,
+    signed_by: Option<String>,
+    expired: bool,
+    /// Why it could not be read, if it could not.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<String>,
+}
+
+impl SignedState {
+    /// None when the group has no state: the store is not signing group state.
+    async fn read(store: &Store, group: &GroupName) -> Option<Self> {
+        let unreadable = |err: anyhow::Error| Self {
+            generation: None,
+            expires: None,
+            signed_by: None,
+            expired: false,
+            error: Some(format!("{err:#}")),
+        };
+        let state = match crate::group_state::read(store, group).await {
+            Ok(state) => state?,
+            Err(err) => return Some(unreadable(err)),
+        };
+        Some(Self {
+            generation: Some(state.generation),
+            expired: state.expires_at().is_none_or(|at| at <= unix_now()),
+            signed_by: state.signer().map(|id| id.to_string()),
+            expires: Some(state.expires),
+            error: None,
+        })
+    }
+}
+
+impl std::fmt::Display for SignedState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if let Some(err) = &self.error {
+            return write!(f, "signed state: unreadable: {err}");
+        }
+        write!(
+            f,
+            "signed state: generation {}, signed by {}, {} {}",
+            self.generation.unwrap_or(0),
+            self.signed_by.as_deref().unwrap_or("nobody"),
+            if self.expired {
+                "EXPIRED at"
+            } else {
+                "valid until"
+            },
+            self.expires.as_deref().unwrap_or("?")
+        )?;
+        if self.expired {
+            write!(
+                f,
+                " (servers that require it install nothing new: `cargo milky sign-state`)"
+            )?;
+        }
+        Ok(())
     }
 }
 

@@ -185,6 +185,8 @@ pub async fn run(args: UploadArgs, global: &GlobalArgs, printer: Printer) -> any
             })
             .await
             .context("updating version.info")?;
+        let key = args.sign_key.as_deref();
+        crate::group_state::after_edit(&settings, key, &store, &group, printer).await?;
         let signed_by = written
             .package(app, version)
             .as_ref()

@@ -59,6 +59,7 @@ pub async fn run(args: VersionArgs, global: &GlobalArgs, printer: Printer) -> an
         .edit_index(|index| -> Result<_, IndexError> { index.set_version(group, app, version) })
         .await
         .context("updating version.info")?;
+    crate::group_state::after_edit(&settings, None, &store, group, printer).await?;
     outln!(
         "{group} now runs {app} {version}{}",
         was(previous.as_ref(), version)

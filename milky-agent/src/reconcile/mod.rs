@@ -32,6 +32,7 @@ use self::deploy::{Deployed, Release};
 use self::env_file::EnvFiles;
 use self::report::{PassOutcome, StatusReport};
 use crate::config::AgentConfig;
+use crate::group_state::Gate;
 use crate::logship::{self, Shipper};
 use crate::plan::{self, Plan, Running, Step};
 use crate::release_store::Releases;
@@ -232,6 +233,22 @@ impl Agent {
                 format!("{} held back: {}", held.version, held.reason),
             );
         }
+        let source = crate::group_state::Source {
+            store: &self.store,
+            state_dir: &self.state_dir,
+            group: &self.config.group,
+        };
+        let signing = &self.config.signing;
+        let gate = Gate::load(&source, state, signing, &verifier, !cached).await;
+        gate.apply(
+            &mut plan,
+            &wanted,
+            &wanted_env,
+            &running,
+            state,
+            &mut app_errors,
+            &mut errors,
+        );
         let mut waiting = BTreeMap::new();
         let target = Target {
             versions: &wanted,

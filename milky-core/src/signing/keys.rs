@@ -54,7 +54,7 @@ impl KeyId {
         Self(id)
     }
 
-    pub(crate) fn parse(text: &str) -> Option<Self> {
+    pub fn parse(text: &str) -> Option<Self> {
         let mut id = [0; 8];
         hex::decode_to_slice(text, &mut id).ok()?;
         Some(Self(id))
@@ -264,7 +264,7 @@ impl SecretKey {
         self.sign(&env_message(group, app, generation, vars))
     }
 
-    fn sign(&self, message: &str) -> String {
+    pub(super) fn sign(&self, message: &str) -> String {
         let signature = self.key.sign(message.as_bytes());
         format!(
             "{}:{}",

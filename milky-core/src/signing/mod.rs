@@ -18,6 +18,8 @@
 //!
 //! The key id is the first 8 bytes of the public key's sha256, in hex.
 
+pub mod deploy_keys;
+pub mod group_state;
 mod keys;
 #[cfg(test)]
 mod tests;
@@ -46,6 +48,10 @@ pub enum Signed {
     Package { app: AppName, version: Version },
     /// An app's env (settings and secrets) in a group.
     Env { group: GroupName, app: AppName },
+    /// What a group runs (see [`group_state`]).
+    GroupState { group: GroupName },
+    /// The deploy keys a root key allows to sign group state (see [`deploy_keys`]).
+    DeployKeys,
 }
 
 impl Signed {
@@ -53,6 +59,8 @@ impl Signed {
         match self {
             Signed::Package { .. } => "packages",
             Signed::Env { .. } => "envs",
+            Signed::GroupState { .. } => "group states",
+            Signed::DeployKeys => "deploy key lists",
         }
     }
 
@@ -64,6 +72,12 @@ impl Signed {
             Signed::Env { .. } => {
                 "the env (its group, app, generation or variables were changed after signing)"
             }
+            Signed::GroupState { .. } => {
+                "the group state (its generation, expiry or entries were changed after signing)"
+            }
+            Signed::DeployKeys => {
+                "the list of deploy keys (its generation or keys were changed after signing)"
+            }
         }
     }
 }
@@ -73,6 +87,8 @@ impl fmt::Display for Signed {
         match self {
             Signed::Package { app, version } => write!(f, "{app} {version}"),
             Signed::Env { group, app } => write!(f, "the env of {app} in {group}"),
+            Signed::GroupState { group } => write!(f, "the signed state of {group}"),
+            Signed::DeployKeys => write!(f, "keys.toml (the deploy keys)"),
         }
     }
 }
