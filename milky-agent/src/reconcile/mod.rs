@@ -341,18 +341,32 @@ impl Agent {
             }
             Fetched::Changed(object) => {
                 let text = String::from_utf8_lossy(&object.bytes).into_owned();
-                let index = Index::parse(&text)
-                    .with_context(|| format!("{} in {}", layout::INDEX, self.store.url()))?;
+                let (index, text, etag) = match Index::parse(&text) {
+                    Ok(index) => (index, text, object.etag),
+                    // Torn on its way from a busy store, or broken: the store's reader reads
+                    // it again and calls it broken only when two reads agree.
+                    Err(_) => match self.store.read_index().await? {
+                        Some((index, etag)) => {
+                            let text = index.to_string();
+                            (index, text, etag)
+                        }
+                        None => return Err(self.no_index()),
+                    },
+                };
                 self.state_dir.cache_index(&text)?;
-                state.index_etag = Some(object.etag);
+                state.index_etag = Some(etag);
                 Ok((index, false))
             }
-            Fetched::Missing => Err(anyhow!(
-                "{} has no {}; nothing was changed on this server",
-                self.store.url(),
-                layout::INDEX
-            )),
+            Fetched::Missing => Err(self.no_index()),
         }
+    }
+
+    fn no_index(&self) -> anyhow::Error {
+        anyhow!(
+            "{} has no {}; nothing was changed on this server",
+            self.store.url(),
+            layout::INDEX
+        )
     }
 
     fn cached_index(&self) -> Option<Index> {
