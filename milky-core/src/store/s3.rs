@@ -263,11 +263,26 @@ impl S3Store {
         key: &str,
         etag: Option<&str>,
     ) -> Result<Fetched, StoreError> {
+        self.until_whole("read", key, || self.get_once(key, etag))
+            .await
+    }
+
+    /// Runs `once` (one read of `key`) until a read comes back whole, with backoff between
+    /// tries; the store's own errors end it at once.
+    async fn until_whole<T, Read>(
+        &self,
+        op: &'static str,
+        key: &str,
+        mut once: impl FnMut() -> Read,
+    ) -> Result<T, StoreError>
+    where
+        Read: Future<Output = Result<T, ReadFault>>,
+    {
         let mut previous = None;
         let mut last = String::new();
         for attempt in 1..=READ_ATTEMPTS {
-            match self.get_once(key, etag).await {
-                Ok(fetched) => return Ok(fetched),
+            match once().await {
+                Ok(value) => return Ok(value),
                 Err(ReadFault::Store(err)) => return Err(err),
                 Err(ReadFault::Torn(detail)) => last = detail,
                 Err(ReadFault::Mismatch { digest, detail }) => {
@@ -280,10 +295,10 @@ impl S3Store {
                     last = detail;
                 }
             }
-            tracing::debug!(attempt, key, "read again: {last}");
+            tracing::debug!(attempt, key, "{op} again: {last}");
             tokio::time::sleep(backoff(attempt)).await;
         }
-        Err(self.unreadable("read", key, last))
+        Err(self.unreadable(op, key, last))
     }
 
     fn unreadable(&self, op: &'static str, key: &str, detail: String) -> StoreError {
@@ -634,25 +649,8 @@ impl S3Store {
         dest: &Path,
         progress: Progress<'_>,
     ) -> Result<u64, StoreError> {
-        let mut previous = None;
-        let mut last = String::new();
-        for attempt in 1..=READ_ATTEMPTS {
-            match self.download_once(key, dest, progress).await {
-                Ok(written) => return Ok(written),
-                Err(ReadFault::Store(err)) => return Err(err),
-                Err(ReadFault::Torn(detail)) => last = detail,
-                Err(ReadFault::Mismatch { digest, detail }) => {
-                    if previous.as_ref() == Some(&digest) {
-                        self.etags_not_md5.store(true, Ordering::Relaxed);
-                    }
-                    previous = Some(digest);
-                    last = detail;
-                }
-            }
-            tracing::debug!(attempt, key, "download again: {last}");
-            tokio::time::sleep(backoff(attempt)).await;
-        }
-        Err(self.unreadable("download", key, last))
+        self.until_whole("download", key, || self.download_once(key, dest, progress))
+            .await
     }
 
     async fn download_once(
