@@ -970,7 +970,10 @@ fn templates_can_be_overridden_per_server() {
         "{text}"
     );
     // The header comes from the agent, not the template, so overrides cannot lose it.
-    assert!(text.starts_with("# milky-site: default=false\n"), "{text}");
+    assert!(
+        text.starts_with("# milky-site: default=false https=false\n"),
+        "{text}"
+    );
     // The other templates stay the embedded ones.
     assert!(
         stack
@@ -1059,5 +1062,8 @@ fn an_older_agents_nginx_file_is_read_back_and_replaced() {
     assert_serves(t.front(), "shop.test", "v2");
     assert_eq!(t.stack.live_slot("shop").unwrap(), Some(Slot::Green));
     let file = std::fs::read_to_string(t.stack.nginx_app_file("shop")).unwrap();
-    assert!(file.starts_with("# milky-site: default=false\n"), "{file}");
+    assert!(
+        file.starts_with("# milky-site: default=false https=false\n"),
+        "{file}"
+    );
 }
