@@ -44,12 +44,12 @@ fn demo() -> anyhow::Result<()> {
     let root = workspace_root();
     // Not quiet: the first build takes minutes, and cargo's lines show it moving.
     println!("building cargo-milky and milky-agent (minutes the first time)");
+    // The workspace's binaries, as `cargo xtask test` builds them: the same feature set, so
+    // after a test build nothing is compiled again.
     tools::run(Command::new("cargo").current_dir(&root).args([
         "build",
-        "-p",
-        "cargo-milky",
-        "-p",
-        "milky-agent",
+        "--workspace",
+        "--bins",
     ]))?;
     let bin = root.join("target/debug");
     let demo = demo_root();
