@@ -703,31 +703,8 @@ impl S3Store {
     }
 
     pub async fn list(&self, prefix: &str) -> Result<Vec<String>, StoreError> {
-        let full_prefix = self.key(prefix);
-        let strip = if self.prefix.is_empty() {
-            0
-        } else {
-            self.prefix.len() + 1
-        };
-        let mut pages = self
-            .client
-            .list_objects_v2()
-            .bucket(&self.bucket)
-            .prefix(&full_prefix)
-            .into_paginator()
-            .send();
-        let mut keys = Vec::new();
-        while let Some(page) = pages.next().await {
-            let page = page.map_err(|err| self.error("list", prefix, err))?;
-            keys.extend(
-                page.contents()
-                    .iter()
-                    .filter_map(|o| o.key())
-                    .map(|k| k[strip..].to_owned()),
-            );
-        }
-        keys.sort();
-        Ok(keys)
+        let entries = self.list_entries(prefix).await?;
+        Ok(entries.into_iter().map(|entry| entry.key).collect())
     }
 
     pub async fn list_entries(&self, prefix: &str) -> Result<Vec<Listed>, StoreError> {
