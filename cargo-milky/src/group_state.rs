@@ -18,7 +18,8 @@ use crate::settings::Settings;
 const ATTEMPTS: u32 = 40;
 
 /// After an edit of what `group` runs: signs its state anew when a signing key is configured
-/// (`given`, else MILKY_SIGNING_KEY or `[deploy] signing_key`); without one, does nothing.
+/// (`given`, else MILKY_SIGNING_KEY or `[deploy] signing_key`). Without one, warns when the
+/// group has a signed state, which the edit has just left behind the index.
 pub async fn after_edit(
     settings: &Settings,
     given: Option<&Path>,
@@ -27,6 +28,12 @@ pub async fn after_edit(
     printer: Printer,
 ) -> anyhow::Result<()> {
     let Some(key) = settings.signing_key(given)? else {
+        if let Ok(Some(state)) = read(store, group).await {
+            printer.status(format!(
+                "warning: {group} has a signed state (generation {}) and this edit was not signed (no signing key): servers that trust keys install none of it until `cargo milky sign-state {group}` runs with the key",
+                state.generation
+            ));
+        }
         return Ok(());
     };
     let state = publish(store, &key.key, group, lifetime(settings))

@@ -148,8 +148,10 @@ pub struct Signing {
     /// be read, nothing is installed.
     pub trusted_keys_file: Option<PathBuf>,
     /// Install only what the group's state, signed by a trusted key, names (`cargo milky
-    /// sign-state`): refuses rolled-back, expired and mixed-up group state.
-    pub require_signed_state: bool,
+    /// sign-state`): refuses rolled-back, expired and mixed-up group state. Unset: required
+    /// whenever trusted or root keys are configured; `false` turns it off (while a store's
+    /// groups get their first state).
+    pub require_signed_state: Option<bool>,
     /// Root keys (offline): with them, a group state must be signed by a deploy key on the
     /// newest list one of them signed (`cargo milky keys`), not by any trusted key.
     pub root_keys: Vec<milky_core::signing::PublicKey>,

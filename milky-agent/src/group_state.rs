@@ -1,7 +1,8 @@
-//! The group's signed state on this server (`[signing] require_signed_state`): read when the
-//! index changed, when the copy accepted nears its expiry, or while the last one did not match
-//! the index; checked against the trusted keys, the highest generation accepted before and the
-//! clock; and applied to the plan of the pass, so only what it names is installed or removed.
+//! The group's signed state on this server (required with trusted keys, unless `[signing]
+//! require_signed_state = false`): read when the index changed, when the copy accepted nears
+//! its expiry, or while the last one did not match the index; checked against the trusted
+//! keys, the highest generation accepted before and the clock; and applied to the plan of the
+//! pass, so only what it names is installed or removed.
 //!
 //! An idle pass with a settled state makes no request for it: the index's conditional GET
 //! stays the only one.
@@ -52,16 +53,12 @@ impl Gate {
         verifier: &Verifier,
         index_changed: bool,
     ) -> Self {
-        if !signing.require_signed_state {
+        if !required(signing, verifier) {
             return Self::Off;
         }
-        let keys = match verifier {
-            Verifier::On(keys) => keys,
-            Verifier::Off => {
-                return Self::Closed(
-                    "require_signed_state is set but no trusted keys are configured ([signing] in agent.toml)".into(),
-                );
-            }
+        let trusted = match verifier {
+            Verifier::On(keys) => Some(keys),
+            Verifier::Off => None,
             Verifier::Broken(why) => {
                 return Self::Closed(format!("the trusted keys cannot be read ({why})"));
             }
@@ -76,6 +73,11 @@ impl Gate {
         let fetch_now = index_changed || !state.group_state_settled || near_expiry;
         let deploy_keys;
         let keys = if signing.root_keys.is_empty() {
+            let Some(keys) = trusted else {
+                return Self::Closed(
+                    "require_signed_state is set but no trusted or root keys are configured ([signing] in agent.toml)".into(),
+                );
+            };
             keys
         } else {
             match deploy_keys_of(source, state, &signing.root_keys, fetch_now).await {
@@ -186,6 +188,15 @@ impl Gate {
     }
 }
 
+/// Whether this server goes by signed group state: as `require_signed_state` says, else
+/// whenever it trusts keys. A server that checks package signatures but not which of them its
+/// group runs would still install any old signed release an attacker points the index at.
+fn required(signing: &Signing, verifier: &Verifier) -> bool {
+    signing
+        .require_signed_state
+        .unwrap_or(!matches!(verifier, Verifier::Off) || !signing.root_keys.is_empty())
+}
+
 /// The deploy keys on the newest list a root key signed: read from the store when the state
 /// is, else the copy on this server; never a list older than one accepted before.
 async fn deploy_keys_of(
@@ -258,6 +269,32 @@ mod tests {
     use milky_core::signing::group_state::StateEntry;
 
     use super::*;
+
+
+    #[test]
+    fn signed_state_is_required_wherever_keys_are_trusted_unless_turned_off() {
+        let public = milky_core::signing::SecretKey::generate().unwrap().public();
+        let trusting = Verifier::On(TrustedKeys::new(vec![public.clone()]));
+        let rooted = Signing {
+            root_keys: vec![public],
+            ..Signing::default()
+        };
+        let unset = Signing::default();
+        assert!(!required(&unset, &Verifier::Off), "no keys: as before");
+        assert!(required(&unset, &trusting));
+        assert!(required(&unset, &Verifier::Broken("unreadable".into())));
+        assert!(required(&rooted, &Verifier::Off));
+        let off = Signing {
+            require_signed_state: Some(false),
+            ..Signing::default()
+        };
+        assert!(!required(&off, &trusting), "turned off by hand");
+        let on = Signing {
+            require_signed_state: Some(true),
+            ..Signing::default()
+        };
+        assert!(required(&on, &Verifier::Off), "asked for without keys: refuses");
+    }
 
     fn app(name: &str) -> AppName {
         name.parse().unwrap()

@@ -1,5 +1,5 @@
-//! Signed group state: a server that requires it (`[signing] require_signed_state`) installs
-//! only what the newest state it accepted names. Each attack is made by hand in the store: an
+//! Signed group state: a server that trusts keys requires it (unless `[signing]
+//! require_signed_state = false`) and installs only what the newest state it accepted names. Each attack is made by hand in the store: an
 //! old state replayed with its index, a current state beside an old index, an edited state, an
 //! expired one, one signed by a deploy key the root key revoked; a legitimate rollback (a new,
 //! higher generation naming an older version) works.
@@ -90,8 +90,8 @@ fn servers_requiring_signed_state_refuse_replayed_mixed_edited_expired_and_revok
         "rollback",
     );
     assert_eq!(state(&ctx).generation, 3);
-    let settings =
-        format!("[signing]\ntrusted_keys = [\"{public}\"]\nrequire_signed_state = true\n");
+    // Trusting a key is enough: signed state is then required without being asked for.
+    let settings = format!("[signing]\ntrusted_keys = [\"{public}\"]\n");
     let a = Agent::with_settings(&ctx, "stable", "a", &ctx.endpoint, &settings);
     assert_success(&a.sync(), "sync the rollback");
     assert_eq!(serving(&a).as_deref(), Some("v1"));
@@ -181,10 +181,10 @@ fn servers_requiring_signed_state_refuse_replayed_mixed_edited_expired_and_revok
     assert!(keys_cmd(&["add", &public]).starts_with("keys.toml generation 1 signed by root key"));
     let first_list = ctx.object("keys.toml").unwrap();
     let config = std::fs::read_to_string(&a.config).unwrap();
-    let rooted = format!("require_signed_state = true\nroot_keys = [\"{root_public}\"]");
+    assert!(config.ends_with("]\n"), "{config}");
     std::fs::write(
         &a.config,
-        config.replace("require_signed_state = true", &rooted),
+        format!("{config}root_keys = [\"{root_public}\"]\n"),
     )
     .unwrap();
     assert_success(&a.sync(), "sync with the deploy key listed by the root");
@@ -223,6 +223,55 @@ fn servers_requiring_signed_state_refuse_replayed_mixed_edited_expired_and_revok
         "keys.toml is generation 1, older than generation 3",
         "v1",
     );
+}
+
+/// A store whose group has no signed state yet (made before signing, or its state deleted):
+/// servers that trust keys install nothing new and say how to start; `require_signed_state =
+/// false` takes such a server back to package signatures alone; a server without keys goes by
+/// the index as it always did.
+#[test]
+fn servers_that_trust_keys_require_signed_state_unless_told_otherwise() {
+    let ctx = TestContext::new();
+    let (public, secret) = keygen(&ctx, "keys");
+    let project = fixture_project(ctx.dir.path(), APP, "v1");
+    assert_success(
+        &ctx.milky_in(&project, &["init", "--yes", "--name", APP]),
+        "init",
+    );
+    upload(&ctx, &project, "v1", &secret);
+    ctx.delete_object(STATE);
+
+    let trusting = format!("[signing]\ntrusted_keys = [\"{public}\"]\n");
+    let a = Agent::with_settings(&ctx, "stable", "a", &ctx.endpoint, &trusting);
+    let out = a.sync();
+    let hint = "the signed state of stable is missing";
+    assert_failure(&out, 1, hint);
+    assert!(
+        stderr(&out).contains("run `cargo milky sign-state stable`"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(!stderr(&out).contains("downloading"), "{}", stderr(&out));
+    assert!(report(&ctx).contains(hint), "{}", report(&ctx));
+    assert!(!a.release_dir(APP, "v1").exists(), "nothing was installed");
+
+    let b = Agent::with_settings(&ctx, "stable", "b", &ctx.endpoint, "");
+    assert_success(&b.sync(), "a server without keys: as before");
+    assert_eq!(serving(&b).as_deref(), Some("v1"));
+
+    let config = std::fs::read_to_string(&a.config).unwrap();
+    std::fs::write(&a.config, format!("{config}require_signed_state = false\n")).unwrap();
+    assert_success(&a.sync(), "package signatures alone");
+    assert_eq!(serving(&a).as_deref(), Some("v1"));
+
+    // Back on, with the state signed once: installed by the state.
+    std::fs::write(&a.config, &config).unwrap();
+    assert_success(
+        &milky_signing(&ctx, &secret, &["sign-state", "stable"]),
+        "sign-state",
+    );
+    assert_success(&a.sync(), "sync with the state");
+    assert!(!report(&ctx).contains(hint), "{}", report(&ctx));
 }
 
 /// `keygen --out DIR/<name>`: the public key line and the secret key's path.

@@ -108,7 +108,10 @@ fn servers_with_a_trusted_key_install_only_what_it_signed() {
         "{signature}"
     );
 
-    let trusting = format!("[signing]\ntrusted_keys = [\"{public}\"]\n");
+    // Package signatures alone: signed group state, which servers that trust keys require
+    // unless told otherwise, is tested in fleet_state.rs.
+    let trusting =
+        format!("[signing]\ntrusted_keys = [\"{public}\"]\nrequire_signed_state = false\n");
     let a = Agent::with_settings(&ctx, "stable", "a", &ctx.endpoint, &trusting);
     assert_success(&a.sync(), "sync v1");
     assert_eq!(serving(&a).as_deref(), Some("v1"));
@@ -452,7 +455,10 @@ fn servers_with_a_trusted_key_use_only_envs_it_signed() {
     assert_eq!(listed["signed_by"].as_str(), Some(key_id.as_str()));
     upload(&ctx, &project, "stable", "v1", &["--sign-key", secret_arg]);
 
-    let trusting = format!("[signing]\ntrusted_keys = [\"{public}\"]\n");
+    // Package signatures alone: signed group state, which servers that trust keys require
+    // unless told otherwise, is tested in fleet_state.rs.
+    let trusting =
+        format!("[signing]\ntrusted_keys = [\"{public}\"]\nrequire_signed_state = false\n");
     let a = Agent::with_settings(&ctx, "stable", "a", &ctx.endpoint, &trusting);
     assert_success(&a.sync(), "sync with the signed env");
     assert!(a.get(APP, "/").body.contains("greeting: signed-1"));

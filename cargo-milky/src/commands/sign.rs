@@ -148,6 +148,21 @@ pub async fn run(args: SignArgs, global: &GlobalArgs, printer: Printer) -> anyho
             )));
         }
     }
+    if changed && !args.dry_run {
+        // Groups running this version get a state naming it as signed now.
+        for (group, apps) in index.groups() {
+            if apps.get(app) == Some(version) {
+                crate::group_state::after_edit(
+                    &settings,
+                    args.sign_key.as_deref(),
+                    &store,
+                    &group,
+                    printer,
+                )
+                .await?;
+            }
+        }
+    }
     let replaced = before.filter(|id| *id != public.id());
     let outcome = Outcome {
         app: app.clone(),

@@ -15,8 +15,8 @@ use crate::settings::Settings;
 /// Sign the state of groups anew: what each runs, a new generation and a new expiry.
 ///
 /// Every edit of what a group runs (upload, version, rollback, promote, remove, env) signs its
-/// state when a signing key is configured; servers that require signed state (`[signing]
-/// require_signed_state` in agent.toml) install nothing new once it expires. Run this before
+/// state when a signing key is configured; servers that trust keys install nothing new once it
+/// expires (unless `[signing] require_signed_state = false` in their agent.toml). Run this before
 /// then, e.g. daily from CI, and once to start signing a store whose groups have no state yet.
 /// Without GROUP, every group the index names.
 #[derive(Debug, Args)]
