@@ -43,7 +43,16 @@ impl Pebble {
         let ports = Ports::reserve(4)?;
         let dns = format!("127.0.0.1:{}", ports.get(2));
         let dns_child = Command::new(challtestsrv)
-            .args(["-dns01", &dns, "-http01", "", "-https01", "", "-tlsalpn01", ""])
+            .args([
+                "-dns01",
+                &dns,
+                "-http01",
+                "",
+                "-https01",
+                "",
+                "-tlsalpn01",
+                "",
+            ])
             .args(["-defaultIPv4", "127.0.0.1", "-defaultIPv6", ""])
             .args(["-management", &format!("127.0.0.1:{}", ports.get(3))])
             .stdout(Stdio::null())

@@ -88,7 +88,8 @@ pub struct Acme {
     /// CA such as Pebble).
     pub ca_roots: Option<PathBuf>,
     /// How long the ordering server waits for the group's other live servers to serve the
-    /// challenge answers before it asks the CA to validate anyway.
+    /// challenge answers before it asks the CA to validate anyway: longer than the servers'
+    /// time between passes (cron: 5 minutes), since each answers on its next pass.
     #[serde(with = "humantime_serde_opt")]
     pub challenge_wait: Duration,
     /// How long the ordering lease lasts without renewal: a dead orderer blocks renewals this long.
@@ -108,7 +109,7 @@ impl Default for Acme {
             directory: LETS_ENCRYPT.into(),
             contact: Vec::new(),
             ca_roots: None,
-            challenge_wait: Duration::from_secs(3 * 60),
+            challenge_wait: Duration::from_secs(6 * 60),
             lease: Duration::from_secs(2 * 60),
             order_timeout: Duration::from_secs(10 * 60),
         }
@@ -543,8 +544,10 @@ mod tests {
         assert_eq!(config.acme.challenge_wait, Duration::from_secs(20));
         assert_eq!(config.acme.ca_roots, Some(PathBuf::from("/tmp/roots.pem")));
         assert!(
-            toml::from_str::<AgentConfig>("store = \"s3://b\"\ngroup = \"g\"\n[acme]\nemail = \"x\"\n")
-                .is_err()
+            toml::from_str::<AgentConfig>(
+                "store = \"s3://b\"\ngroup = \"g\"\n[acme]\nemail = \"x\"\n"
+            )
+            .is_err()
         );
     }
 }

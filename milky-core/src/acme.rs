@@ -277,10 +277,16 @@ mod tests {
         assert!(renewal_due(&cert, 100 * DAY));
         let names = ["a.example".to_owned()];
         assert_eq!(decide(Some(&cert), &names, None, DAY), Need::Current);
-        assert!(matches!(decide(Some(&cert), &names, None, 61 * DAY), Need::Order(why) if why.contains("third")));
-        assert!(matches!(decide(None, &names, None, 0), Need::Order(why) if why.contains("no certificate")));
+        assert!(
+            matches!(decide(Some(&cert), &names, None, 61 * DAY), Need::Order(why) if why.contains("third"))
+        );
+        assert!(
+            matches!(decide(None, &names, None, 0), Need::Order(why) if why.contains("no certificate"))
+        );
         let more = ["a.example".to_owned(), "b.example".to_owned()];
-        assert!(matches!(decide(Some(&cert), &more, None, DAY), Need::Order(why) if why.contains("b.example")));
+        assert!(
+            matches!(decide(Some(&cert), &more, None, DAY), Need::Order(why) if why.contains("b.example"))
+        );
     }
 
     #[test]
@@ -301,7 +307,12 @@ mod tests {
             decide(Some(&cert), &names, Some(&order), DAY + 10),
             Need::Later { retry_after, .. } if retry_after == DAY + 300
         ));
-        assert!(order.describe_error().unwrap().contains("connection refused"));
+        assert!(
+            order
+                .describe_error()
+                .unwrap()
+                .contains("connection refused")
+        );
         assert!(matches!(
             decide(Some(&cert), &names, Some(&order), DAY + 300),
             Need::Order(_)

@@ -152,7 +152,10 @@ mod tests {
         assert_eq!(acme_orders(&group), "groups/stable/acme/orders.toml");
         assert_eq!(acme_lease(&group), "groups/stable/acme/lease.toml");
         assert_eq!(acme_account(&group), "groups/stable/acme/account.toml");
-        assert_eq!(acme_ack(&group, &host), "groups/stable/acme/acks/web-1.toml");
+        assert_eq!(
+            acme_ack(&group, &host),
+            "groups/stable/acme/acks/web-1.toml"
+        );
         assert_eq!(
             lease_in(&once_hooks(&group, &app, &version)),
             "groups/stable/once/myapp/v1022/lease.toml"

@@ -49,10 +49,19 @@ impl Drop for Services {
 }
 
 /// Waits up to `limit` for `done`, failing with `what` and `context()`.
-fn wait_until(limit: Duration, what: &str, mut done: impl FnMut() -> bool, context: impl Fn() -> String) {
+fn wait_until(
+    limit: Duration,
+    what: &str,
+    mut done: impl FnMut() -> bool,
+    context: impl Fn() -> String,
+) {
     let start = Instant::now();
     while !done() {
-        assert!(start.elapsed() < limit, "{what}, never happened:\n{}", context());
+        assert!(
+            start.elapsed() < limit,
+            "{what}, never happened:\n{}",
+            context()
+        );
         std::thread::sleep(Duration::from_millis(500));
     }
 }
@@ -83,7 +92,11 @@ fn service_logs(agents: &[&Agent]) -> String {
         .map(|a| {
             let log = std::fs::read_to_string(a.root.join("service.log")).unwrap_or_default();
             let tail: Vec<&str> = log.lines().rev().take(40).collect();
-            format!("--- {}:\n{}", a.host, tail.into_iter().rev().collect::<Vec<_>>().join("\n"))
+            format!(
+                "--- {}:\n{}",
+                a.host,
+                tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+            )
         })
         .collect::<Vec<_>>()
         .join("\n")
@@ -92,8 +105,9 @@ fn service_logs(agents: &[&Agent]) -> String {
 /// A key and self-signed certificate for Pebble's own HTTPS listener at 127.0.0.1.
 fn pebble_listener_cert(dir: &Path) -> (PathBuf, PathBuf) {
     let key = rcgen::KeyPair::generate().unwrap();
-    let params = rcgen::CertificateParams::new(vec!["127.0.0.1".to_owned(), "localhost".to_owned()])
-        .unwrap();
+    let params =
+        rcgen::CertificateParams::new(vec!["127.0.0.1".to_owned(), "localhost".to_owned()])
+            .unwrap();
     let cert = params.self_signed(&key).unwrap();
     let (cert_file, key_file) = (dir.join("pebble-cert.pem"), dir.join("pebble-key.pem"));
     write(&cert_file, &cert.pem());
@@ -170,20 +184,43 @@ fn acme_certificates_are_ordered_once_per_group_renewed_and_kept_when_the_ca_is_
             Duration::from_secs(300),
             &format!("{} serves HTTPS with the CA's certificate", agent.host),
             || https_get(port, &root_file) == Some(200),
-            || format!("{}\n{}\n{}", orders(), service_logs(&[&web1, &web2]), pebble.output()),
+            || {
+                format!(
+                    "{}\n{}\n{}",
+                    orders(),
+                    service_logs(&[&web1, &web2]),
+                    pebble.output()
+                )
+            },
         );
     }
-    assert_eq!(pebble.issued(), 1, "one order for the group:\n{}", pebble.output());
+    assert_eq!(
+        pebble.issued(),
+        1,
+        "one order for the group:\n{}",
+        pebble.output()
+    );
     let first = installed(&web1).unwrap();
-    assert_eq!(installed(&web2).as_deref(), Some(first.as_str()), "the same certificate");
+    assert_eq!(
+        installed(&web2).as_deref(),
+        Some(first.as_str()),
+        "the same certificate"
+    );
     assert!(orders().contains("issued_by = \"web-1\""), "{}", orders());
-    assert!(!orders().contains("challenges"), "answers removed: {}", orders());
+    assert!(
+        !orders().contains("challenges"),
+        "answers removed: {}",
+        orders()
+    );
     let account = ctx.object("groups/stable/acme/account.toml").unwrap();
     assert!(String::from_utf8_lossy(&account).contains(&pebble.directory));
     let key_mode = std::fs::metadata(web2.root.join("web/nginx/tls/shop.key"))
         .unwrap()
         .permissions();
-    assert_eq!(std::os::unix::fs::PermissionsExt::mode(&key_mode) & 0o777, 0o600);
+    assert_eq!(
+        std::os::unix::fs::PermissionsExt::mode(&key_mode) & 0o777,
+        0o600
+    );
 
     // HTTP goes to HTTPS, except the challenges.
     for (agent, port) in servers {
@@ -198,15 +235,22 @@ fn acme_certificates_are_ordered_once_per_group_renewed_and_kept_when_the_ca_is_
             "tok-1.thumbprint",
         );
         let answer = agent.get(NAME, "/.well-known/acme-challenge/tok-1");
-        assert_eq!((answer.status, answer.body.as_str()), (200, "tok-1.thumbprint"));
+        assert_eq!(
+            (answer.status, answer.body.as_str()),
+            (200, "tok-1.thumbprint")
+        );
     }
 
     // Renewal on request, under a request loop on both servers: no request fails.
     let stop = Arc::new(AtomicBool::new(false));
     let (sent, failed) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
     let load = {
-        let (stop, sent, failed, root_file) =
-            (stop.clone(), sent.clone(), failed.clone(), root_file.clone());
+        let (stop, sent, failed, root_file) = (
+            stop.clone(),
+            sent.clone(),
+            failed.clone(),
+            root_file.clone(),
+        );
         let ports = [https.first(), https.last()];
         std::thread::spawn(move || {
             while !stop.load(Ordering::SeqCst) {
@@ -234,7 +278,11 @@ fn acme_certificates_are_ordered_once_per_group_renewed_and_kept_when_the_ca_is_
     load.join().unwrap();
     assert_eq!(pebble.issued(), 2, "{}", pebble.output());
     assert!(sent.load(Ordering::SeqCst) > 4, "the loop ran");
-    assert_eq!(failed.load(Ordering::SeqCst), 0, "no request failed during the renewal");
+    assert_eq!(
+        failed.load(Ordering::SeqCst),
+        0,
+        "no request failed during the renewal"
+    );
     let renewed = installed(&web1).unwrap();
     assert!(!orders().contains("renew_requested"), "{}", orders());
 
@@ -250,16 +298,26 @@ fn acme_certificates_are_ordered_once_per_group_renewed_and_kept_when_the_ca_is_
         "both servers report the failed renewal",
         || {
             let status = status_json();
-            let hosts = status["stable"]["apps"][APP]["tls"].as_array().cloned().unwrap_or_default();
+            let hosts = status["stable"]["apps"][APP]["tls"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default();
             hosts.len() == 2
-                && hosts
-                    .iter()
-                    .all(|h| h["renewal_error"].as_str().is_some_and(|e| e.contains("next attempt")))
+                && hosts.iter().all(|h| {
+                    h["renewal_error"]
+                        .as_str()
+                        .is_some_and(|e| e.contains("next attempt"))
+                })
         },
         || format!("{:#}\n{}", status_json(), orders()),
     );
     for (agent, port) in servers {
-        assert_eq!(https_get(port, &root_file), Some(200), "{} serves on", agent.host);
+        assert_eq!(
+            https_get(port, &root_file),
+            Some(200),
+            "{} serves on",
+            agent.host
+        );
         assert_eq!(installed(agent).as_deref(), Some(renewed.as_str()));
     }
     let status = status_json();
@@ -269,7 +327,10 @@ fn acme_certificates_are_ordered_once_per_group_renewed_and_kept_when_the_ca_is_
     assert!(web1_tls["expires"].is_string(), "{status:#}");
     let text = stdout(&ctx.milky(&["status", "stable"]));
     assert!(text.contains("tls renewal failed"), "{text}");
-    assert!(text.contains(&format!("tls acme on web-1: {NAME} until")), "{text}");
+    assert!(
+        text.contains(&format!("tls acme on web-1: {NAME} until")),
+        "{text}"
+    );
     assert!(orders().contains("failures = 1"), "{}", orders());
     drop(services);
 }

@@ -241,7 +241,10 @@ fn print_tls(host_tls: &HostTls) {
         outln!("    tls error on {}: {error}", host_tls.host);
     }
     if let Some(error) = &tls.renewal_error {
-        outln!("    tls renewal failed (seen by {}): {error}", host_tls.host);
+        outln!(
+            "    tls renewal failed (seen by {}): {error}",
+            host_tls.host
+        );
     }
 }
 

@@ -43,6 +43,8 @@ pub struct Ensured {
     pub waiting: Option<String>,
     /// The group's last order failed: why, and when it is tried again.
     pub renewal_error: Option<String>,
+    /// This server stored a new certificate.
+    pub issued: bool,
 }
 
 impl GroupAcme<'_> {
@@ -137,8 +139,11 @@ impl GroupAcme<'_> {
                 }
             }
             Need::Order(why) => match self.order(app, server_names, &why).await {
-                Ok(Ordered::Issued) => ensured.renewal_error = None,
-                Ok(Ordered::NotNeeded) => {}
+                Ok(Ordered::Issued) => {
+                    ensured.renewal_error = None;
+                    ensured.issued = true;
+                }
+                Ok(Ordered::NotNeeded) => ensured.issued = true,
                 Ok(Ordered::Elsewhere(holder)) => {
                     if stored.is_none() {
                         ensured.waiting =
@@ -197,12 +202,7 @@ impl GroupAcme<'_> {
             .and_then(|s| milky_core::tls::certificate_info(&s.chain).ok());
         let order = orders.apps.get(app);
         if !matches!(
-            milky_core::acme::decide(
-                info.as_ref(),
-                server_names,
-                order,
-                milky_core::tls::now()
-            ),
+            milky_core::acme::decide(info.as_ref(), server_names, order, milky_core::tls::now()),
             Need::Order(_)
         ) {
             return Ok(Ordered::NotNeeded);
@@ -228,11 +228,11 @@ impl GroupAcme<'_> {
                     .await
                     .context("storing the certificate")?;
                 milky_core::acme::edit(self.store, self.group, |orders| {
-                    orders
-                        .apps
-                        .entry(app.clone())
-                        .or_default()
-                        .succeeded(request_seen.as_deref(), &host, now);
+                    orders.apps.entry(app.clone()).or_default().succeeded(
+                        request_seen.as_deref(),
+                        &host,
+                        now,
+                    );
                 })
                 .await?;
                 tracing::info!(%app, "stored the new certificate (expires {})", milky_core::tls::time_text(certificate.not_after));

@@ -47,25 +47,25 @@ impl Agent {
     ) -> anyhow::Result<Synced> {
         let group = &self.config.group;
         let mut synced = Synced::default();
+        let mut stored = read_stored(&self.store, group, app).await?;
         if mode == TlsMode::Acme {
             let acme = self.group_acme();
             let orders = acme.sync_challenges().await?;
-            let stored = read_stored(&self.store, group, app).await?;
             let info = stored
                 .as_ref()
                 .and_then(|s| tls::certificate_info(&s.chain).ok());
-            let ensured = acme
-                .ensure(app, server_names, &orders, info.as_ref())
-                .await;
+            let ensured = acme.ensure(app, server_names, &orders, info.as_ref()).await;
             synced.renewal_error = ensured.renewal_error;
+            if ensured.issued {
+                stored = read_stored(&self.store, group, app).await?;
+            }
             if ensured.waiting.is_some() && self.web.installed_certificate(app.as_str())?.is_none()
             {
                 synced.waiting = ensured.waiting;
                 return Ok(synced);
             }
         }
-        let key = layout::tls(group, app);
-        let Some(stored) = read_stored(&self.store, group, app).await? else {
+        let Some(stored) = stored else {
             if self.web.installed_certificate(app.as_str())?.is_some() {
                 // Deleted from the store: what is installed keeps serving.
                 return Ok(synced);
@@ -73,7 +73,7 @@ impl Agent {
             if mode == TlsMode::Acme {
                 match &synced.renewal_error {
                     Some(err) => bail!("no certificate yet: the order failed: {err}"),
-                    None => bail!("no certificate in {key} yet"),
+                    None => bail!("no certificate in {} yet", layout::tls(group, app)),
                 }
             }
             bail!(
