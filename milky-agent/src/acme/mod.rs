@@ -268,3 +268,171 @@ pub async fn read_stored(
         .with_context(|| format!("{key} in {}", store.url()))?;
     Ok(Some(stored))
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use milky_core::store::S3Options;
+
+    use super::*;
+    use crate::web::WebSettings;
+
+    struct Fixture {
+        _dir: tempfile::TempDir,
+        store: Store,
+        web: WebStack,
+        state: PathBuf,
+        group: GroupName,
+        host: HostName,
+        settings: AcmeSettings,
+    }
+
+    async fn fixture() -> Fixture {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("file://{}", dir.path().join("store").display());
+        std::fs::create_dir_all(dir.path().join("store")).unwrap();
+        let store = Store::open(&url.parse().unwrap(), &S3Options::default())
+            .await
+            .unwrap();
+        let web = WebStack::new(WebSettings::new(
+            &dir.path().join("web"),
+            "127.0.0.1:9".parse().unwrap(),
+        ))
+        .unwrap();
+        Fixture {
+            state: dir.path().join("state/acme"),
+            _dir: dir,
+            store,
+            web,
+            group: GroupName::new("stable").unwrap(),
+            host: HostName::new("web-2").unwrap(),
+            settings: AcmeSettings::default(),
+        }
+    }
+
+    impl Fixture {
+        fn acme(&self) -> GroupAcme<'_> {
+            GroupAcme {
+                store: &self.store,
+                group: &self.group,
+                host: &self.host,
+                web: &self.web,
+                settings: &self.settings,
+                state_dir: self.state.clone(),
+            }
+        }
+
+        fn answers(&self) -> Vec<(String, String)> {
+            let mut files: Vec<_> = std::fs::read_dir(self.web.acme_challenge_dir())
+                .map(|dir| dir.flatten().collect())
+                .unwrap_or_else(|_| Vec::new())
+                .into_iter()
+                .map(|e| {
+                    let text = std::fs::read_to_string(e.path()).unwrap();
+                    (e.file_name().to_string_lossy().into_owned(), text)
+                })
+                .collect();
+            files.sort();
+            files
+        }
+
+        async fn ack(&self) -> Option<Ack> {
+            let object = self
+                .store
+                .get(&layout::acme_ack(&self.group, &self.host))
+                .await
+                .unwrap()?;
+            Some(Ack::parse(&String::from_utf8_lossy(&object.bytes)).unwrap())
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn pending_answers_are_served_acknowledged_and_removed_when_done() {
+        let f = fixture().await;
+        let shop = AppName::new("shop").unwrap();
+        f.acme().sync_challenges().await.unwrap();
+        assert!(f.answers().is_empty());
+        milky_core::acme::edit(&f.store, &f.group, |orders| {
+            orders.apps.entry(shop.clone()).or_default().challenges =
+                [("tok-1".to_owned(), "tok-1.thumb".to_owned())].into();
+        })
+        .await
+        .unwrap();
+        let orders = f.acme().sync_challenges().await.unwrap();
+        assert!(orders.apps[&shop].challenges.contains_key("tok-1"));
+        assert_eq!(
+            f.answers(),
+            [("tok-1".to_owned(), "tok-1.thumb".to_owned())]
+        );
+        assert_eq!(f.ack().await.unwrap().tokens, ["tok-1"]);
+        // Unchanged: no new acknowledgement (deleted here, it is not written again).
+        f.store
+            .delete(&layout::acme_ack(&f.group, &f.host))
+            .await
+            .unwrap();
+        f.acme().sync_challenges().await.unwrap();
+        assert_eq!(f.ack().await, None);
+        milky_core::acme::edit(&f.store, &f.group, |orders| {
+            orders
+                .apps
+                .get_mut(&shop)
+                .unwrap()
+                .failed("refused".into(), 0);
+        })
+        .await
+        .unwrap();
+        f.acme().sync_challenges().await.unwrap();
+        assert!(f.answers().is_empty(), "stale answers are removed");
+        assert!(f.ack().await.unwrap().tokens.is_empty());
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn one_server_holds_the_lease_until_it_releases_it() {
+        let f = fixture().await;
+        let key = layout::acme_lease(&f.group);
+        let (one, two) = (HostName::new("web-1").unwrap(), f.host.clone());
+        let ttl = Duration::from_secs(60);
+        let lease::Taken::Held(held) = lease::take(&f.store, &key, &one, ttl).await.unwrap() else {
+            panic!("a free lease is taken");
+        };
+        assert!(held.still_held());
+        match lease::take(&f.store, &key, &two, ttl).await.unwrap() {
+            lease::Taken::Busy(holder) => assert_eq!(holder, "web-1"),
+            lease::Taken::Held(_) => panic!("two holders"),
+        }
+        held.release().await;
+        let lease::Taken::Held(held) = lease::take(&f.store, &key, &two, ttl).await.unwrap() else {
+            panic!("a released lease is free");
+        };
+        held.release().await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_failed_order_waits_out_its_backoff_and_reports_why() {
+        let f = fixture().await;
+        let shop = AppName::new("shop").unwrap();
+        let orders = milky_core::acme::edit(&f.store, &f.group, |orders| {
+            orders
+                .apps
+                .entry(shop.clone())
+                .or_default()
+                .failed("connection refused".into(), milky_core::tls::now());
+        })
+        .await
+        .unwrap();
+        let names = ["shop.example".to_owned()];
+        // In its backoff nothing is ordered (no lease taken), and the error is reported.
+        let ensured = f.acme().ensure(&shop, &names, &orders, None).await;
+        assert!(ensured.waiting.unwrap().contains("connection refused"));
+        assert!(ensured.renewal_error.unwrap().contains("next attempt"));
+        assert!(!ensured.issued);
+        assert!(
+            f.store
+                .get(&layout::acme_lease(&f.group))
+                .await
+                .unwrap()
+                .is_none()
+        );
+    }
+}
