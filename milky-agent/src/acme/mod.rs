@@ -296,7 +296,7 @@ mod tests {
             .await
             .unwrap();
         let web = WebStack::new(WebSettings::new(
-            &dir.path().join("web"),
+            dir.path().join("web"),
             "127.0.0.1:9".parse().unwrap(),
         ))
         .unwrap();
