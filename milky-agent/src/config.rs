@@ -17,6 +17,10 @@
 //! interpreters = ["/opt/python3.13/bin/python3.13"]
 //! # https_listen = "0.0.0.0:443"       # apps with tls = "acme" or "provided"
 //! # trusted_proxies = ["10.0.0.0/8"]   # load balancers whose X-Forwarded-* nginx believes
+//!
+//! [acme]                               # apps with tls = "acme"
+//! # directory = "https://acme-v02.api.letsencrypt.org/directory"
+//! # contact = ["mailto:ops@example.com"]
 //! ```
 
 use std::net::SocketAddr;
@@ -66,6 +70,50 @@ pub struct AgentConfig {
     pub limits: Limits,
     #[serde(default)]
     pub python: Python,
+    #[serde(default)]
+    pub acme: Acme,
+}
+
+/// Certificates from an ACME CA for apps with `tls = "acme"`: one server of the group orders
+/// them (under a lease in the store), every server answers the CA's HTTP-01 challenges.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Acme {
+    /// The CA's directory URL: Let's Encrypt by default (its staging directory,
+    /// `https://acme-staging-v02.api.letsencrypt.org/directory`, for trials).
+    pub directory: String,
+    /// Contact addresses for the group's account, e.g. `["mailto:ops@example.com"]`.
+    pub contact: Vec<String>,
+    /// PEM file of the roots to trust for the CA's own HTTPS instead of the system's (a test
+    /// CA such as Pebble).
+    pub ca_roots: Option<PathBuf>,
+    /// How long the ordering server waits for the group's other live servers to serve the
+    /// challenge answers before it asks the CA to validate anyway: longer than the servers'
+    /// time between passes (cron: 5 minutes), since each answers on its next pass.
+    #[serde(with = "humantime_serde_opt")]
+    pub challenge_wait: Duration,
+    /// How long the ordering lease lasts without renewal: a dead orderer blocks renewals this long.
+    #[serde(with = "humantime_serde_opt")]
+    pub lease: Duration,
+    /// How long one order may take, from the lease to the certificate, before it fails.
+    #[serde(with = "humantime_serde_opt")]
+    pub order_timeout: Duration,
+}
+
+/// Let's Encrypt's production directory.
+pub const LETS_ENCRYPT: &str = "https://acme-v02.api.letsencrypt.org/directory";
+
+impl Default for Acme {
+    fn default() -> Self {
+        Self {
+            directory: LETS_ENCRYPT.into(),
+            contact: Vec::new(),
+            ca_roots: None,
+            challenge_wait: Duration::from_secs(6 * 60),
+            lease: Duration::from_secs(2 * 60),
+            order_timeout: Duration::from_secs(10 * 60),
+        }
+    }
 }
 
 /// How long each kind of step may run. A step still running at its limit is ended with every
@@ -484,5 +532,24 @@ mod tests {
         let nets: Vec<String> = web.trusted_proxies.iter().map(|n| n.to_string()).collect();
         assert_eq!(nets, ["10.0.0.0/8", "2001:db8::/32", "127.0.0.1/32"]);
         assert_eq!(web.https.port(), 8443);
+    }
+
+    #[test]
+    fn acme_defaults_to_lets_encrypt() {
+        let config: AgentConfig = toml::from_str("store = \"s3://b\"\ngroup = \"g\"\n").unwrap();
+        assert_eq!(config.acme.directory, LETS_ENCRYPT);
+        let config: AgentConfig = toml::from_str(
+            "store = \"s3://b\"\ngroup = \"g\"\n[acme]\ndirectory = \"https://127.0.0.1:14000/dir\"\n\
+             contact = [\"mailto:ops@example.com\"]\nca_roots = \"/tmp/roots.pem\"\nchallenge_wait = \"20s\"\n",
+        )
+        .unwrap();
+        assert_eq!(config.acme.challenge_wait, Duration::from_secs(20));
+        assert_eq!(config.acme.ca_roots, Some(PathBuf::from("/tmp/roots.pem")));
+        assert!(
+            toml::from_str::<AgentConfig>(
+                "store = \"s3://b\"\ngroup = \"g\"\n[acme]\nemail = \"x\"\n"
+            )
+            .is_err()
+        );
     }
 }

@@ -3,6 +3,7 @@
 //! A pass ([`reconcile::Agent::pass`]) reads the index, plans ([`plan`]) and carries the plan
 //! out on nginx + Apache mod_wsgi ([`web`]) with blue/green slots per app.
 
+pub mod acme;
 pub mod cli;
 pub mod config;
 pub mod crash;

@@ -41,6 +41,29 @@ pub fn tls(group: &GroupName, app: &AppName) -> String {
     format!("groups/{group}/tls/{app}.toml")
 }
 
+/// A group's ACME orders (`tls = "acme"`): per app, the HTTP-01 answers every server of the
+/// group serves while an order is pending, renewal requests, the last failure and its backoff.
+/// Written by the server holding [`acme_lease`] and by `cargo milky tls renew`, both by
+/// compare-and-swap; read by every server with a conditional GET each pass.
+pub fn acme_orders(group: &GroupName) -> String {
+    format!("groups/{group}/acme/orders.toml")
+}
+
+/// Which server of the group orders certificates (the once-hooks lease design).
+pub fn acme_lease(group: &GroupName) -> String {
+    format!("groups/{group}/acme/lease.toml")
+}
+
+/// The group's ACME account (its private key): a secret, like the group's env.
+pub fn acme_account(group: &GroupName) -> String {
+    format!("groups/{group}/acme/account.toml")
+}
+
+/// A server's acknowledgement of the challenge answers it serves.
+pub fn acme_ack(group: &GroupName, host: &HostName) -> String {
+    format!("groups/{group}/acme/acks/{host}.toml")
+}
+
 /// A group's signed state: what it runs, under a growing generation and an expiry.
 pub fn group_state(group: &GroupName) -> String {
     format!("groups/{group}/state.toml")
@@ -126,6 +149,13 @@ mod tests {
         assert_eq!(logs_group_prefix(&group), "logs/stable/");
         assert_eq!(tls(&group, &app), "groups/stable/tls/myapp.toml");
         assert_eq!(group_state(&group), "groups/stable/state.toml");
+        assert_eq!(acme_orders(&group), "groups/stable/acme/orders.toml");
+        assert_eq!(acme_lease(&group), "groups/stable/acme/lease.toml");
+        assert_eq!(acme_account(&group), "groups/stable/acme/account.toml");
+        assert_eq!(
+            acme_ack(&group, &host),
+            "groups/stable/acme/acks/web-1.toml"
+        );
         assert_eq!(
             lease_in(&once_hooks(&group, &app, &version)),
             "groups/stable/once/myapp/v1022/lease.toml"

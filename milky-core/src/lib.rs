@@ -2,6 +2,7 @@
 //! (`milky-agent`): names, the index `version.info`, the package format, the store (S3 or a local
 //! directory), where things live in it, and package signatures. No CLI code and no printing here.
 
+pub mod acme;
 pub mod env;
 pub mod index;
 pub mod layout;

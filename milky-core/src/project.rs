@@ -265,11 +265,13 @@ impl AppSettings {
                     .into(),
             );
         }
-        if self.tls == Some(TlsMode::Acme) {
-            return Err(
-                "app.tls = \"acme\" is not available yet: use \"provided\" (cargo milky tls set) or \"proxy\""
-                    .into(),
-            );
+        // HTTP-01 proves one name at a time; a wildcard needs DNS-01, which servers cannot answer.
+        if self.tls == Some(TlsMode::Acme)
+            && let Some(wildcard) = self.server_names.iter().find(|n| n.starts_with("*."))
+        {
+            return Err(format!(
+                "app.tls = \"acme\" cannot get a certificate for {wildcard}: ACME's HTTP-01 challenge proves one host name at a time; list the names, or use \"provided\""
+            ));
         }
         if self.tls.is_some_and(TlsMode::terminates_here) && self.server_names.is_empty() {
             return Err("app.tls needs app.server_names: a certificate names hosts".into());
@@ -376,7 +378,11 @@ mod tests {
 
     #[test]
     fn the_three_tls_modes_read_as_words() {
-        for (word, mode) in [("provided", TlsMode::Provided), ("proxy", TlsMode::Proxy)] {
+        for (word, mode) in [
+            ("acme", TlsMode::Acme),
+            ("provided", TlsMode::Provided),
+            ("proxy", TlsMode::Proxy),
+        ] {
             let config = ProjectConfig::parse(&format!(
                 "[app]\nname = \"a\"\nwsgi = \"a:b\"\nserver_names = [\"a.example\"]\ntls = \"{word}\"\n"
             ))
@@ -403,7 +409,11 @@ mod tests {
             ("wsgi = \"a:b\"\ntls = \"https\"\n", "unknown variant"),
             ("wsgi = \"a:b\"\ntls = \"provided\"\n", "server_names"),
             ("wsgi = \"a:b\"\nhsts = true\n", "app.hsts"),
-            ("wsgi = \"a:b\"\ntls = \"acme\"\n", "not available yet"),
+            ("wsgi = \"a:b\"\ntls = \"acme\"\n", "server_names"),
+            (
+                "wsgi = \"a:b\"\ntls = \"acme\"\nserver_names = [\"*.a.example\"]\n",
+                "HTTP-01",
+            ),
         ] {
             let err = ProjectConfig::parse(&format!("{base}{extra}")).unwrap_err();
             assert!(err.contains(needle), "{extra}: {err}");

@@ -135,6 +135,10 @@ pub struct TlsStatus {
     /// Why the last install or renewal failed (the installed certificate, if any, serves on).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// `acme`: why the group's last order or renewal failed, and when it is tried again (the
+    /// current certificate serves on).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub renewal_error: Option<String>,
 }
 
 impl TlsStatus {
@@ -631,6 +635,7 @@ mod tests {
             names: vec!["shop.example".into()],
             expires: Some(expires.into()),
             error: None,
+            renewal_error: None,
         };
         assert_eq!(tls("2027-01-01T00:00:00Z").expiry_warning(now), None);
         let soon = tls("2026-12-01T12:00:00Z").expiry_warning(now).unwrap();

@@ -1,6 +1,7 @@
 //! An app's certificate in a group: `groups/<group>/tls/<app>.toml`, the chain and its key,
-//! given by `cargo milky tls set` (`tls = "provided"`). A secret, like the app's env: whoever
-//! may read the env may read it, and servers keep the key 0600.
+//! given by `cargo milky tls set` (`tls = "provided"`) or ordered by a server of the group
+//! (`tls = "acme"`, see [`crate::acme`]). A secret, like the app's env: whoever may read the
+//! env may read it, and servers keep the key 0600.
 //!
 //! Both sides check a pair the same way ([`inspect`], [`CertificateInfo::check`]): the key
 //! belongs to the first certificate of the chain, its names cover the app's server names, and

@@ -2,6 +2,7 @@
 //! One test binary, so it links once.
 
 mod access;
+mod acme;
 mod agent;
 mod cli;
 mod controller;

@@ -9,7 +9,7 @@ use anyhow::{Context, bail};
 /// Debian packages: the web stack the agent drives, the Python that mod_wsgi is built against
 /// (with venv), Apache's build tools (apxs: the agent builds mod_wsgi for other Pythons), git
 /// for packaging versions, and the tools tests call (shellcheck, bzip2 for `tar -xjf`, setpriv
-/// from util-linux).
+/// from util-linux, pebble: an ACME test CA with its DNS server).
 pub const APT_PACKAGES: &[&str] = &[
     "nginx",
     "apache2",
@@ -23,6 +23,7 @@ pub const APT_PACKAGES: &[&str] = &[
     "shellcheck",
     "bzip2",
     "util-linux",
+    "pebble",
 ];
 
 /// The S3-compatible server the tests start on loopback. 5.2.5 answers conditional writes with

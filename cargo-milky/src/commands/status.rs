@@ -240,6 +240,12 @@ fn print_tls(host_tls: &HostTls) {
     if let Some(error) = &tls.error {
         outln!("    tls error on {}: {error}", host_tls.host);
     }
+    if let Some(error) = &tls.renewal_error {
+        outln!(
+            "    tls renewal failed (seen by {}): {error}",
+            host_tls.host
+        );
+    }
 }
 
 /// A group's status with its signed state, for `--json`.

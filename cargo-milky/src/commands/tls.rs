@@ -1,4 +1,5 @@
-//! `cargo milky tls`: the certificate of an app in a group, for `tls = "provided"`.
+//! `cargo milky tls`: the certificate of an app in a group: `set` for `tls = "provided"`,
+//! `renew` for `tls = "acme"`.
 
 use std::path::{Path, PathBuf};
 
@@ -13,7 +14,7 @@ use crate::exit::user_error;
 use crate::progress::Printer;
 use crate::settings::Settings;
 
-/// The certificate and key of an app whose manifest says `tls = "provided"`.
+/// The certificate and key of an app: given (`tls = "provided"`) or renewed now (`tls = "acme"`).
 ///
 /// Stored in the store (groups/GROUP/tls/APP.toml) like the app's env: a secret that whoever
 /// may read the group's env may read. Each server installs it on its next pass (key 0600,
@@ -44,6 +45,11 @@ pub enum TlsCommand {
         #[command(flatten)]
         new_group: crate::groups::NewGroupArgs,
     },
+    /// Renew an ACME certificate (`tls = "acme"`) at the servers' next pass, whatever its expiry
+    #[command(
+        after_help = "One server of the group orders a new certificate from the CA on its next pass (a failed\norder's backoff is skipped); every server then installs it, the current one serving until\nthen. `cargo milky status` shows the new expiry, or why the order failed.\n\nExample:\n  cargo milky tls renew stable shop"
+    )]
+    Renew { group: GroupName, app: AppName },
 }
 
 pub async fn run(args: TlsArgs, global: &GlobalArgs, printer: Printer) -> anyhow::Result<()> {
@@ -68,6 +74,23 @@ pub async fn run(args: TlsArgs, global: &GlobalArgs, printer: Printer) -> anyhow
                 "stored the certificate of {app} in {group} ({}, expires {}); servers install it on their next pass",
                 stored.names.join(", "),
                 tls::time_text(stored.not_after)
+            ));
+            Ok(())
+        }
+        TlsCommand::Renew { group, app } => {
+            let settings = Settings::resolve(global)?;
+            let store = settings.open_store().await?;
+            let requested =
+                humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string();
+            milky_core::acme::edit(&store, &group, |orders| {
+                let order = orders.apps.entry(app.clone()).or_default();
+                order.renew_requested = Some(requested.clone());
+                order.retry_after = None;
+            })
+            .await
+            .context("requesting the renewal")?;
+            printer.status(format!(
+                "renewal of the certificate of {app} in {group} requested; a server of {group} orders it on its next pass"
             ));
             Ok(())
         }

@@ -90,10 +90,15 @@ impl Agent {
         );
         site.data_dir = Some(data_dir);
         site.media_url = manifest.app.media_url.clone();
-        if let Some(SiteTls::Https { .. }) = site.tls {
-            self.sync_certificate(app, &site.server_names)
+        if let (Some(SiteTls::Https { .. }), Some(mode)) = (&site.tls, manifest.app.tls) {
+            let synced = self
+                .sync_certificate(app, &site.server_names, mode)
                 .await
                 .with_context(|| format!("the certificate of {app}"))?;
+            // An ACME certificate another server of the group is ordering.
+            if let Some(why) = synced.waiting {
+                return Ok(Deployed::Waiting(why));
+            }
         }
         let mut setup = ReleaseSetup::new(&release_dir);
         let wanted = python_spec(manifest.app.python.as_deref())?;

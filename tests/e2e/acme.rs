@@ -1,0 +1,336 @@
+//! Certificates from an ACME CA (`tls = "acme"`) for a group of two servers: ordered once for
+//! the group by the server holding the lease, its HTTP-01 answers served by the other server
+//! too (the CA validates there), installed by both; renewed on request under a request loop
+//! without a failed request; and when the CA is down, the current certificate serves on and
+//! status says why. Real Pebble (Let's Encrypt's test CA) with its DNS server, real store,
+//! nginx, Apache mod_wsgi, Django; agents as services (`run`).
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use milky_dev_support::{Pebble, Ports, Signal, signal};
+use milky_tests::agent::Agent;
+use milky_tests::django::fixture_project;
+use milky_tests::*;
+
+const APP: &str = "shop";
+const NAME: &str = "app.milky.test";
+const CERT: &str = "web/nginx/tls/shop.crt";
+
+/// Agents as services: `milky-agent run --interval 1s`, stopped by pid at the end.
+struct Services(Vec<Child>);
+
+impl Services {
+    fn start(&mut self, agent: &Agent) {
+        let log = std::fs::File::create(agent.root.join("service.log")).unwrap();
+        self.0.push(
+            agent
+                .command(&["run", "--interval", "1s"])
+                .stdout(Stdio::null())
+                .stderr(log)
+                .spawn()
+                .expect("start milky-agent run"),
+        );
+    }
+}
+
+impl Drop for Services {
+    fn drop(&mut self) {
+        for child in &mut self.0 {
+            let _ = signal(child.id(), Signal::TERM);
+        }
+        for child in &mut self.0 {
+            let _ = child.wait();
+        }
+    }
+}
+
+/// Waits up to `limit` for `done`, failing with `what` and `context()`.
+fn wait_until(
+    limit: Duration,
+    what: &str,
+    mut done: impl FnMut() -> bool,
+    context: impl Fn() -> String,
+) {
+    let start = Instant::now();
+    while !done() {
+        assert!(
+            start.elapsed() < limit,
+            "{what}, never happened:\n{}",
+            context()
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
+/// One HTTPS GET of `NAME` at `127.0.0.1:port`, trusting only `root`: the status code.
+fn https_get(port: u16, root: &Path) -> Option<u16> {
+    let out = Command::new("curl")
+        .args(["--silent", "--max-time", "10", "--output", "/dev/null"])
+        .args(["--write-out", "%{http_code}", "--cacert"])
+        .arg(root)
+        .args(["--resolve", &format!("{NAME}:{port}:127.0.0.1")])
+        .arg(format!("https://{NAME}:{port}/"))
+        .output()
+        .expect("run curl (apt install curl)");
+    out.status
+        .success()
+        .then(|| stdout(&out).trim().parse().ok())
+        .flatten()
+}
+
+fn installed(agent: &Agent) -> Option<String> {
+    std::fs::read_to_string(agent.root.join(CERT)).ok()
+}
+
+fn service_logs(agents: &[&Agent]) -> String {
+    agents
+        .iter()
+        .map(|a| {
+            let log = std::fs::read_to_string(a.root.join("service.log")).unwrap_or_default();
+            let tail: Vec<&str> = log.lines().rev().take(40).collect();
+            format!(
+                "--- {}:\n{}",
+                a.host,
+                tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// A key and self-signed certificate for Pebble's own HTTPS listener at 127.0.0.1.
+fn pebble_listener_cert(dir: &Path) -> (PathBuf, PathBuf) {
+    let key = rcgen::KeyPair::generate().unwrap();
+    let params =
+        rcgen::CertificateParams::new(vec!["127.0.0.1".to_owned(), "localhost".to_owned()])
+            .unwrap();
+    let cert = params.self_signed(&key).unwrap();
+    let (cert_file, key_file) = (dir.join("pebble-cert.pem"), dir.join("pebble-key.pem"));
+    write(&cert_file, &cert.pem());
+    write(&key_file, &key.serialize_pem());
+    (cert_file, key_file)
+}
+
+#[test]
+fn acme_certificates_are_ordered_once_per_group_renewed_and_kept_when_the_ca_is_down() {
+    let ctx = TestContext::new();
+    let dir = ctx.dir.path();
+    let (web1, web2) = (
+        Agent::new(&ctx, "stable", "web-1"),
+        Agent::new(&ctx, "stable", "web-2"),
+    );
+    // Pebble validates at web-2's nginx: web-1 orders, so the answers must have spread.
+    let (listener_cert, listener_key) = pebble_listener_cert(dir);
+    let mut pebble = Pebble::start(dir, &listener_cert, &listener_key, web2.front).unwrap();
+    let https = Ports::reserve(2).expect("ports for HTTPS");
+    for (agent, port) in [(&web1, https.first()), (&web2, https.last())] {
+        let text = std::fs::read_to_string(&agent.config).unwrap().replacen(
+            "[web]\n",
+            &format!("[web]\nhttps_listen = \"127.0.0.1:{port}\"\n"),
+            1,
+        );
+        let acme = format!(
+            "\n[acme]\ndirectory = \"{}\"\nca_roots = \"{}\"\ncontact = [\"mailto:ops@milky.test\"]\nchallenge_wait = \"120s\"\n",
+            pebble.directory,
+            listener_cert.display()
+        );
+        write(&agent.config, &format!("{text}{acme}"));
+    }
+
+    // web-2 reports once (live, nothing to serve yet); then the app, and web-1 alone starts.
+    let _ = web2.sync();
+    let project = fixture_project(dir, APP, "v1");
+    assert_success(
+        &ctx.milky_in(&project, &["init", "--yes", "--name", APP]),
+        "init",
+    );
+    let manifest = project.join("milky.toml");
+    let text = std::fs::read_to_string(&manifest).unwrap().replacen(
+        "[app]\n",
+        &format!("[app]\nserver_names = [\"{NAME}\"]\ntls = \"acme\"\n"),
+        1,
+    );
+    write(&manifest, &text);
+    ctx.upload(&project, "stable", "v1");
+    let mut services = Services(Vec::new());
+    services.start(&web1);
+    let orders_key = "groups/stable/acme/orders.toml";
+    let orders = || String::from_utf8(ctx.object(orders_key).unwrap_or_default()).unwrap();
+    wait_until(
+        Duration::from_secs(240),
+        "web-1 publishes the challenge answers",
+        || orders().contains("[apps.shop.challenges]"),
+        || format!("{}\n{}", orders(), service_logs(&[&web1])),
+    );
+    // web-1 waits for web-2's acknowledgement before the CA validates at web-2.
+    services.start(&web2);
+
+    let root_file = dir.join("pebble-root.pem");
+    let root = Command::new("curl")
+        .args(["--silent", "--show-error", "--cacert"])
+        .arg(&listener_cert)
+        .arg(format!("https://{}/roots/0", pebble.management))
+        .output()
+        .unwrap();
+    assert_success(&root, "Pebble's root");
+    write(&root_file, &stdout(&root));
+    let servers = [(&web1, https.first()), (&web2, https.last())];
+    for (agent, port) in servers {
+        wait_until(
+            Duration::from_secs(300),
+            &format!("{} serves HTTPS with the CA's certificate", agent.host),
+            || https_get(port, &root_file) == Some(200),
+            || {
+                format!(
+                    "{}\n{}\n{}",
+                    orders(),
+                    service_logs(&[&web1, &web2]),
+                    pebble.output()
+                )
+            },
+        );
+    }
+    assert_eq!(
+        pebble.issued(),
+        1,
+        "one order for the group:\n{}",
+        pebble.output()
+    );
+    let first = installed(&web1).unwrap();
+    assert_eq!(
+        installed(&web2).as_deref(),
+        Some(first.as_str()),
+        "the same certificate"
+    );
+    assert!(orders().contains("issued_by = \"web-1\""), "{}", orders());
+    assert!(
+        !orders().contains("challenges"),
+        "answers removed: {}",
+        orders()
+    );
+    let account = ctx.object("groups/stable/acme/account.toml").unwrap();
+    assert!(String::from_utf8_lossy(&account).contains(&pebble.directory));
+    let key_mode = std::fs::metadata(web2.root.join("web/nginx/tls/shop.key"))
+        .unwrap()
+        .permissions();
+    assert_eq!(
+        std::os::unix::fs::PermissionsExt::mode(&key_mode) & 0o777,
+        0o600
+    );
+
+    // HTTP goes to HTTPS, except the challenges.
+    for (agent, port) in servers {
+        let redirect = agent.get(NAME, "/?a=1");
+        assert_eq!(redirect.status, 301, "{}", redirect.headers);
+        assert_eq!(
+            redirect.header("Location").as_deref(),
+            Some(format!("https://{NAME}:{port}/?a=1").as_str())
+        );
+        write(
+            &agent.root.join("web/nginx/acme-challenge/tok-1"),
+            "tok-1.thumbprint",
+        );
+        let answer = agent.get(NAME, "/.well-known/acme-challenge/tok-1");
+        assert_eq!(
+            (answer.status, answer.body.as_str()),
+            (200, "tok-1.thumbprint")
+        );
+    }
+
+    // Renewal on request, under a request loop on both servers: no request fails.
+    let stop = Arc::new(AtomicBool::new(false));
+    let (sent, failed) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let load = {
+        let (stop, sent, failed, root_file) = (
+            stop.clone(),
+            sent.clone(),
+            failed.clone(),
+            root_file.clone(),
+        );
+        let ports = [https.first(), https.last()];
+        std::thread::spawn(move || {
+            while !stop.load(Ordering::SeqCst) {
+                for port in ports {
+                    sent.fetch_add(1, Ordering::SeqCst);
+                    if https_get(port, &root_file) != Some(200) {
+                        failed.fetch_add(1, Ordering::SeqCst);
+                    }
+                }
+            }
+        })
+    };
+    assert_success(&ctx.milky(&["tls", "renew", "stable", APP]), "tls renew");
+    wait_until(
+        Duration::from_secs(300),
+        "both servers install the renewed certificate",
+        || {
+            [&web1, &web2]
+                .iter()
+                .all(|a| installed(a).is_some_and(|c| c != first))
+        },
+        || format!("{}\n{}", orders(), service_logs(&[&web1, &web2])),
+    );
+    stop.store(true, Ordering::SeqCst);
+    load.join().unwrap();
+    assert_eq!(pebble.issued(), 2, "{}", pebble.output());
+    assert!(sent.load(Ordering::SeqCst) > 4, "the loop ran");
+    assert_eq!(
+        failed.load(Ordering::SeqCst),
+        0,
+        "no request failed during the renewal"
+    );
+    let renewed = installed(&web1).unwrap();
+    assert!(!orders().contains("renew_requested"), "{}", orders());
+
+    // The CA is down: the order fails, the current certificate serves on, status says why.
+    pebble.pause();
+    assert_success(&ctx.milky(&["tls", "renew", "stable", APP]), "tls renew");
+    let status_json = || {
+        let out = ctx.milky(&["status", "stable", "--json"]);
+        serde_json::from_str::<serde_json::Value>(&stdout(&out)).unwrap_or_default()
+    };
+    wait_until(
+        Duration::from_secs(240),
+        "both servers report the failed renewal",
+        || {
+            let status = status_json();
+            let hosts = status["stable"]["apps"][APP]["tls"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default();
+            hosts.len() == 2
+                && hosts.iter().all(|h| {
+                    h["renewal_error"]
+                        .as_str()
+                        .is_some_and(|e| e.contains("next attempt"))
+                })
+        },
+        || format!("{:#}\n{}", status_json(), orders()),
+    );
+    for (agent, port) in servers {
+        assert_eq!(
+            https_get(port, &root_file),
+            Some(200),
+            "{} serves on",
+            agent.host
+        );
+        assert_eq!(installed(agent).as_deref(), Some(renewed.as_str()));
+    }
+    let status = status_json();
+    let web1_tls = &status["stable"]["apps"][APP]["tls"][0];
+    assert_eq!(web1_tls["mode"], "acme", "{status:#}");
+    assert_eq!(web1_tls["names"], serde_json::json!([NAME]), "{status:#}");
+    assert!(web1_tls["expires"].is_string(), "{status:#}");
+    let text = stdout(&ctx.milky(&["status", "stable"]));
+    assert!(text.contains("tls renewal failed"), "{text}");
+    assert!(
+        text.contains(&format!("tls acme on web-1: {NAME} until")),
+        "{text}"
+    );
+    assert!(orders().contains("failures = 1"), "{}", orders());
+    drop(services);
+}
