@@ -64,41 +64,37 @@ pub fn wait_for_port(addr: SocketAddr, timeout: Duration) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use std::io::{BufRead, BufReader, Write};
+    use std::io::Write;
     use std::net::TcpListener;
+    use std::thread::JoinHandle;
 
     use super::*;
+    use crate::forward::Request;
 
-    /// Reads a request up to its blank line (closing a socket with unread bytes would reset it).
-    fn read_request(conn: &std::net::TcpStream) -> Vec<String> {
-        let mut reader = BufReader::new(conn);
-        let mut request = Vec::new();
-        loop {
-            let mut line = String::new();
-            reader.read_line(&mut line).unwrap();
-            if line == "\r\n" || line.is_empty() {
-                return request;
-            }
-            request.push(line.trim_end().to_owned());
-        }
-    }
-
-    #[test]
-    fn get_sends_the_host_and_reads_status_headers_and_body() {
+    /// A server on a free port that reads one request (whole: closing a socket with unread bytes
+    /// would reset it) and sends `answer`; joined, it gives the request.
+    fn one_answer(answer: &'static [u8]) -> (u16, JoinHandle<Request>) {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let port = listener.local_addr().unwrap().port();
         let server = std::thread::spawn(move || {
             let (mut conn, _) = listener.accept().unwrap();
-            let request = read_request(&conn);
-            conn.write_all(b"HTTP/1.1 404 Not Found\r\nX-Milky-Version: v2\r\n\r\nno such app")
-                .unwrap();
+            let request = Request::read(&conn).unwrap().expect("a whole request");
+            conn.write_all(answer).unwrap();
             request
         });
+        (port, server)
+    }
+
+    #[test]
+    fn get_sends_the_host_and_reads_status_headers_and_body() {
+        let (port, server) =
+            one_answer(b"HTTP/1.1 404 Not Found\r\nX-Milky-Version: v2\r\n\r\nno such app");
         let response = http_get(port, "shop.test", "/health").unwrap();
         let request = server.join().unwrap();
-        assert_eq!(request[0], "GET /health HTTP/1.0");
-        assert!(
-            request.contains(&"Host: shop.test".to_owned()),
+        assert_eq!(request.line, "GET /health HTTP/1.0\r\n");
+        assert_eq!(
+            request.header("host").as_deref(),
+            Some("shop.test"),
             "{request:?}"
         );
         assert_eq!(response.status, 404);
@@ -109,13 +105,7 @@ mod tests {
 
     #[test]
     fn a_reply_that_is_not_http_is_an_error() {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let port = listener.local_addr().unwrap().port();
-        let server = std::thread::spawn(move || {
-            let (mut conn, _) = listener.accept().unwrap();
-            read_request(&conn);
-            conn.write_all(b"hello").unwrap();
-        });
+        let (port, server) = one_answer(b"hello");
         let err = http_get(port, "x", "/").unwrap_err();
         server.join().unwrap();
         assert!(err.to_string().contains("not an HTTP response"), "{err}");

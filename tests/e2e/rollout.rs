@@ -376,7 +376,7 @@ fn upload_wait_rollback_and_promote_follow_the_fleet() {
 fn a_store_that_ignores_conditional_writes_runs_no_once_hooks() {
     let ctx = TestContext::new();
     let db = shared_db(&ctx);
-    let proxy = proxy::without_conditional_writes(&ctx.endpoint);
+    let proxy = racy_store::start(&ctx.endpoint, racy_store::Fault::NoConditions).endpoint;
     let project = project_with_once(&ctx, "");
     upload(&ctx, &project, "v1");
     let agent = Agent::with_settings(

@@ -12,7 +12,6 @@
 pub mod agent;
 pub mod django;
 pub mod iam;
-pub mod proxy;
 pub mod pythons;
 pub mod racy_store;
 pub mod s3s_fs;

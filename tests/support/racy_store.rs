@@ -1,13 +1,16 @@
 //! S3-compatible stores that are worse than they say, made from the real test server: a loopback
 //! proxy in front of it that either checks write conditions itself and then writes without a
 //! lock (as some servers do), drops the conditions, or tears the bodies of some of its answers.
-//! moto does not check request signatures, so headers can be dropped on the way.
+//! moto does not check request signatures, so headers can be dropped on the way. The
+//! forwarding itself is `milky_dev_support::forwarder`; here is only what each fault does.
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::io::Write;
+use std::net::TcpStream;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
+
+use milky_dev_support::{Request, exchange, forwarder};
 
 /// What the proxy does wrong.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -48,109 +51,23 @@ impl Proxy {
 /// as the test process (threads only, no child process).
 pub fn start(upstream: &str, fault: Fault) -> Proxy {
     let upstream = upstream.trim_start_matches("http://").to_owned();
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind the proxy");
-    let endpoint = format!("http://{}", listener.local_addr().expect("proxy address"));
     let counts = Arc::new(Counts::default());
     let shared = counts.clone();
-    std::thread::spawn(move || {
-        for client in listener.incoming().flatten() {
-            let (upstream, counts) = (upstream.clone(), shared.clone());
-            std::thread::spawn(move || {
-                let _ = serve(client, &upstream, fault, &counts);
-            });
-        }
-    });
+    let endpoint =
+        forwarder(move |request, client| serve(request, client, &upstream, fault, &shared))
+            .expect("start the proxy");
     Proxy { endpoint, counts }
-}
-
-/// One request as it came: the request line, the other header lines, the body.
-struct Request {
-    line: String,
-    headers: Vec<String>,
-    body: Vec<u8>,
-}
-
-impl Request {
-    fn read(client: &TcpStream) -> std::io::Result<Option<Self>> {
-        let mut reader = BufReader::new(client.try_clone()?);
-        let mut line = String::new();
-        if reader.read_line(&mut line)? == 0 {
-            return Ok(None);
-        }
-        let mut headers = Vec::new();
-        let mut length = 0usize;
-        loop {
-            let mut header = String::new();
-            if reader.read_line(&mut header)? == 0 || header == "\r\n" {
-                break;
-            }
-            if let Some(value) = header.to_ascii_lowercase().strip_prefix("content-length:") {
-                length = value.trim().parse().unwrap_or(0);
-            }
-            headers.push(header);
-        }
-        let mut body = vec![0; length];
-        reader.read_exact(&mut body)?;
-        Ok(Some(Self {
-            line,
-            headers,
-            body,
-        }))
-    }
-
-    fn method(&self) -> &str {
-        self.line.split(' ').next().unwrap_or_default()
-    }
-
-    fn path(&self) -> &str {
-        self.line.split(' ').nth(1).unwrap_or_default()
-    }
-
-    fn header(&self, name: &str) -> Option<String> {
-        self.headers.iter().find_map(|h| {
-            let (key, value) = h.split_once(':')?;
-            key.eq_ignore_ascii_case(name)
-                .then(|| value.trim().to_owned())
-        })
-    }
-
-    /// The request as sent upstream: without `drop`ped headers, one request per connection.
-    fn bytes(&self, drop: &[&str]) -> Vec<u8> {
-        let mut out = self.line.clone().into_bytes();
-        for header in &self.headers {
-            let name = header.split(':').next().unwrap_or_default();
-            if drop.iter().any(|d| name.eq_ignore_ascii_case(d))
-                || name.eq_ignore_ascii_case("connection")
-            {
-                continue;
-            }
-            out.extend_from_slice(header.as_bytes());
-        }
-        out.extend_from_slice(b"Connection: close\r\n\r\n");
-        out.extend_from_slice(&self.body);
-        out
-    }
 }
 
 const CONDITIONS: [&str; 2] = ["if-match", "if-none-match"];
 
-fn exchange(upstream: &str, request: &[u8]) -> std::io::Result<Vec<u8>> {
-    let mut server = TcpStream::connect(upstream)?;
-    server.write_all(request)?;
-    let mut answer = Vec::new();
-    server.read_to_end(&mut answer)?;
-    Ok(answer)
-}
-
 fn serve(
+    request: Request,
     mut client: TcpStream,
     upstream: &str,
     fault: Fault,
     counts: &Counts,
 ) -> std::io::Result<()> {
-    let Some(request) = Request::read(&client)? else {
-        return Ok(());
-    };
     let is_write = matches!(request.method(), "PUT" | "POST");
     let answer = match fault {
         Fault::NoConditions => exchange(upstream, &request.bytes(&CONDITIONS))?,

@@ -181,23 +181,64 @@ mod tests {
         name.parse().unwrap()
     }
 
-    fn entry() -> PackageEntry {
-        PackageEntry {
-            sha256: "00".repeat(32),
-            size: 1,
-            uploaded: "2026-01-01T00:00:00Z".into(),
-            signature: None,
-            python: None,
+    /// A pass's outcome, owned and built up app by app; lent to the reporter as a
+    /// [`PassOutcome`] (signatures not verified, no TLS).
+    #[derive(Default)]
+    struct Pass {
+        running: BTreeMap<AppName, Running>,
+        wanted: Wanted,
+        waiting: BTreeMap<AppName, String>,
+        errors: Vec<String>,
+    }
+
+    impl Pass {
+        /// `name` runs `version` (`None`: configs but no live release), its slot up or not.
+        fn running(mut self, name: &str, version: Option<&str>, serving: bool) -> Self {
+            let running = Running {
+                version: version.map(|v| v.parse().unwrap()),
+                serving,
+                env_generation: 0,
+            };
+            self.running.insert(app(name), running);
+            self
+        }
+
+        fn wanted(mut self, name: &str, version: &str) -> Self {
+            let entry = PackageEntry {
+                sha256: "00".repeat(32),
+                size: 1,
+                uploaded: "2026-01-01T00:00:00Z".into(),
+                signature: None,
+                python: None,
+            };
+            self.wanted
+                .insert(app(name), (version.parse().unwrap(), entry));
+            self
+        }
+
+        fn waiting(mut self, name: &str, why: &str) -> Self {
+            self.waiting.insert(app(name), why.to_owned());
+            self
+        }
+
+        fn error(mut self, error: &str) -> Self {
+            self.errors.push(error.to_owned());
+            self
+        }
+
+        fn outcome(&self) -> PassOutcome<'_> {
+            PassOutcome {
+                running: &self.running,
+                wanted: &self.wanted,
+                waiting: &self.waiting,
+                errors: &self.errors,
+                signatures: not_verifying(),
+                tls: &NO_TLS,
+            }
         }
     }
 
-    fn running(version: Option<&str>, serving: bool) -> Running {
-        Running {
-            version: version.map(|v| v.parse().unwrap()),
-            serving,
-            env_generation: 0,
-        }
-    }
+    static NO_TLS: BTreeMap<AppName, TlsStatus> = BTreeMap::new();
 
     fn not_verifying() -> Signatures {
         Signatures {
@@ -262,31 +303,21 @@ mod tests {
                 retry_at: 130,
             },
         );
-        let running = BTreeMap::from([
-            (app("shop"), running(Some("v2"), true)),
-            (app("old"), running(Some("v1"), false)),
-        ]);
-        let wanted = BTreeMap::from([
-            (app("shop"), ("v3".parse().unwrap(), entry())),
-            (app("blog"), ("v9".parse().unwrap(), entry())),
-        ]);
-        let waiting = BTreeMap::from([(app("blog"), "migrations run on web-2".to_owned())]);
-        let errors = vec!["shop: v3 failed: health check failed".to_owned()];
-        let outcome = PassOutcome {
-            running: &running,
-            wanted: &wanted,
-            waiting: &waiting,
-            errors: &errors,
-            signatures: not_verifying(),
-            tls: &BTreeMap::new(),
-        };
+        let pass = Pass::default()
+            .running("shop", Some("v2"), true)
+            .running("old", Some("v1"), false)
+            .wanted("shop", "v3")
+            .wanted("blog", "v9")
+            .waiting("blog", "migrations run on web-2")
+            .error("shop: v3 failed: health check failed");
+        let outcome = pass.outcome();
         let at = humantime::parse_rfc3339("2026-03-04T05:06:07Z").unwrap();
         let status = fixture.reporter().status(&state, &outcome, at);
         assert_eq!(status.host, fixture.host);
         assert_eq!(status.group, fixture.group);
         assert_eq!(status.last_pass, "2026-03-04T05:06:07Z");
         assert_eq!(status.result, "failed");
-        assert_eq!(status.errors, errors);
+        assert_eq!(status.errors, pass.errors);
         assert_eq!(status.signatures, Some(not_verifying()));
         assert_eq!(
             status.apps,
@@ -334,17 +365,10 @@ mod tests {
     async fn an_unchanged_report_is_written_again_only_at_the_heartbeat() {
         let fixture = Fixture::new();
         let mut state = AgentState::default();
-        let running = BTreeMap::from([(app("shop"), running(Some("v2"), true))]);
-        let wanted = BTreeMap::from([(app("shop"), ("v2".parse().unwrap(), entry()))]);
-        let waiting = BTreeMap::new();
-        let outcome = PassOutcome {
-            running: &running,
-            wanted: &wanted,
-            waiting: &waiting,
-            errors: &[],
-            signatures: not_verifying(),
-            tls: &BTreeMap::new(),
-        };
+        let pass = Pass::default()
+            .running("shop", Some("v2"), true)
+            .wanted("shop", "v2");
+        let outcome = pass.outcome();
         fixture.reporter().write(&mut state, &outcome).await;
         let written = fixture.read().await.expect("the first report is written");
         assert_eq!(
@@ -380,17 +404,10 @@ mod tests {
     async fn a_stuck_pass_is_reported_until_the_next_pass_reports() {
         let fixture = Fixture::new();
         let mut state = AgentState::default();
-        let running = BTreeMap::from([(app("shop"), running(Some("v2"), true))]);
-        let wanted = BTreeMap::from([(app("shop"), ("v2".parse().unwrap(), entry()))]);
-        let waiting = BTreeMap::new();
-        let outcome = PassOutcome {
-            running: &running,
-            wanted: &wanted,
-            waiting: &waiting,
-            errors: &[],
-            signatures: not_verifying(),
-            tls: &BTreeMap::new(),
-        };
+        let pass = Pass::default()
+            .running("shop", Some("v2"), true)
+            .wanted("shop", "v2");
+        let outcome = pass.outcome();
         fixture.reporter().write(&mut state, &outcome).await;
         let stuck = StuckPass {
             since: "2026-01-01T00:00:00Z".into(),

@@ -19,7 +19,7 @@
 //! `ports.toml`), `apache.rs` (a slot's config, start, stop and read-back), `nginx.rs` (render,
 //! test, reload, the switch by live link, drain), `health.rs`, `served.rs` (what runs, read back
 //! from the app files and live links), `remove.rs` (taking an app off) and `logs.rs` (the log
-//! files to ship), `tls.rs` (installed certificates and ACME challenge answers). Then `data_dir.rs` (each app's persistent data dir), `release.rs` (venv, requirements, hooks), `hook_user.rs` (hooks as an
+//! files to ship), `tls.rs` (installed certificates and ACME challenge answers). Then `data_dir.rs` (each app's persistent data dir), `release/` (venv, requirements, hooks), `hook_user.rs` (hooks as an
 //! unprivileged user), `site.rs` ([`AppSite`]), `validate.rs`, `templates.rs`, `slot.rs`,
 //! `commands.rs` (the service command lines), `process.rs` (pid files, /proc, signals, atomic
 //! file writes) and `error.rs`.
