@@ -267,7 +267,7 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
         None
     };
     let index = if wanted("8") {
-        Some(index_growth::run(&bench, &mut report)?)
+        Some(index_growth::run(&bench, &package, &mut report)?)
     } else {
         None
     };
