@@ -253,7 +253,7 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
     // Without benchmark 3 in this run, benchmark 6 prices what the page's run of it measured.
     let mut idle_requests = report.earlier_idle_requests();
     if wanted("3") {
-        idle_requests = Some(idle::run(&bench, &mut report)?);
+        idle_requests = Some((idle::run(&bench, &mut report)?, "this run".to_owned()));
     }
     if wanted("4") {
         converge::run(&bench, &mut report)?;

@@ -237,13 +237,17 @@ impl Report {
         }
     }
 
-    /// Benchmark 3's requests per idle pass, as the page's earlier run measured them.
-    pub fn earlier_idle_requests(&self) -> Option<f64> {
+    /// Benchmark 3's requests per idle pass, as the page's earlier run measured them, with
+    /// "run X" naming that run.
+    pub fn earlier_idle_requests(&self) -> Option<(f64, String)> {
         self.earlier
             .targets
             .iter()
             .find(|(_, row)| row[0] == "3" && row[1] == "one conditional request per idle pass")
-            .and_then(|(_, row)| row[2].split_whitespace().next()?.parse().ok())
+            .and_then(|(run, row)| {
+                let requests = row[2].split_whitespace().next()?.parse().ok()?;
+                Some((requests, format!("run {run}")))
+            })
     }
 
     pub fn section(&mut self, title: &str, body: String) {
@@ -365,19 +369,22 @@ impl Report {
     }
 }
 
-/// Benchmark 6, on paper from benchmark 3's measured requests per idle pass, and benchmarks 7
-/// and 8's requests of a `--wait` poll and sizes of the index.
+/// Benchmark 6, on paper from benchmark 3's measured requests per idle pass (with the run that
+/// measured them), and benchmarks 7 and 8's measures of `status`, `--wait` and the index.
 pub fn scale(
     report: &mut Report,
-    per_pass: Option<f64>,
+    per_pass: Option<(f64, String)>,
     fleet: Option<super::fleet::FleetFigures>,
     index: Option<super::index_growth::IndexFigures>,
 ) {
     // S3 Standard, us-east-1: GET (a 304 is billed as a GET) and PUT, per 1,000 requests.
     const GET: f64 = 0.0004 / 1000.0;
     const PUT: f64 = 0.005 / 1000.0;
-    let measured = per_pass.is_some();
-    let per_pass = per_pass.unwrap_or(1.0);
+    let source = per_pass.as_ref().map_or_else(
+        || "assumed: benchmark 3 did not run".to_owned(),
+        |(_, run)| format!("measured by {run}"),
+    );
+    let per_pass = per_pass.map_or(1.0, |(requests, _)| requests);
     // Status reports: written on change and at least every HEARTBEAT (10 min).
     let heartbeats = 24.0 * 6.0;
     let mut body = format!(
@@ -386,11 +393,7 @@ pub fn scale(
          $0.0004 per 1,000 GETs (a 304 counts as a GET), $0.005 per 1,000 PUTs; deploys add one package\n\
          GET per server per release and are left out. Data transfer inside a region is free.\n\n\
          | cadence | servers | requests/day | cost/day | cost/month (30 d) |\n|---|---|---|---|---|\n",
-        if measured {
-            "measured"
-        } else {
-            "assumed: benchmark 3 did not run"
-        }
+        source
     );
     for (cadence, passes) in [
         ("cron every 5 min", 288.0),
