@@ -73,7 +73,14 @@ pub struct Download {
 pub fn run(bench: &Bench, report: &mut Report) -> anyhow::Result<FleetFigures> {
     let scratch = bench.work.join("fleet");
     std::fs::create_dir_all(&scratch)?;
-    let mut env = bench.aws_env();
+    // Straight to moto, which answers concurrent reads, not through the one-at-a-time forwarder
+    // the writing benchmarks go through.
+    let mut env: Vec<(&str, String)> = bench
+        .aws_env()
+        .into_iter()
+        .filter(|(key, _)| *key != "AWS_ENDPOINT_URL")
+        .collect();
+    env.push(("AWS_ENDPOINT_URL", bench.moto.direct_endpoint()));
     env.push(("MILKY_STORE", bench.store.clone()));
     let status = |group: &str, concurrency: usize| -> anyhow::Result<super::stats::Usage> {
         let concurrency = concurrency.to_string();
@@ -140,8 +147,9 @@ pub fn run(bench: &Bench, report: &mut Report) -> anyhow::Result<FleetFigures> {
     let _ = writeln!(
         body,
         "\nReports are written by the bench (boto3, 32 writers): every tenth server lags. `status` runs\n\
-         {} against moto on loopback, a Python server on the same 2 cores, so a GET\n\
-         costs more here than against S3 in-region; the sequential reader is the same binary with\n\
+         {} against moto on loopback (straight to it, not through the forwarder that\n\
+         passes the writing benchmarks' requests one at a time), a Python server on the same 2 cores,\n\
+         so a GET costs more here than against S3 in-region; the sequential reader is the same binary with\n\
          `--read-concurrency 1` (how `status` read before), run once at 10,000 servers.\n\n\
          `--wait` at 10,000 servers (`cargo milky version fleet10000 shop ref1 --wait`, never\n\
          converging): the first poll reads every report, {}; each later poll in which nothing\n\
@@ -251,6 +259,9 @@ fn wait_polls(
             &timeout,
         ])
         .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+        // Straight to moto, whose conditional writes are not atomic: the one edit (the group
+        // already runs ref1) has no other writer.
+        .env("MILKY_ALLOW_UNSAFE_STORE", "1")
         .env("RUST_LOG", "cargo_milky=debug")
         .current_dir(&bench.work)
         .output()?;
