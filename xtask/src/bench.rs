@@ -205,8 +205,13 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
         "release"
     };
 
-    // Under /tmp: Apache's and nginx's users must reach the releases (a home dir is 0700).
-    let work = PathBuf::from("/tmp/milky-bench");
+    // Under /tmp: Apache's and nginx's users must reach the releases (a home dir is 0700). One
+    // per checkout, so that benches of two worktrees on one machine do not clear each other's.
+    let checkout = root
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let work = PathBuf::from(format!("/tmp/milky-bench-{checkout}"));
     if work.exists() {
         std::fs::remove_dir_all(&work).with_context(|| format!("clearing {}", work.display()))?;
     }

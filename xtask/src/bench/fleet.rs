@@ -225,7 +225,8 @@ pub fn build_name(bench: &Bench) -> &'static str {
 
 fn write_reports(bench: &Bench, group: &str, count: usize) -> anyhow::Result<()> {
     let out = Command::new(bench.tools_python())
-        .args(["-c", WRITER, &bench.moto.endpoint, group])
+        // Plain writes, no conditions: straight to moto.
+        .args(["-c", WRITER, &bench.moto.direct_endpoint(), group])
         .arg(count.to_string())
         .arg("ref1")
         .envs(bench.aws_env())
