@@ -137,7 +137,7 @@ pub fn run(bench: &Bench, report: &mut Report) -> anyhow::Result<FleetFigures> {
             at_10k = (wall.median(), rss.max());
             // Long enough for the first poll (a full read, as slow as the slowest `status`) and
             // several after it, on a machine that may be busier than during the reads above.
-            let timeout = Duration::from_secs_f64(3.0 * wall.max() + 15.0);
+            let timeout = Duration::from_secs_f64(1.5 * wall.max() + 30.0);
             poll = Some(wait_polls(bench, &group, &env, timeout)?);
         }
     }
@@ -311,7 +311,7 @@ pub fn agent_download(
 ) -> anyhow::Result<Download> {
     let key = format!("{prefix}/version.info");
     if let Some(text) = index {
-        object(&bench.moto.endpoint, "PUT", &key, text.as_bytes())?;
+        object(bench, &key, Some(text.as_bytes()))?;
     }
     let meter = Meter::start(&bench.moto.endpoint)?;
     let server = super::servers::Server::new(bench, "no-apps", &format!("meter-{prefix}"), "")?;
@@ -353,9 +353,9 @@ pub fn agent_download(
     // The first pass reads the index and starts nginx; the second has nothing new.
     sync()?;
     sync()?;
-    let mut text = object(&bench.moto.endpoint, "GET", &key, b"")?;
+    let mut text = object(bench, &key, None)?;
     text.extend_from_slice(b"# changed by the bench\n");
-    object(&bench.moto.endpoint, "PUT", &key, &text)?;
+    object(bench, &key, Some(&text))?;
     let changed = sync()?;
     let idle = sync()?;
     server.remove();
@@ -366,31 +366,32 @@ pub fn agent_download(
     })
 }
 
-/// A plain request to moto (it checks no signature); returns the body of a 200.
-fn object(endpoint: &str, method: &str, key: &str, body: &[u8]) -> anyhow::Result<Vec<u8>> {
-    let addr = endpoint.trim_start_matches("http://");
-    let mut stream = TcpStream::connect(addr)?;
-    write!(
-        stream,
-        "{method} /bench/{key} HTTP/1.1\r\nHost: {addr}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-        body.len()
-    )?;
-    stream.write_all(body)?;
-    let mut reply = Vec::new();
-    stream.read_to_end(&mut reply)?;
-    let split = reply
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .context("an HTTP answer")?;
-    let head = String::from_utf8_lossy(&reply[..split]);
-    if !head.starts_with("HTTP/1.1 200") {
-        bail!(
-            "{method} {key}: {}",
-            head.lines().next().unwrap_or_default()
-        );
+/// GETs (`body` None: returns the object) or PUTs an object of the bench bucket, signed, with
+/// boto3 (moto refuses anonymous requests for objects).
+fn object(bench: &Bench, key: &str, body: Option<&[u8]>) -> anyhow::Result<Vec<u8>> {
+    const SCRIPT: &str = r#"
+import sys, boto3
+s3 = boto3.client("s3", endpoint_url=sys.argv[1])
+if sys.argv[2] == "put":
+    s3.put_object(Bucket="bench", Key=sys.argv[3], Body=open(sys.argv[4], "rb").read())
+else:
+    open(sys.argv[4], "wb").write(s3.get_object(Bucket="bench", Key=sys.argv[3])["Body"].read())
+"#;
+    let file = bench.work.join("object.tmp");
+    if let Some(body) = body {
+        std::fs::write(&file, body)?;
     }
-    // moto answers with Content-Length and closes: the rest is the body.
-    Ok(reply[split + 4..].to_vec())
+    let out = Command::new(bench.tools_python())
+        .args(["-c", SCRIPT, &bench.moto.endpoint])
+        .arg(if body.is_some() { "put" } else { "get" })
+        .arg(key)
+        .arg(&file)
+        .envs(bench.aws_env())
+        .output()?;
+    if !out.status.success() {
+        bail!("{key}: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    Ok(std::fs::read(&file)?)
 }
 
 /// A TCP forwarder on loopback that counts the bytes going back to the client.
