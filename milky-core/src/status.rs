@@ -161,6 +161,22 @@ impl TlsStatus {
 }
 
 impl HostStatus {
+    /// The report of a pass of `host` that ended `at` and went well, serving nothing yet; the
+    /// agent fills in the rest, and tests start their synthetic reports from it.
+    pub fn new(host: HostName, group: GroupName, at: std::time::SystemTime) -> Self {
+        Self {
+            host,
+            group,
+            agent_version: env!("CARGO_PKG_VERSION").to_owned(),
+            last_pass: humantime::format_rfc3339_seconds(at).to_string(),
+            result: "ok".to_owned(),
+            apps: BTreeMap::new(),
+            errors: Vec::new(),
+            signatures: None,
+            stuck_pass: None,
+        }
+    }
+
     pub fn parse(text: &str) -> Result<Self, String> {
         toml::from_str(text).map_err(|e| e.to_string())
     }
@@ -423,22 +439,20 @@ mod tests {
         apps: &[(&str, AppStatus)],
     ) -> (HostName, Result<HostStatus, String>) {
         let status = HostStatus {
-            host: host.parse().unwrap(),
-            group: "g".parse().unwrap(),
-            agent_version: "0".into(),
-            last_pass: at.into(),
-            result: "ok".into(),
             apps: apps
                 .iter()
                 .map(|(a, s)| (a.parse().unwrap(), s.clone()))
                 .collect(),
-            errors: vec![],
-            stuck_pass: None,
             signatures: Some(Signatures {
                 check: SignatureCheck::Verifying,
                 trusted_keys: vec!["0011223344556677".into()],
                 note: None,
             }),
+            ..HostStatus::new(
+                host.parse().unwrap(),
+                "g".parse().unwrap(),
+                humantime::parse_rfc3339(at).unwrap(),
+            )
         };
         (host.parse().unwrap(), Ok(status))
     }

@@ -15,6 +15,7 @@ mod init;
 mod install;
 mod limits;
 mod logs;
+mod prune_grace;
 mod python;
 mod rollout;
 mod scale;

@@ -205,8 +205,13 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
         "release"
     };
 
-    // Under /tmp: Apache's and nginx's users must reach the releases (a home dir is 0700).
-    let work = PathBuf::from("/tmp/milky-bench");
+    // Under /tmp: Apache's and nginx's users must reach the releases (a home dir is 0700). One
+    // per checkout, so that benches of two worktrees on one machine do not clear each other's.
+    let checkout = root
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let work = PathBuf::from(format!("/tmp/milky-bench-{checkout}"));
     if work.exists() {
         std::fs::remove_dir_all(&work).with_context(|| format!("clearing {}", work.display()))?;
     }
@@ -253,7 +258,7 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
     // Without benchmark 3 in this run, benchmark 6 prices what the page's run of it measured.
     let mut idle_requests = report.earlier_idle_requests();
     if wanted("3") {
-        idle_requests = Some(idle::run(&bench, &mut report)?);
+        idle_requests = Some((idle::run(&bench, &mut report)?, "this run".to_owned()));
     }
     if wanted("4") {
         converge::run(&bench, &mut report)?;
@@ -267,7 +272,7 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
         None
     };
     let index = if wanted("8") {
-        Some(index_growth::run(&bench, &mut report)?)
+        Some(index_growth::run(&bench, &package, &mut report)?)
     } else {
         None
     };

@@ -33,6 +33,12 @@ impl Moto {
         })
     }
 
+    /// moto itself, without the forwarder that passes it one request at a time (which makes its
+    /// conditional writes atomic): for reads that measure a client's concurrency.
+    pub fn direct_endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self._server.port())
+    }
+
     /// Creates a bucket (moto checks no signature on it).
     pub fn create_bucket(&self, bucket: &str) -> anyhow::Result<()> {
         let addr = self.endpoint.trim_start_matches("http://");

@@ -237,13 +237,17 @@ impl Report {
         }
     }
 
-    /// Benchmark 3's requests per idle pass, as the page's earlier run measured them.
-    pub fn earlier_idle_requests(&self) -> Option<f64> {
+    /// Benchmark 3's requests per idle pass, as the page's earlier run measured them, with
+    /// "run X" naming that run.
+    pub fn earlier_idle_requests(&self) -> Option<(f64, String)> {
         self.earlier
             .targets
             .iter()
             .find(|(_, row)| row[0] == "3" && row[1] == "one conditional request per idle pass")
-            .and_then(|(_, row)| row[2].split_whitespace().next()?.parse().ok())
+            .and_then(|(run, row)| {
+                let requests = row[2].split_whitespace().next()?.parse().ok()?;
+                Some((requests, format!("run {run}")))
+            })
     }
 
     pub fn section(&mut self, title: &str, body: String) {
@@ -365,19 +369,22 @@ impl Report {
     }
 }
 
-/// Benchmark 6, on paper from benchmark 3's measured requests per idle pass, and benchmarks 7
-/// and 8's requests of a `--wait` poll and sizes of the index.
+/// Benchmark 6, on paper from benchmark 3's measured requests per idle pass (with the run that
+/// measured them), and benchmarks 7 and 8's measures of `status`, `--wait` and the index.
 pub fn scale(
     report: &mut Report,
-    per_pass: Option<f64>,
+    per_pass: Option<(f64, String)>,
     fleet: Option<super::fleet::FleetFigures>,
     index: Option<super::index_growth::IndexFigures>,
 ) {
     // S3 Standard, us-east-1: GET (a 304 is billed as a GET) and PUT, per 1,000 requests.
     const GET: f64 = 0.0004 / 1000.0;
     const PUT: f64 = 0.005 / 1000.0;
-    let measured = per_pass.is_some();
-    let per_pass = per_pass.unwrap_or(1.0);
+    let source = per_pass.as_ref().map_or_else(
+        || "assumed: benchmark 3 did not run".to_owned(),
+        |(_, run)| format!("measured by {run}"),
+    );
+    let per_pass = per_pass.map_or(1.0, |(requests, _)| requests);
     // Status reports: written on change and at least every HEARTBEAT (10 min).
     let heartbeats = 24.0 * 6.0;
     let mut body = format!(
@@ -386,11 +393,7 @@ pub fn scale(
          $0.0004 per 1,000 GETs (a 304 counts as a GET), $0.005 per 1,000 PUTs; deploys add one package\n\
          GET per server per release and are left out. Data transfer inside a region is free.\n\n\
          | cadence | servers | requests/day | cost/day | cost/month (30 d) |\n|---|---|---|---|---|\n",
-        if measured {
-            "measured"
-        } else {
-            "assumed: benchmark 3 did not run"
-        }
+        source
     );
     for (cadence, passes) in [
         ("cron every 5 min", 288.0),
@@ -419,62 +422,104 @@ pub fn scale(
     report.section("6. Scale on paper", body);
 }
 
-/// What `status`, `--wait` and the index cost at 10,000 servers, and the packages kept.
+/// What `status`, `--wait` and the index cost at 10,000 servers, and the packages kept, from
+/// benchmarks 7 and 8's measures where they ran.
 fn controller_costs(
     body: &mut String,
     fleet: Option<super::fleet::FleetFigures>,
     index: Option<super::index_growth::IndexFigures>,
 ) {
-    // LIST is billed as a PUT; storage at $0.023 per GB-month.
+    // LIST is billed as a PUT; storage at $0.023 per GB-month; data out to the internet at
+    // $0.09 per GB (inside a region it is free).
     const LIST: f64 = 0.005 / 1000.0;
     const GET: f64 = 0.0004 / 1000.0;
     const GB_MONTH: f64 = 0.023;
+    const GB_OUT: f64 = 0.09;
     let servers = 10_000.0;
     let pages = (servers / 1000.0_f64).ceil();
     let status = servers * GET + pages * LIST;
-    let poll = fleet.map_or(1.0 + pages, |f| f.unchanged_poll_requests);
     // A 5-minute rollout watched with `--wait`, one poll a second.
     let polls = 300.0;
     let _ = write!(
         body,
-        "\n### The controller and the index at 10,000 servers\n\n\
+        "\n### The controller and the index at 10,000 servers\n\n{}\n\n\
          | what | requests | cost |\n|---|---|---|\n\
-         | `cargo milky status` (every report, {pages:.0} listing pages) | {:.0} | ${status:.4} |\n\
-         | a 5-minute `--wait`, 1 poll/s, re-reading only changed reports (at most each server's few changes) | ~{:.0} + changed reports | ${:.3} + $0.0004 per 1,000 changed |\n\
-         | the same `--wait` before (every report every poll) | {:.0} | ${:.2} |\n",
+         | `cargo milky status` (every report, {pages:.0} listing pages){} | {:.0} | ${status:.4} |\n",
+        match fleet {
+            Some(_) =>
+                "Requests per `--wait` poll, `status`'s time and memory and a server's download per index\n\
+                 change as benchmark 7 measured them in this run.",
+            None =>
+                "Benchmark 7 did not run: requests are counted from the design (a listing page per 1,000\n\
+                 reports, a GET per report read), nothing is measured.",
+        },
+        fleet.map_or(String::new(), |f| format!(
+            ": {:.2} s, {:.0} MB peak RSS",
+            f.status_wall, f.status_rss
+        )),
         servers + pages,
+    );
+    let poll = fleet.map_or(1.0 + pages, |f| f.unchanged_poll_requests);
+    let _ = write!(
+        body,
+        "| a 5-minute `--wait`, 1 poll/s, re-reading only changed reports ({poll:.0} requests a poll{}) | ~{:.0} + changed reports | ${:.3} + $0.0004 per 1,000 changed |\n\
+         | the same `--wait` before (every report every poll) | {:.0} | ${:.2} |\n",
+        if fleet.is_some() { ", measured" } else { "" },
         polls * poll,
         polls * (GET + (poll - 1.0) * LIST) + servers * GET,
         polls * (servers + 1.0 + pages),
         polls * (servers * GET + GET + pages * LIST),
     );
-    match index {
-        Some(index) => {
-            let _ = write!(
-                body,
-                "\nEvery change of version.info is downloaded by every server (free inside a region): with the\n\
-                 default retention policy the index stays at {:.1} KB after 5,000 uploads (benchmark 8), {:.0} MB\n\
-                 across 10,000 servers per change; without a policy it grows to {:.0} KB, {:.1} GB per change.\n",
-                index.with_policy as f64 / 1000.0,
-                index.with_policy as f64 * servers / 1e6,
-                index.without as f64 / 1000.0,
-                index.without as f64 * servers / 1e9,
-            );
-        }
-        None => body.push_str("\nBenchmark 8 did not run: the index's size is not priced.\n"),
+    let per_change = |bytes: u64| bytes as f64 * servers;
+    let _ = write!(
+        body,
+        "\nEvery change of version.info is downloaded by every server: free inside a region, ${GB_OUT:.2}\n\
+         per GB to servers outside AWS.\n\n\
+         | index | a server's pass after a change | 10,000 servers per change | out of AWS, per change |\n|---|---|---|---|\n"
+    );
+    let mut row = |what: &str, bytes: u64| {
+        let _ = writeln!(
+            body,
+            "| {what} | {:.1} KB | {:.1} MB | ${:.3} |",
+            bytes as f64 / 1000.0,
+            per_change(bytes) / 1e6,
+            per_change(bytes) / 1e9 * GB_OUT
+        );
+    };
+    if let Some(fleet) = fleet {
+        row("this run's store (benchmark 7)", fleet.download.changed);
+    }
+    if let Some(index) = index {
+        row(
+            "after 5,000 uploads, default policy (benchmark 8)",
+            index.with_policy.download.changed,
+        );
+        row(
+            "after 5,000 uploads, no policy (benchmark 8)",
+            index.without.download.changed,
+        );
+    }
+    if fleet.is_none() && index.is_none() {
+        body.push_str("| (benchmarks 7 and 8 did not run: not priced) | | | |\n");
     }
     // Packages: the reference package is ~40 MB; the default policy keeps at most the 20 newest
     // plus each group's current one and 10 of history.
     let package_gb = 0.04;
+    let kept = index.map_or(31.0, |i| i.with_policy.entries as f64);
     let _ = writeln!(
         body,
         "\nPackages (~40 MB each, as benchmark 1's): 5,000 uploads kept for ever hold {:.0} GB,\n\
-         ${:.2} a month and growing; the default policy keeps at most ~31 per app and group\n\
+         ${:.2} a month and growing; the default policy keeps {kept:.0} per app and group{}\n\
          ({:.1} GB, ${:.2} a month).",
         5000.0 * package_gb,
         5000.0 * package_gb * GB_MONTH,
-        31.0 * package_gb,
-        31.0 * package_gb * GB_MONTH
+        if index.is_some() {
+            " after benchmark 8's 5,000 uploads"
+        } else {
+            " at most (benchmark 8 did not run)"
+        },
+        kept * package_gb,
+        kept * package_gb * GB_MONTH
     );
 }
 
