@@ -206,7 +206,9 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
     };
 
     // Under /tmp: Apache's and nginx's users must reach the releases (a home dir is 0700).
-    let work = PathBuf::from("/tmp/milky-bench");
+    // MILKY_BENCH_DIR: another one, for two benches run side by side from two checkouts.
+    let work = std::env::var_os("MILKY_BENCH_DIR")
+        .map_or_else(|| PathBuf::from("/tmp/milky-bench"), PathBuf::from);
     if work.exists() {
         std::fs::remove_dir_all(&work).with_context(|| format!("clearing {}", work.display()))?;
     }
