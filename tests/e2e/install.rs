@@ -387,7 +387,10 @@ fn install_server_adds_pythons_to_the_agents_settings() {
     let out = install(&root, &first);
     assert_success(&out, "install_server.sh --python 3.13");
     let said = stdout(&out);
-    assert!(said.contains("skipped: Python 3.13 (--root)"), "{said}");
+    assert!(
+        said.contains("skipped: Python 3.13 (--root, no /var/lib/milky/tools/bin/uv there)"),
+        "{said}"
+    );
     assert!(said.contains("skipped: uv (--root)"), "{said}");
     assert!(said.contains("apache2-dev gcc"), "{said}");
     let config_path = root.join("etc/milky/agent.toml");
