@@ -1128,7 +1128,9 @@ fn a_request_held_open_on_the_old_slot_bounds_its_stop() {
         site
     };
     let deploy = |site: &AppSite, slot: Slot| {
-        stack.start_slot(site, slot).unwrap_or_else(|e| panic!("{e}"));
+        stack
+            .start_slot(site, slot)
+            .unwrap_or_else(|e| panic!("{e}"));
         stack
             .health_check("hold", slot, "/", None)
             .unwrap_or_else(|e| panic!("{e}"));
@@ -1137,7 +1139,10 @@ fn a_request_held_open_on_the_old_slot_bounds_its_stop() {
             .unwrap_or_else(|e| panic!("{e}"));
     };
     deploy(&holding_site("one"), Slot::Blue);
-    let blue = stack.slot_pid("hold", Slot::Blue).unwrap().expect("blue runs");
+    let blue = stack
+        .slot_pid("hold", Slot::Blue)
+        .unwrap()
+        .expect("blue runs");
     let blue_port = stack.slot_port("hold", Slot::Blue).unwrap();
 
     // A request through nginx that the old slot is still answering when the switch comes.

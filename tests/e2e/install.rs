@@ -557,7 +557,8 @@ fn install_server_installs_a_uv_managed_python_the_distribution_lacks() {
     let again = run();
     assert_success(&again, "the same again");
     assert!(
-        stdout(&again).contains(&format!("Python {series}: {path}")) && stdout(&again).contains("Nothing changed"),
+        stdout(&again).contains(&format!("Python {series}: {path}"))
+            && stdout(&again).contains("Nothing changed"),
         "{}",
         stdout(&again)
     );

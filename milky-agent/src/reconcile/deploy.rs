@@ -18,8 +18,7 @@ use crate::release_store::Releases;
 use crate::state::AgentState;
 use crate::web::{
     AppSite, HookUser, MEDIA_DIR, ReleaseSetup, SiteTls, Slot, compile_bytecode, ensure_data_dir,
-    prepare_release,
-    run_hooks,
+    prepare_release, run_hooks,
 };
 
 /// What one deploy brings up: a version's index entry, with the env generation the index names.

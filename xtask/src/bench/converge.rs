@@ -269,7 +269,12 @@ pub fn run(bench: &Bench, report: &mut Report) -> anyhow::Result<()> {
         if n > 0 {
             pip_upgrades.push(phases.total.max());
         }
-        row(&mut body, "pip (baseline)", &format!("{kind} {version}"), &phases);
+        row(
+            &mut body,
+            "pip (baseline)",
+            &format!("{kind} {version}"),
+            &phases,
+        );
     }
     pip.remove();
 
@@ -295,7 +300,12 @@ pub fn run(bench: &Bench, report: &mut Report) -> anyhow::Result<()> {
         } else {
             uv_upgrades.push(phases.total.max());
         }
-        row(&mut body, "uv", &format!("{kind} {version}, {cache}"), &phases);
+        row(
+            &mut body,
+            "uv",
+            &format!("{kind} {version}, {cache}"),
+            &phases,
+        );
         if n == upgrades {
             uv_limits = phases;
         }
