@@ -414,6 +414,9 @@ packaging_agent_toml_example() {
 # start_timeout = "30s"
 # health_timeout = "30s"
 # drain_timeout = "30s"
+# The old slot's whole stop after a switch (requests in flight, then Apache's graceful stop);
+# past it its processes are killed, with a warning.
+# stop_timeout = "30s"
 
 # [releases]
 # The default Python: apps that ask for none ([app] python) run on it, with the distribution's
@@ -713,23 +716,53 @@ step_pythons() {
         path=$(python_path "$version")
         if [[ -x $(target "$path") ]]; then
             unchanged "Python $version: $path"
-        elif [[ -n $ROOT ]]; then
-            skipped "Python $version (--root): would install $path"
         elif [[ $path == /usr/bin/* ]]; then
+            if [[ -n $ROOT ]]; then
+                skipped "Python $version (--root): would apt-get install python$version"
+                continue
+            fi
             DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
                 "python$version" "python$version-dev" "python$version-venv"
             changed "Python $version: $path (apt)"
+        elif [[ -x $(target "$TOOLS/bin/uv") ]]; then
+            install_uv_python "$version" "$path"
+        elif [[ -n $ROOT ]]; then
+            skipped "Python $version (--root, no $TOOLS/bin/uv there): would install $path with uv"
         else
-            [[ -x $TOOLS/bin/uv ]] || die "installing Python $version needs uv ($TOOLS/bin/uv)"
-            UV_PYTHON_INSTALL_DIR=$UV_PYTHONS UV_PYTHON_BIN_DIR=$UV_PYTHONS/bin \
-                "$TOOLS/bin/uv" python install --no-config "$version" ||
-                die "uv python install $version failed (it downloads from GitHub: is it reachable?)"
-            [[ -x $path ]] || die "uv installed Python $version, but $path is not there"
-            chmod -R a+rX "$UV_PYTHONS"
-            changed "Python $version: $path (uv-managed)"
+            die "installing Python $version needs uv ($TOOLS/bin/uv)"
         fi
     done
     step_python_config
+}
+
+# A uv-managed CPython of series $1 under $UV_PYTHONS, reached through $2 (its bin/ link).
+# uv downloads it from python-build-standalone's releases on GitHub, or from where
+# UV_PYTHON_INSTALL_MIRROR or UV_PYTHON_DOWNLOADS_JSON_URL in this script's environment say
+# (a mirror, or a file:// list of local archives, for a server without GitHub).
+install_uv_python() {
+    local version=$1 path=$2 dir link dest
+    dir=$(target "$UV_PYTHONS")
+    UV_PYTHON_INSTALL_DIR=$dir UV_PYTHON_BIN_DIR=$dir/bin \
+        "$(target "$TOOLS/bin/uv")" python install --no-config "$version" ||
+        die "uv python install $version failed (it downloads from GitHub unless UV_PYTHON_INSTALL_MIRROR or UV_PYTHON_DOWNLOADS_JSON_URL says otherwise: is it reachable?)"
+    link=$(target "$path")
+    [[ -L $link ]] || die "uv installed Python $version, but $path is not there"
+    # uv links by absolute path (bin/pythonX.Y, and cpython-X.Y-… to the patch release);
+    # relative, the links hold under --root too.
+    for link in "$link" "$dir"/cpython-*; do
+        [[ -L $link ]] || continue
+        dest=$(readlink -- "$link")
+        [[ $dest == "$dir"/* ]] || continue
+        if [[ $link == "$dir"/bin/* ]]; then
+            ln -sfn -- "../${dest#"$dir"/}" "$link"
+        else
+            ln -sfn -- "${dest#"$dir"/}" "$link"
+        fi
+    done
+    link=$(target "$path")
+    [[ -x $link ]] || die "uv installed Python $version, but $path does not run"
+    chmod -R a+rX -- "$dir"
+    changed "Python $version: $path (uv-managed)"
 }
 
 # Lists each --python's executable in an existing agent.toml's [python] interpreters (the one

@@ -275,6 +275,11 @@ pub struct Web {
     pub health_timeout: Duration,
     #[serde(with = "humantime_serde_opt")]
     pub drain_timeout: Duration,
+    /// The longest the old slot's stop takes after a switch: its requests in flight finishing
+    /// (at most `drain_timeout` of it), then Apache's graceful stop. Past it the slot's
+    /// processes are killed, cutting off what still runs, with a warning.
+    #[serde(with = "humantime_serde_opt")]
+    pub stop_timeout: Duration,
 }
 
 impl Default for Web {
@@ -293,6 +298,7 @@ impl Default for Web {
             start_timeout: timeouts.start,
             health_timeout: timeouts.health,
             drain_timeout: timeouts.drain,
+            stop_timeout: timeouts.stop,
         }
     }
 }
@@ -449,6 +455,7 @@ impl AgentConfig {
         web.timeouts.start = self.web.start_timeout;
         web.timeouts.health = self.web.health_timeout;
         web.timeouts.drain = self.web.drain_timeout;
+        web.timeouts.stop = self.web.stop_timeout;
         web.timeouts.command = self.limits.service_commands;
         web
     }

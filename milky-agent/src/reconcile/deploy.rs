@@ -17,8 +17,8 @@ use crate::python::Interpreters;
 use crate::release_store::Releases;
 use crate::state::AgentState;
 use crate::web::{
-    AppSite, HookUser, MEDIA_DIR, ReleaseSetup, SiteTls, Slot, ensure_data_dir, prepare_release,
-    run_hooks,
+    AppSite, HookUser, MEDIA_DIR, ReleaseSetup, SiteTls, Slot, compile_bytecode, ensure_data_dir,
+    prepare_release, run_hooks,
 };
 
 /// What one deploy brings up: a version's index entry, with the env generation the index names.
@@ -256,6 +256,13 @@ impl Agent {
                 .await
         {
             tracing::warn!(%app, %version, "recording that this version served: {err}");
+        }
+        if setup.uv.is_some() {
+            // uv installed without compiling: done now that the release serves.
+            match tokio::task::block_in_place(|| compile_bytecode(&setup)) {
+                Ok(took) => tracing::info!(%app, %version, ?took, "compiled the venv's bytecode"),
+                Err(err) => tracing::warn!(%app, %version, "compiling the venv's bytecode: {err}"),
+            }
         }
         crate::crash::point("deploy:done");
         state.live_env.insert(app.clone(), env_generation);

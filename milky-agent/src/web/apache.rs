@@ -10,14 +10,17 @@ use serde_json::json;
 
 use super::commands::combined;
 use super::process::{
-    POLL, established_connections, is_alive, listening, log_excerpt, read_pid, remove_if_exists,
-    wait_until, write_atomic,
+    POLL, end_process_group, established_connections, group_alive, is_alive, kill_process_group,
+    listening, log_excerpt, process_group, read_pid, remove_if_exists, wait_until, write_atomic,
 };
 use super::templates::{APACHE_SLOT, APACHE_WSGI};
 use super::{AppSite, Slot, WebError, WebStack, validate};
 
 /// A stop of the old slot slower than this is logged as a warning with what it waited for.
 const SLOW_STOP: Duration = Duration::from_secs(5);
+
+/// How long a hard stop (`apache2 -k stop`, then SIGKILL to the slot's process group) gets.
+const HARD_STOP: Duration = Duration::from_secs(5);
 
 /// What the agent recorded when it started a slot (`slot.toml`): which release it runs.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -204,8 +207,10 @@ impl WebStack {
 
     /// Stops a slot that nginx no longer sends requests to: first waits until no request can still
     /// be on its way there (nginx's old workers gone after a reload, no connection open to the
-    /// slot's port), then stops Apache gracefully and waits for its pid to go. Refuses the live
-    /// slot.
+    /// slot's port), then stops Apache gracefully and waits for its processes to go. The wait for
+    /// requests and the graceful stop share one bound, `timeouts.stop` (`[web] stop_timeout`):
+    /// past it the slot's processes are killed, with a warning that says what was still open.
+    /// Refuses the live slot.
     pub fn stop_slot(&self, app: &str, slot: Slot) -> Result<(), WebError> {
         validate::app_name(app)?;
         if self.live_slot(app)? == Some(slot) {
@@ -218,8 +223,8 @@ impl WebStack {
         if !self.is_running(app, slot)? {
             return Ok(());
         }
-        // Each wait is bounded (nginx's own shutdown, the drain timeout, the stop timeout);
-        // what each took is logged, so a slow switch says what it waited for.
+        // nginx's old workers are nginx's own (bounded by its worker_shutdown_timeout, the drain
+        // timeout); what is timed from here on is the slot's.
         let started = Instant::now();
         self.drain_nginx()?;
         let nginx = started.elapsed();
@@ -227,14 +232,26 @@ impl WebStack {
             Some(info) => info.port,
             None => self.slot_port(app, slot)?,
         };
+        let bound = self.settings.timeouts.stop;
         let started = Instant::now();
-        self.wait_for_requests_to_end(app, slot, port);
+        let open = self.wait_for_requests_to_end(port, bound.min(self.settings.timeouts.drain));
         let connections = started.elapsed();
         let started = Instant::now();
-        self.stop_slot_now(app, slot)?;
+        // A graceful stop would wait for the same requests again: it gets what is left.
+        let forced = self.stop_slot_within(
+            app,
+            slot,
+            bound.saturating_sub(connections),
+            AtTheLimit::Kill,
+        )?;
         let stop = started.elapsed();
         let total = nginx + connections + stop;
-        if total > SLOW_STOP {
+        if forced {
+            tracing::warn!(
+                app, %slot, port, open_connections = open, ?connections, ?stop,
+                "the old slot did not stop within {bound:?} ([web] stop_timeout): {open} connection(s) to it still open after {connections:.1?}, then {stop:.1?} of Apache's graceful stop; its processes were killed (requests still running were cut off)"
+            );
+        } else if total > SLOW_STOP {
             tracing::warn!(
                 app, %slot, ?nginx, ?connections, ?stop,
                 "stopping the old slot took {total:.1?}: {nginx:.1?} waiting for nginx's old workers to exit, {connections:.1?} for connections to the slot to close, {stop:.1?} for Apache's graceful stop (requests still running, or threads of the app keeping mod_wsgi's daemons alive)"
@@ -245,32 +262,48 @@ impl WebStack {
         Ok(())
     }
 
-    /// Waits until no connection to `port` is open. nginx opens one for each request it proxies
-    /// and closes it with the answer, so then no request is in flight on the slot that a stop
-    /// could cut short, nor one in Apache's listen backlog that a stop would reset. It must be
-    /// seen quiet twice in a row: a request that read the live link just before the switch may
-    /// still be connecting. After the drain timeout the slot is stopped anyway (a client that
-    /// talks to the slot directly must not hold up a deploy).
-    fn wait_for_requests_to_end(&self, app: &str, slot: Slot, port: u16) {
+    /// Waits until no connection to `port` is open, or `limit` passes; returns how many are still
+    /// open. nginx opens one for each request it proxies and closes it with the answer, so then
+    /// no request is in flight on the slot that a stop could cut short, nor one in Apache's
+    /// listen backlog that a stop would reset. It must be seen quiet twice in a row: a request
+    /// that read the live link just before the switch may still be connecting. A slow request,
+    /// or a client that talks to the slot directly, holds it up to `limit`.
+    fn wait_for_requests_to_end(&self, port: u16, limit: Duration) -> usize {
         let mut quiet = 0;
-        let drained = wait_until(self.settings.timeouts.drain, POLL, || {
-            quiet = if established_connections(port) == 0 {
-                quiet + 1
-            } else {
-                0
-            };
+        let mut open = 0;
+        wait_until(limit, POLL, || {
+            open = established_connections(port);
+            quiet = if open == 0 { quiet + 1 } else { 0 };
             quiet >= 2
         });
-        if !drained {
-            tracing::warn!(app, %slot, port, "connections to the slot still open after the drain timeout; stopping it anyway");
-        }
+        open
     }
 
     /// Graceful stop, then a hard stop if it takes too long; no drain, no live check.
     pub(super) fn stop_slot_now(&self, app: &str, slot: Slot) -> Result<(), WebError> {
+        // Apache's own GracefulShutdownTimeout is `stop`; give it a moment beyond that.
+        let graceful = self.settings.timeouts.stop + Duration::from_secs(2);
+        self.stop_slot_within(app, slot, graceful, AtTheLimit::StopHard)
+            .map(|_| ())
+    }
+
+    /// Stops a slot's Apache: gracefully if `graceful` is not zero, waiting that long for it to
+    /// go; then (or at once) as `at_limit` says, and at last by killing its process group
+    /// (Apache, its workers and mod_wsgi's daemons). Returns whether the graceful stop was cut
+    /// short. Nothing of the slot runs when it returns `Ok`.
+    fn stop_slot_within(
+        &self,
+        app: &str,
+        slot: Slot,
+        graceful: Duration,
+        at_limit: AtTheLimit,
+    ) -> Result<bool, WebError> {
         let Some(pid) = self.slot_pid(app, slot)? else {
-            return remove_if_exists(&self.slot_pid_file(app, slot));
+            remove_if_exists(&self.slot_pid_file(app, slot))?;
+            return Ok(false);
         };
+        // Apache detaches into a session of its own: its children share its process group.
+        let group = (process_group(pid) == Some(pid)).then_some(pid);
         let dir = self.slot_dir(app, slot);
         let conf = self.slot_conf(app, slot).display().to_string();
         let vars = slot_vars(&conf, app, slot, &dir);
@@ -278,18 +311,35 @@ impl WebStack {
         let commands = &self.settings.commands;
         let timeouts = &self.settings.timeouts;
         let what = format!("stop Apache of app {app} slot {slot}");
-        commands
-            .apache_stop
-            .run_ok(&what, &vars, timeouts.command)?;
-        // Apache's own GracefulShutdownTimeout is `stop`; give it a moment beyond that.
-        if !wait_until(timeouts.stop + Duration::from_secs(2), POLL, || {
-            !is_alive(pid)
-        }) {
-            tracing::warn!(app, %slot, pid, "graceful stop timed out, stopping hard");
-            let _ = commands
-                .apache_force_stop
-                .run(&what, &vars, timeouts.command)?;
-            if !wait_until(Duration::from_secs(10), POLL, || !is_alive(pid)) {
+        let gone = || !is_alive(pid) && !group.is_some_and(group_alive);
+        let stopped = !graceful.is_zero() && {
+            commands
+                .apache_stop
+                .run_ok(&what, &vars, timeouts.command)?;
+            wait_until(graceful, POLL, || !is_alive(pid))
+        };
+        if !stopped {
+            match (at_limit, group) {
+                // Apache's own hard stop still gives mod_wsgi's daemons seconds to finish.
+                (AtTheLimit::Kill, Some(group)) => kill_process_group(group),
+                _ => {
+                    if !graceful.is_zero() {
+                        tracing::warn!(app, %slot, pid, "graceful stop timed out, stopping hard");
+                    }
+                    let _ = commands
+                        .apache_force_stop
+                        .run(&what, &vars, timeouts.command);
+                }
+            }
+            wait_until(HARD_STOP, POLL, || !is_alive(pid));
+        }
+        // What outlived Apache (a mod_wsgi daemon kept by a thread of the app), or all of it if
+        // the hard stop did not end it: killed with the group.
+        if !gone() {
+            if let Some(group) = group {
+                end_process_group(group);
+            }
+            if !wait_until(HARD_STOP, POLL, gone) {
                 return Err(WebError::SlotStop {
                     app: app.to_owned(),
                     slot,
@@ -298,8 +348,18 @@ impl WebStack {
                 });
             }
         }
-        remove_if_exists(&self.slot_pid_file(app, slot))
+        remove_if_exists(&self.slot_pid_file(app, slot))?;
+        Ok(!stopped)
     }
+}
+
+/// What stopping a slot does once its graceful stop had its time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum AtTheLimit {
+    /// `apache2 -k stop` (the slot being replaced by a start, or taken off).
+    StopHard,
+    /// SIGKILL to its process group: the old slot's stop is bounded.
+    Kill,
 }
 
 fn slot_vars(conf: &str, app: &str, slot: Slot, dir: &Path) -> Vec<(&'static str, String)> {

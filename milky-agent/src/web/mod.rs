@@ -53,7 +53,9 @@ pub use health::HealthReport;
 pub use hook_user::HookUser;
 pub use logs::{LogWriter, WebLog, WebLogSource};
 pub use nginx::MainServed;
-pub use release::{HookRun, PreparedRelease, ReleaseSetup, prepare_release, run_hooks};
+pub use release::{
+    HookRun, PreparedRelease, ReleaseSetup, compile_bytecode, prepare_release, run_hooks,
+};
 pub use site::{AppSite, SiteTls};
 pub use slot::Slot;
 pub use stack::{SlotPorts, Timeouts, WebSettings, WebStack};

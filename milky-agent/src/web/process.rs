@@ -248,6 +248,22 @@ pub fn end_process_group(pgid: u32) {
     }
 }
 
+/// SIGKILL to every process of process group `pgid`, at once.
+pub fn kill_process_group(pgid: u32) {
+    if let Some(group) = i32::try_from(pgid).ok().and_then(Pid::from_raw) {
+        let _ = rustix::process::kill_process_group(group, Signal::KILL);
+    }
+}
+
+/// The process group of the live process `pid`.
+pub fn process_group(pid: u32) -> Option<u32> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    match stat_fields(&stat)[..] {
+        [state, _, pgrp, ..] if state != "Z" && state != "X" => pgrp.parse().ok(),
+        _ => None,
+    }
+}
+
 /// Whether a live (not zombie) process of process group `pgid` is left.
 pub fn group_alive(pgid: u32) -> bool {
     let Ok(entries) = std::fs::read_dir("/proc") else {

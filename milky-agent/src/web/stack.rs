@@ -24,7 +24,9 @@ pub struct Timeouts {
     /// a reload (also nginx's `worker_shutdown_timeout`, so nginx itself enforces it), and
     /// connections open to the slot's port after a switch by link.
     pub drain: Duration,
-    /// A graceful stop of a slot (also its `GracefulShutdownTimeout`), before the hard stop.
+    /// A graceful stop of a slot (also its `GracefulShutdownTimeout`), before the hard stop; for
+    /// the old slot after a switch, the bound of its whole stop (requests in flight finishing,
+    /// then the graceful stop), past which its processes are killed.
     pub stop: Duration,
     /// Each service command (`apache2 -k start`, `nginx -t`, `nginx -s reload`…): one still
     /// running after this is ended with its process group.

@@ -13,4 +13,5 @@ mod prepare;
 mod recovery;
 mod removal;
 mod snippets;
+mod stopping;
 mod switching;

@@ -1,10 +1,12 @@
 //! The release's venv and its requirements, installed by the agent: with uv where the server
 //! has it, else with `python -m venv` and pip (from one shared pip venv when pip is new enough).
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
+use super::permissions::make_world_readable;
 use super::step::{RunAs, run_step};
 use super::{Limit, ReleaseSetup, WebError};
 
@@ -67,8 +69,10 @@ pub(super) fn install_with_pip(setup: &ReleaseSetup, requirements: &Path) -> Res
 
 /// `uv venv` and `uv pip install` (or, for a uv lock, `uv export` of the locked versions and
 /// `uv pip sync`, which installs exactly those). uv's cache is shared by every release, so a
-/// release whose packages were installed before installs without the network; bytecode is
-/// compiled here because the app's user cannot write `__pycache__` in the release.
+/// release whose packages were installed before installs without the network and without
+/// unpacking a wheel again: the package's wheels are offered from one stable directory (uv
+/// keys a local wheel's cache entry by its path), and files are hard-linked from the cache.
+/// Bytecode is compiled later, off the switch's path ([`compile_bytecode`]).
 pub(super) fn install_with_uv(
     setup: &ReleaseSetup,
     uv: &Path,
@@ -127,11 +131,11 @@ pub(super) fn install_with_uv(
             setup.install(),
             "prepare:pip-running",
         )?;
-        let mut sync = uv_command(&["pip", "sync", "--compile-bytecode", "--quiet"]);
+        let mut sync = uv_command(&["pip", "sync", "--quiet"]);
         sync.arg(&exported);
         ("uv pip sync (the locked versions)".to_owned(), sync)
     } else {
-        let mut install = uv_command(&["pip", "install", "--compile-bytecode", "--quiet", "-r"]);
+        let mut install = uv_command(&["pip", "install", "--quiet", "-r"]);
         install.arg(requirements);
         (
             format!("uv pip install -r {}", setup.requirements.display()),
@@ -142,7 +146,9 @@ pub(super) fn install_with_uv(
     let wheels = release.join("wheels");
     if wheels.is_dir() {
         // The package brought every dependency: install exactly those, never from an index.
-        cmd.arg("--no-index").arg("--find-links").arg(&wheels);
+        let offered = cache.join(OFFERED_WHEELS);
+        offer_wheels(&wheels, &offered)?;
+        cmd.arg("--no-index").arg("--find-links").arg(&offered);
     }
     tracing::info!(release = %release.display(), offline = wheels.is_dir(), locked, "installing requirements (uv)");
     run_step(
@@ -155,6 +161,76 @@ pub(super) fn install_with_uv(
     )?;
     tracing::info!(release = %release.display(), venv = ?venv_took, install = ?started.elapsed(), "venv and dependencies ready");
     Ok(())
+}
+
+/// The directory in uv's cache from which a release's own wheels are offered to uv.
+const OFFERED_WHEELS: &str = "milky-offered-wheels";
+
+/// Makes `offered` hold exactly the files of `wheels` (a package's vendored wheels), keeping
+/// those it already holds with the same bytes: uv keys the cache entry of a local wheel by its
+/// path and modification time, so a wheel offered by an earlier release is not unpacked again.
+/// Only one pass runs at a time, so the directory is this install's alone.
+fn offer_wheels(wheels: &Path, offered: &Path) -> Result<(), WebError> {
+    fs_err::create_dir_all(offered)?;
+    let mut wanted = BTreeMap::new();
+    for entry in fs_err::read_dir(wheels)? {
+        let entry = entry?;
+        if entry.file_type()?.is_file() {
+            wanted.insert(entry.file_name(), entry.path());
+        }
+    }
+    for entry in fs_err::read_dir(offered)? {
+        let entry = entry?;
+        let keep = match wanted.get(&entry.file_name()) {
+            Some(source) if entry.file_type()?.is_file() => same_bytes(source, &entry.path())?,
+            _ => false,
+        };
+        if keep {
+            wanted.remove(&entry.file_name());
+        } else if entry.file_type()?.is_dir() {
+            fs_err::remove_dir_all(entry.path())?;
+        } else {
+            fs_err::remove_file(entry.path())?;
+        }
+    }
+    for (name, source) in wanted {
+        let target = offered.join(&name);
+        // A link costs nothing; the cache may be on another filesystem than the releases.
+        if std::fs::hard_link(&source, &target).is_err() {
+            fs_err::copy(&source, &target)?;
+        }
+    }
+    Ok(())
+}
+
+fn same_bytes(a: &Path, b: &Path) -> Result<bool, WebError> {
+    if fs_err::metadata(a)?.len() != fs_err::metadata(b)?.len() {
+        return Ok(false);
+    }
+    Ok(fs_err::read(a)? == fs_err::read(b)?)
+}
+
+/// Compiles the bytecode of the release's venv (its app's user cannot write `__pycache__`
+/// there), for the app's processes that start after this one: run once the release serves, as
+/// compiling every installed module takes seconds of CPU that the switch need not wait for.
+/// pip compiles as it installs; uv is told not to.
+pub fn compile_bytecode(setup: &ReleaseSetup) -> Result<Duration, WebError> {
+    let started = Instant::now();
+    let venv = setup.venv_dir();
+    let mut cmd = agent_command(setup, &venv.join("bin/python"));
+    cmd.args(["-m", "compileall", "-q", "-j", "0"])
+        .arg(venv.join("lib"));
+    run_step(
+        &setup.release_dir,
+        "compile the venv's bytecode",
+        cmd,
+        RunAs::Agent,
+        setup.install(),
+        "prepare:compile-running",
+    )?;
+    // Whatever the agent's umask, Apache's user reads them.
+    make_world_readable(&venv)?;
+    Ok(started.elapsed())
 }
 
 /// A command the agent runs for a release, with the interpreter's libpython dir on

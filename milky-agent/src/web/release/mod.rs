@@ -24,6 +24,7 @@ use super::hook_user::{self, HookUser};
 use super::{WebError, validate};
 pub use hooks::run_hooks;
 use hooks::run_hooks_at;
+pub use install::compile_bytecode;
 use install::{install_with_pip, install_with_uv};
 use permissions::{check_reachable, make_world_readable};
 
