@@ -1,6 +1,6 @@
 //! Decompressing a package on every core, while it stays a plain `.tar.bz2`.
 //!
-//! [`super::bz`] writes a package as many independent bzip2 streams. Each stream starts
+//! [`super::compress`] writes a package as many independent bzip2 streams. Each stream starts
 //! byte-aligned with `BZh1`..`BZh9` followed by the first block's magic `0x314159265359`, so the
 //! starts can be found in the file itself: no index to write, trust or keep in step. A match may
 //! also occur by chance (or by design) inside compressed data, so a candidate is never trusted:
@@ -34,7 +34,7 @@ use super::memory::KeepFreedMemory;
 use super::unpack::{UnpackError, UnpackLimits, unpack_tar};
 
 /// A segment larger than this, compressed or decoded, is not decoded ahead: what follows it is
-/// decoded sequentially. Packages from [`super::bz`] have segments of at most 855 KB decoded.
+/// decoded sequentially. Packages from [`super::compress`] have segments of at most 855 KB decoded.
 const SEGMENT_CAP: u64 = 16 << 20;
 
 /// The first block of a bzip2 stream: `BZh` + level digit + the block magic (π in BCD).

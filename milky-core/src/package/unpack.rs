@@ -112,7 +112,7 @@ pub fn unpack(
     unpack_tar(bzip2::read::MultiBzDecoder::new(archive), target, limits)
 }
 
-/// [`unpack`] of an already decompressed tar stream, e.g. from [`super::parallel`]: every check
+/// [`unpack`] of an already decompressed tar stream, e.g. from [`super::decompress`]: every check
 /// lives here, whoever decompresses.
 pub fn unpack_tar(
     tar_stream: impl Read,
