@@ -75,7 +75,9 @@ fn decode_stream(
     }
     let limit = usize::from(header[3] - b'0') * 100_000;
     if state.tt.len() < limit {
-        state.tt.resize(limit, 0);
+        // Zeroed by the allocator: pages a small block never touches are never written (the
+        // contents do not matter, every entry is set before it is read).
+        state.tt = vec![0; limit];
     }
     let mut bits = Bits::new(input, start + 4);
     let mut combined: u32 = 0;

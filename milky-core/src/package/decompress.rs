@@ -1,6 +1,6 @@
 //! Decompressing a package on every core, while it stays a plain `.tar.bz2`.
 //!
-//! [`super::bz`] writes a package as many independent bzip2 streams. Each stream starts
+//! [`super::compress`] writes a package as many independent bzip2 streams. Each stream starts
 //! byte-aligned with `BZh1`..`BZh9` followed by the first block's magic `0x314159265359`, so the
 //! starts can be found in the file itself: no index to write, trust or keep in step. A match may
 //! also occur by chance (or by design) inside compressed data, so a candidate is never trusted:
@@ -34,7 +34,7 @@ use super::memory::KeepFreedMemory;
 use super::unpack::{UnpackError, UnpackLimits, unpack_tar};
 
 /// A segment larger than this, compressed or decoded, is not decoded ahead: what follows it is
-/// decoded sequentially. Packages from [`super::bz`] have segments of at most 855 KB decoded.
+/// decoded sequentially. Packages from [`super::compress`] have segments of at most 855 KB decoded.
 const SEGMENT_CAP: u64 = 16 << 20;
 
 /// The first block of a bzip2 stream: `BZh` + level digit + the block magic (π in BCD).
@@ -47,12 +47,33 @@ pub fn unpack_file(
     target: &Path,
     limits: UnpackLimits,
 ) -> Result<Manifest, UnpackError> {
+    unpack_file_decoding_first_with(path, target, limits, Decoder::Own)
+}
+
+/// [`unpack_file`] with `first` as the decoder tried first on each segment: `Decoder::Own` is
+/// the agent's way, `Decoder::Library` leaves every segment to libbz2. Benchmark 1b times both.
+pub fn unpack_file_decoding_first_with(
+    path: &Path,
+    target: &Path,
+    limits: UnpackLimits,
+    first: Decoder,
+) -> Result<Manifest, UnpackError> {
     let threads = std::thread::available_parallelism().map_or(1, usize::from);
-    with_decoded(path, threads, |tar| unpack_tar(tar, target, limits)).map_err(|source| {
-        UnpackError::Io {
-            path: path.to_owned(),
-            source,
-        }
+    let decoded = File::open(path).and_then(|file| {
+        let starts = stream_starts(&file)?;
+        let len = file.metadata()?.len();
+        Ok(decode_segments(
+            &file,
+            &starts,
+            len,
+            threads,
+            first,
+            |tar| unpack_tar(tar, target, limits),
+        ))
+    });
+    decoded.map_err(|source| UnpackError::Io {
+        path: path.to_owned(),
+        source,
     })?
 }
 
@@ -67,7 +88,14 @@ pub fn with_decoded<T>(
     let file = File::open(path)?;
     let starts = stream_starts(&file)?;
     let len = file.metadata()?.len();
-    Ok(decode_segments(&file, &starts, len, threads, consume))
+    Ok(decode_segments(
+        &file,
+        &starts,
+        len,
+        threads,
+        Decoder::Own,
+        consume,
+    ))
 }
 
 /// Byte offsets where a bzip2 stream with at least one block may start: candidates only.
@@ -111,6 +139,7 @@ fn decode_segments<T>(
     starts: &[u64],
     len: u64,
     threads: usize,
+    first: Decoder,
     consume: impl FnOnce(&mut dyn Read) -> T,
 ) -> T {
     let mut segments: Vec<(u64, u64)> = starts
@@ -130,7 +159,7 @@ fn decode_segments<T>(
         let workers = if segments.is_empty() { 0 } else { threads };
         for _ in 0..workers {
             let queue = &queue;
-            scope.spawn(move || decode_jobs(file, queue));
+            scope.spawn(move || decode_jobs(file, queue, first));
         }
         let mut reader = OrderedReader {
             file,
@@ -154,7 +183,7 @@ fn decode_segments<T>(
 /// A segment to decode: its byte range and where to send the result (`None`: use sequential).
 type Job = (u64, u64, SyncSender<Option<Vec<u8>>>);
 
-fn decode_jobs(file: &File, queue: &Mutex<Receiver<Job>>) {
+fn decode_jobs(file: &File, queue: &Mutex<Receiver<Job>>, first: Decoder) {
     loop {
         let job = match queue.lock() {
             Ok(queue) => queue.recv(),
@@ -164,12 +193,12 @@ fn decode_jobs(file: &File, queue: &Mutex<Receiver<Job>>) {
             return;
         };
         // The reader may have gone sequential and dropped the receiver: nothing to do then.
-        let _ = result.send(decode_segment(file, start, end));
+        let _ = result.send(decode_segment(file, start, end, first));
     }
 }
 
 /// The decoded bytes of `start..end` if it is a sequence of whole bzip2 streams, else `None`.
-pub(super) fn decode_segment(file: &File, start: u64, end: u64) -> Option<Vec<u8>> {
+pub(super) fn decode_segment(file: &File, start: u64, end: u64, first: Decoder) -> Option<Vec<u8>> {
     let size = end - start;
     if size > SEGMENT_CAP {
         return None;
@@ -179,9 +208,11 @@ pub(super) fn decode_segment(file: &File, start: u64, end: u64) -> Option<Vec<u8
     let cap = usize::try_from(SEGMENT_CAP).expect("fits");
     // The faster decoder first; libbz2 decides whatever it declines. A bug in it that panics
     // on some input must not take the agent down: that segment goes to libbz2 too.
-    let fast = std::panic::catch_unwind(|| Decoder::Own.decode(&input, cap));
-    if let Ok(Some(output)) = fast {
-        return Some(output);
+    if first == Decoder::Own {
+        let fast = std::panic::catch_unwind(|| Decoder::Own.decode(&input, cap));
+        if let Ok(Some(output)) = fast {
+            return Some(output);
+        }
     }
     Decoder::Library.decode(&input, cap)
 }
@@ -319,7 +350,7 @@ mod tests {
     fn decoded_at(path: &Path, starts: &[u64]) -> io::Result<Vec<u8>> {
         let file = File::open(path)?;
         let len = file.metadata()?.len();
-        decode_segments(&file, starts, len, 3, |reader| {
+        decode_segments(&file, starts, len, 3, Decoder::Own, |reader| {
             let mut out = Vec::new();
             reader.read_to_end(&mut out).map(|_| out)
         })

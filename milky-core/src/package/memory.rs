@@ -1,6 +1,6 @@
 //! Keeps bzip2's working memory between streams.
 //!
-//! A package is hundreds of independent bzip2 streams (see [`super::bz`]), and each stream
+//! A package is hundreds of independent bzip2 streams (see [`super::compress`]), and each stream
 //! allocates its own state: ~7.6 MB to compress at level 9, ~3.6 MB to decode. glibc hands
 //! freed memory at the top of a thread's heap back to the kernel, so every stream page-faulted
 //! its state in again: 5–8% of packaging's CPU (perf: `exc_page_fault`, `madvise`). While a

@@ -112,7 +112,7 @@ pub fn unpack(
     unpack_tar(bzip2::read::MultiBzDecoder::new(archive), target, limits)
 }
 
-/// [`unpack`] of an already decompressed tar stream, e.g. from [`super::parallel`]: every check
+/// [`unpack`] of an already decompressed tar stream, e.g. from [`super::decompress`]: every check
 /// lives here, whoever decompresses.
 pub fn unpack_tar(
     tar_stream: impl Read,
@@ -424,7 +424,8 @@ pub(crate) fn manifest_from_tail(path: &Path) -> Option<String> {
     for streams in [1, 2, 4, 8] {
         // Candidates only: one that is not a real stream start fails to decode.
         let from = *starts.get(starts.len().checked_sub(streams)?)?;
-        if let Some(tail) = super::decompress::decode_segment(&file, from, len)
+        if let Some(tail) =
+            super::decompress::decode_segment(&file, from, len, super::decompress::Decoder::Own)
             && let Some(text) = last_entry_manifest(&tail)
         {
             return Some(text);

@@ -1,9 +1,9 @@
 //! Benchmark 1b — Unpacking on a server: the agent's download → size + sha256 check → unpack of the
 //! reference package, timed from its own log lines and from the download file reaching its full
 //! size, against `tar -xjf` (single-threaded bzip2) of the same file. Then the two decoders the
-//! unpack uses, ours and libbz2, each alone on one thread over the same package
-//! (`milky-core/examples/bzip2_decoders.rs`): the own decoder stays only while it is clearly
-//! faster.
+//! unpack uses, ours and libbz2, over the same package (`milky-core/examples/bzip2_decoders.rs`):
+//! each alone on one thread, and the agent's whole unpack on every core with ours first or with
+//! libbz2 alone. The own decoder stays only while that unpack is clearly faster with it.
 //!
 //! Each run is a fresh server whose venv step fails at once (`python = "/bin/false"`), so the
 //! pass stops right after the unpack it is measured on.
@@ -21,8 +21,9 @@ use super::servers::Server;
 use super::stats::{Samples, timed};
 use crate::tools::workspace_root;
 
-/// The own decoder is kept only while it needs this much less CPU than libbz2 (library ÷ own).
-const KEEP_OWN_DECODER: f64 = 1.15;
+/// The own decoder is kept only while the agent's unpack is this much faster with it than with
+/// libbz2 alone (library ÷ own, wall time on every core).
+const KEEP_OWN_DECODER: f64 = 1.3;
 
 /// When `path` first reached `size` bytes (polled every 2 ms until `stop`).
 pub fn watch_size(
@@ -110,7 +111,7 @@ pub fn run(bench: &Bench, package: &Path, report: &mut Report) -> anyhow::Result
         server.remove();
     }
     let _ = std::fs::remove_dir_all(&scratch);
-    let (own, library) = decoders(bench, package)?;
+    let decoders = decoders(bench, package)?;
     let files = super::workload::tree_size(&bench.project).1;
     let base = tar_xjf.median();
     let mut body = String::from("| what | wall | vs `tar -xjf` |\n|---|---|---|\n");
@@ -139,18 +140,25 @@ pub fn run(bench: &Bench, package: &Path, report: &mut Report) -> anyhow::Result
         bench.runs,
         size as f64 / 1e6
     );
-    let decoder_ratio = library.median() / own.median();
+    let cpu_ratio = decoders.library.median() / decoders.own.median();
+    let decoder_ratio = decoders.library_unpack.median() / decoders.own_unpack.median();
+    let cores = std::thread::available_parallelism().map_or(1, usize::from);
     let _ = writeln!(
         body,
-        "\n| decoder, one thread, every stream of the package | CPU | vs libbz2 |\n|---|---|---|\n\
-         | ours (`milky-core/src/package/bzip2_decoder.rs`) | {} | {decoder_ratio:.2}× |\n\
-         | libbz2 (the `bzip2` crate's C library) | {} | 1.00× |\n\n\
-         {} rounds of each, alternated, on one thread (`milky-core/examples/bzip2_decoders.rs`): the\n\
-         package cut at its stream starts as the agent cuts it, each segment decoded in memory. CPU\n\
-         time of that thread, not wall time, so that other load on the machine counts less. Both\n\
-         give the same bytes for every segment (checked before timing).",
-        own.show(2, " s"),
-        library.show(2, " s"),
+        "\n| decoder | decode alone, one thread (CPU) | agent's unpack, {cores} cores (wall) |\n|---|---|---|\n\
+         | ours first (`milky-core/src/package/bzip2_decoder.rs`), libbz2 for what it declines | {} | {} |\n\
+         | libbz2 alone (the `bzip2` crate's C library) | {} | {} |\n\
+         | ours vs libbz2 | {cpu_ratio:.2}× | {decoder_ratio:.2}× |\n\n\
+         {} rounds of each, alternated (`milky-core/examples/bzip2_decoders.rs`). Decode alone: the\n\
+         package cut at its stream starts as the agent cuts it, each segment decoded in memory on one\n\
+         thread; CPU time of that thread, so that other load on the machine counts less. Both give the\n\
+         same bytes for every segment (checked before timing). Agent's unpack: the agent's own call\n\
+         (every core, every check of `unpack.rs`, into a new directory), once with our decoder tried\n\
+         first on each segment and once with libbz2 alone; wall time, as the agent waits for it.",
+        decoders.own.show(2, " s"),
+        decoders.own_unpack.show(2, " s"),
+        decoders.library.show(2, " s"),
+        decoders.library_unpack.show(2, " s"),
         bench.runs
     );
     body += PARALLEL_DESIGN;
@@ -158,8 +166,8 @@ pub fn run(bench: &Bench, package: &Path, report: &mut Report) -> anyhow::Result
     let unpack_ratio = base / unpack.median();
     let why = format!(
         "decoding: libbz2 spends {:.2} s of CPU on this package, our decoder {:.2} s; 2 cores share that with the sha256, the checks, the tar loop and creating {files} files (kernel time)",
-        library.median(),
-        own.median()
+        decoders.library.median(),
+        decoders.own.median()
     );
     report.target(
         "1b",
@@ -170,8 +178,8 @@ pub fn run(bench: &Bench, package: &Path, report: &mut Report) -> anyhow::Result
     );
     report.target(
         "1b",
-        "own decoder ≥ 1.15× libbz2's speed, one thread (else it goes)",
-        format!("{decoder_ratio:.2}× libbz2's speed"),
+        "own decoder: agent's unpack ≥ 1.3× faster than with libbz2 alone (else it goes)",
+        format!("{decoder_ratio:.2}× (decode alone, one thread: {cpu_ratio:.2}×)"),
         decoder_ratio >= KEEP_OWN_DECODER,
         "",
     );
@@ -179,8 +187,17 @@ pub fn run(bench: &Bench, package: &Path, report: &mut Report) -> anyhow::Result
     Ok(download)
 }
 
-/// CPU seconds of our decoder and of libbz2 over the package, `bench.runs` rounds each.
-fn decoders(bench: &Bench, package: &Path) -> anyhow::Result<(Samples, Samples)> {
+/// Our decoder and libbz2 over the package, `bench.runs` rounds of each measure.
+struct Decoders {
+    /// CPU seconds decoding every segment on one thread.
+    own: Samples,
+    library: Samples,
+    /// Wall seconds of the agent's unpack on every core.
+    own_unpack: Samples,
+    library_unpack: Samples,
+}
+
+fn decoders(bench: &Bench, package: &Path) -> anyhow::Result<Decoders> {
     eprintln!("bench 1b: timing the decoders on one thread");
     let root = workspace_root();
     crate::tools::run(Command::new("cargo").current_dir(&root).args([
@@ -194,28 +211,43 @@ fn decoders(bench: &Bench, package: &Path) -> anyhow::Result<(Samples, Samples)>
     let out = Command::new(root.join("target/release/examples/bzip2_decoders"))
         .arg(package)
         .arg(bench.runs.to_string())
+        .arg(bench.work.join("decoders"))
         .output()?;
     anyhow::ensure!(
         out.status.success(),
         "bzip2_decoders failed: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let (mut own, mut library) = (Samples::default(), Samples::default());
+    let mut decoders = Decoders {
+        own: Samples::default(),
+        library: Samples::default(),
+        own_unpack: Samples::default(),
+        library_unpack: Samples::default(),
+    };
     for line in String::from_utf8_lossy(&out.stdout).lines() {
-        match line.split_once(' ') {
-            Some(("own", secs)) => own.push(secs.parse()?),
-            Some(("library", secs)) => library.push(secs.parse()?),
+        let samples = match line.split_once(' ') {
+            Some(("own", _)) => &mut decoders.own,
+            Some(("library", _)) => &mut decoders.library,
+            Some(("own-unpack", _)) => &mut decoders.own_unpack,
+            Some(("library-unpack", _)) => &mut decoders.library_unpack,
             _ => anyhow::bail!("bzip2_decoders printed {line:?}"),
-        }
+        };
+        samples.push(line.split_once(' ').expect("matched").1.parse()?);
     }
-    anyhow::ensure!(
-        own.0.len() == bench.runs && library.0.len() == bench.runs,
-        "bzip2_decoders printed {} and {} rounds, not {}",
-        own.0.len(),
-        library.0.len(),
-        bench.runs
-    );
-    Ok((own, library))
+    for samples in [
+        &decoders.own,
+        &decoders.library,
+        &decoders.own_unpack,
+        &decoders.library_unpack,
+    ] {
+        anyhow::ensure!(
+            samples.0.len() == bench.runs,
+            "bzip2_decoders printed {} rounds of a measure, not {}",
+            samples.0.len(),
+            bench.runs
+        );
+    }
+    Ok(decoders)
 }
 
 const PARALLEL_DESIGN: &str = "
