@@ -594,3 +594,128 @@ fn an_acme_order_killed_at_each_step_is_finished_by_the_next_passes() {
         assert_eq!(failed, 0, "{point}: no request failed ({sent} sent)");
     }
 }
+
+#[test]
+fn an_acme_certificate_is_renewed_by_itself_at_a_third_of_its_lifetime() {
+    let ctx = TestContext::new();
+    let dir = ctx.dir.path();
+    let (web1, web2) = (
+        Agent::new(&ctx, "stable", "web-1"),
+        Agent::new(&ctx, "stable", "web-2"),
+    );
+    // Certificates valid 90s: renewed when 30s are left, with no `tls renew`.
+    let (listener_cert, listener_key) = pebble_listener_cert(dir);
+    let pebble = Pebble::start_with_validity(
+        dir,
+        &listener_cert,
+        &listener_key,
+        web2.front,
+        Some(Duration::from_secs(90)),
+    )
+    .unwrap();
+    let https = Ports::reserve(2).expect("ports for HTTPS");
+    let ports = [https.first(), https.last()];
+    for (agent, port) in [(&web1, ports[0]), (&web2, ports[1])] {
+        configure(agent, port, &pebble, &listener_cert, "challenge_wait = \"60s\"\n");
+    }
+    let _ = web2.sync();
+    upload_acme_app(&ctx);
+    let orders = || {
+        String::from_utf8(ctx.object("groups/stable/acme/orders.toml").unwrap_or_default())
+            .unwrap()
+    };
+    let logs = || {
+        format!(
+            "{}\n{}\n{}",
+            orders(),
+            service_logs(&[&web1, &web2]),
+            pebble.output()
+        )
+    };
+    let mut services = Services(Vec::new());
+    services.start(&web1);
+    services.start(&web2);
+    let root = pebble_root(&pebble, &listener_cert, dir);
+    for port in ports {
+        wait_until(
+            Duration::from_secs(300),
+            "both servers serve HTTPS",
+            || https_get(port, &root) == Some(200),
+            logs,
+        );
+    }
+    wait_until(
+        Duration::from_secs(60),
+        "both servers install the first certificate",
+        || installed(&web1).is_some() && installed(&web1) == installed(&web2),
+        logs,
+    );
+    let first = installed(&web1).unwrap();
+    let info = milky_core::tls::certificate_info(&first).unwrap();
+    assert!(
+        info.not_after - info.not_before <= 90,
+        "Pebble issued a short certificate: {info:?}"
+    );
+
+    let load = HttpsLoad::start(ports, &root);
+    wait_until(
+        Duration::from_secs(240),
+        "both servers install a renewed certificate by themselves",
+        || {
+            [&web1, &web2]
+                .iter()
+                .all(|a| installed(a).is_some_and(|c| c != first))
+        },
+        logs,
+    );
+    let (sent, failed) = load.finish();
+    drop(services);
+    assert!(pebble.issued() >= 2, "{}", pebble.output());
+    assert!(!orders().contains("renew_requested"), "{}", orders());
+    let full_logs: String = [&web1, &web2]
+        .iter()
+        .map(|a| std::fs::read_to_string(a.root.join("service.log")).unwrap_or_default())
+        .collect();
+    assert!(
+        full_logs.contains("a third of its lifetime is left"),
+        "ordered because it was due:\n{}",
+        logs()
+    );
+    assert!(sent > 4, "the load ran");
+    assert_eq!(failed, 0, "no request failed during the renewal ({sent} sent)");
+}
+
+#[test]
+fn tls_renew_refuses_an_app_the_group_does_not_run_and_warns_when_it_is_not_acme() {
+    let ctx = TestContext::new();
+    let web1 = Agent::new(&ctx, "stable", "web-1");
+    let project = fixture_project(ctx.dir.path(), APP, "v1");
+    assert_success(
+        &ctx.milky_in(&project, &["init", "--yes", "--name", APP]),
+        "init",
+    );
+    ctx.upload(&project, "stable", "v1");
+
+    let out = ctx.milky(&["tls", "renew", "stable", "ghost"]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("stable does not run ghost"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(
+        ctx.object("groups/stable/acme/orders.toml").is_none(),
+        "nothing was requested"
+    );
+
+    // The app runs without tls: the request is stored, with a warning naming the servers.
+    assert_success(&web1.sync(), "sync");
+    let out = ctx.milky(&["tls", "renew", "stable", APP]);
+    assert_success(&out, "tls renew");
+    assert!(
+        stderr(&out).contains("warning: shop does not run with tls = \"acme\"")
+            && stderr(&out).contains("web-1: none"),
+        "{}",
+        stderr(&out)
+    );
+}
