@@ -456,7 +456,8 @@ fn an_acme_order_killed_at_each_step_is_finished_by_the_next_passes() {
         Agent::new(&ctx, "stable", "web-1"),
         Agent::new(&ctx, "stable", "web-2"),
     );
-    // Pebble validates at web-2's nginx. A dead orderer's lease expires after 4s.
+    // Pebble validates at web-2's nginx. A dead orderer's lease expires after 4s; web-2 then
+    // waits up to 20s for web-1 (dead, but its report is recent) to acknowledge its answers.
     let (listener_cert, listener_key) = pebble_listener_cert(dir);
     let pebble = Pebble::start(dir, &listener_cert, &listener_key, web2.front).unwrap();
     let https = Ports::reserve(2).expect("ports for HTTPS");
@@ -467,7 +468,7 @@ fn an_acme_order_killed_at_each_step_is_finished_by_the_next_passes() {
             port,
             &pebble,
             &listener_cert,
-            "challenge_wait = \"60s\"\nlease = \"4s\"\n",
+            "challenge_wait = \"20s\"\nlease = \"4s\"\n",
         );
     }
     let _ = web2.sync();
