@@ -617,13 +617,22 @@ fn an_acme_certificate_is_renewed_by_itself_at_a_third_of_its_lifetime() {
     let https = Ports::reserve(2).expect("ports for HTTPS");
     let ports = [https.first(), https.last()];
     for (agent, port) in [(&web1, ports[0]), (&web2, ports[1])] {
-        configure(agent, port, &pebble, &listener_cert, "challenge_wait = \"60s\"\n");
+        configure(
+            agent,
+            port,
+            &pebble,
+            &listener_cert,
+            "challenge_wait = \"60s\"\n",
+        );
     }
     let _ = web2.sync();
     upload_acme_app(&ctx);
     let orders = || {
-        String::from_utf8(ctx.object("groups/stable/acme/orders.toml").unwrap_or_default())
-            .unwrap()
+        String::from_utf8(
+            ctx.object("groups/stable/acme/orders.toml")
+                .unwrap_or_default(),
+        )
+        .unwrap()
     };
     let logs = || {
         format!(
@@ -683,7 +692,10 @@ fn an_acme_certificate_is_renewed_by_itself_at_a_third_of_its_lifetime() {
         logs()
     );
     assert!(sent > 4, "the load ran");
-    assert_eq!(failed, 0, "no request failed during the renewal ({sent} sent)");
+    assert_eq!(
+        failed, 0,
+        "no request failed during the renewal ({sent} sent)"
+    );
 }
 
 #[test]

@@ -115,7 +115,11 @@ async fn mode_warning(
 ) -> Option<String> {
     let reports = match milky_core::status::read_group(store, group).await {
         Ok(reports) => reports,
-        Err(err) => return Some(format!("warning: could not read {group}'s status reports: {err}")),
+        Err(err) => {
+            return Some(format!(
+                "warning: could not read {group}'s status reports: {err}"
+            ));
+        }
     };
     let others: Vec<String> = reports
         .iter()
