@@ -270,6 +270,7 @@ mod tests {
 
     use super::*;
 
+
     #[test]
     fn signed_state_is_required_wherever_keys_are_trusted_unless_turned_off() {
         let public = milky_core::signing::SecretKey::generate().unwrap().public();
@@ -292,10 +293,7 @@ mod tests {
             require_signed_state: Some(true),
             ..Signing::default()
         };
-        assert!(
-            required(&on, &Verifier::Off),
-            "asked for without keys: refuses"
-        );
+        assert!(required(&on, &Verifier::Off), "asked for without keys: refuses");
     }
 
     fn app(name: &str) -> AppName {
