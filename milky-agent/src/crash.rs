@@ -5,7 +5,8 @@
 //! `MILKY_AGENT_CRASH_AT=<point>` in its environment, the agent kills itself with SIGKILL
 //! when it reaches that point, as `kill -9` would: no destructor runs, no file is flushed,
 //! children started under `setpriv --pdeathsig` die with it. The e2e tests loop over the
-//! points of an upgrade and of a removal (see [`UPGRADE`] and [`REMOVAL`]).
+//! points of an upgrade, of a removal and of an ACME order (see [`UPGRADE`], [`REMOVAL`] and
+//! [`ACME_ORDER`]).
 //!
 //! Without the variable a point costs one comparison.
 
@@ -40,6 +41,16 @@ pub const REMOVAL: &[&str] = &[
     "remove:web-done",
     "remove:files-moved",
     "remove:done",
+];
+
+/// Points passed in an ACME order by the server holding the group's lease, in order: its
+/// answers are in the store, the CA validated them, the certificate is downloaded (not stored
+/// yet), the certificate is stored (the order not yet marked done).
+pub const ACME_ORDER: &[&str] = &[
+    "acme:answers-published",
+    "acme:challenges-valid",
+    "acme:certificate-downloaded",
+    "acme:certificate-stored",
 ];
 
 /// The point between shipping a log segment and saving its offset.

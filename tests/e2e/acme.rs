@@ -334,3 +334,406 @@ fn acme_certificates_are_ordered_once_per_group_renewed_and_kept_when_the_ca_is_
     assert!(orders().contains("failures = 1"), "{}", orders());
     drop(services);
 }
+
+/// Adds HTTPS on `port` and an `[acme]` section for `pebble` (plus `extra` settings) to
+/// `agent`'s config.
+fn configure(agent: &Agent, port: u16, pebble: &Pebble, listener_cert: &Path, extra: &str) {
+    let text = std::fs::read_to_string(&agent.config).unwrap().replacen(
+        "[web]\n",
+        &format!("[web]\nhttps_listen = \"127.0.0.1:{port}\"\n"),
+        1,
+    );
+    let acme = format!(
+        "\n[acme]\ndirectory = \"{}\"\nca_roots = \"{}\"\ncontact = [\"mailto:ops@milky.test\"]\n{extra}",
+        pebble.directory,
+        listener_cert.display()
+    );
+    write(&agent.config, &format!("{text}{acme}"));
+}
+
+/// Uploads `APP` v1 with `tls = "acme"` for `NAME` to `stable`.
+fn upload_acme_app(ctx: &TestContext) {
+    let project = fixture_project(ctx.dir.path(), APP, "v1");
+    assert_success(
+        &ctx.milky_in(&project, &["init", "--yes", "--name", APP]),
+        "init",
+    );
+    let manifest = project.join("milky.toml");
+    let text = std::fs::read_to_string(&manifest).unwrap().replacen(
+        "[app]\n",
+        &format!("[app]\nserver_names = [\"{NAME}\"]\ntls = \"acme\"\n"),
+        1,
+    );
+    write(&manifest, &text);
+    ctx.upload(&project, "stable", "v1");
+}
+
+/// Pebble's root, which its certificates chain to, written to `dir/pebble-root.pem`.
+fn pebble_root(pebble: &Pebble, listener_cert: &Path, dir: &Path) -> PathBuf {
+    let root_file = dir.join("pebble-root.pem");
+    let root = Command::new("curl")
+        .args(["--silent", "--show-error", "--cacert"])
+        .arg(listener_cert)
+        .arg(format!("https://{}/roots/0", pebble.management))
+        .output()
+        .unwrap();
+    assert_success(&root, "Pebble's root");
+    write(&root_file, &stdout(&root));
+    root_file
+}
+
+/// The HTTP-01 answers in `agent`'s challenge dir (token file names).
+fn answered_tokens(agent: &Agent) -> Vec<String> {
+    let mut tokens: Vec<String> = std::fs::read_dir(agent.root.join("web/nginx/acme-challenge"))
+        .map(|dir| {
+            dir.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    tokens.sort();
+    tokens
+}
+
+/// HTTPS GETs on `ports` in a loop until dropped; counts the requests and the failed ones.
+struct HttpsLoad {
+    stop: Arc<AtomicBool>,
+    sent: Arc<AtomicUsize>,
+    failed: Arc<AtomicUsize>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl HttpsLoad {
+    fn start(ports: [u16; 2], root: &Path) -> Self {
+        let stop = Arc::new(AtomicBool::new(false));
+        let (sent, failed) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+        let thread = {
+            let (stop, sent, failed, root) =
+                (stop.clone(), sent.clone(), failed.clone(), root.to_owned());
+            std::thread::spawn(move || {
+                while !stop.load(Ordering::SeqCst) {
+                    for port in ports {
+                        sent.fetch_add(1, Ordering::SeqCst);
+                        if https_get(port, &root) != Some(200) {
+                            failed.fetch_add(1, Ordering::SeqCst);
+                        }
+                    }
+                }
+            })
+        };
+        Self {
+            stop,
+            sent,
+            failed,
+            thread: Some(thread),
+        }
+    }
+
+    /// Stops the loop; (sent, failed).
+    fn finish(mut self) -> (usize, usize) {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(thread) = self.thread.take() {
+            thread.join().unwrap();
+        }
+        (
+            self.sent.load(Ordering::SeqCst),
+            self.failed.load(Ordering::SeqCst),
+        )
+    }
+}
+
+impl Drop for HttpsLoad {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+    }
+}
+
+#[test]
+fn an_acme_order_killed_at_each_step_is_finished_by_the_next_passes() {
+    let ctx = TestContext::new();
+    let dir = ctx.dir.path();
+    let (web1, web2) = (
+        Agent::new(&ctx, "stable", "web-1"),
+        Agent::new(&ctx, "stable", "web-2"),
+    );
+    // Pebble validates at web-2's nginx. A dead orderer's lease expires after 4s; web-2 then
+    // waits up to 20s for web-1 (dead, but its report is recent) to acknowledge its answers.
+    let (listener_cert, listener_key) = pebble_listener_cert(dir);
+    let pebble = Pebble::start(dir, &listener_cert, &listener_key, web2.front).unwrap();
+    let https = Ports::reserve(2).expect("ports for HTTPS");
+    let ports = [https.first(), https.last()];
+    for (agent, port) in [(&web1, ports[0]), (&web2, ports[1])] {
+        configure(
+            agent,
+            port,
+            &pebble,
+            &listener_cert,
+            "challenge_wait = \"20s\"\nlease = \"4s\"\n",
+        );
+    }
+    let _ = web2.sync();
+    upload_acme_app(&ctx);
+    let orders_key = "groups/stable/acme/orders.toml";
+    let orders = || String::from_utf8(ctx.object(orders_key).unwrap_or_default()).unwrap();
+    // The chain of the group's stored certificate.
+    let stored = || {
+        ctx.object("groups/stable/tls/shop.toml")
+            .map(|bytes| {
+                milky_core::tls::StoredCertificate::parse(&String::from_utf8_lossy(&bytes))
+                    .unwrap()
+                    .chain
+            })
+            .unwrap_or_default()
+    };
+    let logs = || {
+        format!(
+            "{}\n{}\n{}",
+            orders(),
+            service_logs(&[&web1, &web2]),
+            pebble.output()
+        )
+    };
+
+    // The first certificate, ordered as usual.
+    let mut services = Services(Vec::new());
+    services.start(&web1);
+    services.start(&web2);
+    let root = pebble_root(&pebble, &listener_cert, dir);
+    for port in ports {
+        wait_until(
+            Duration::from_secs(300),
+            "both servers serve HTTPS",
+            || https_get(port, &root) == Some(200),
+            logs,
+        );
+    }
+    drop(services);
+
+    for point in milky_agent::crash::ACME_ORDER {
+        let before = installed(&web2).unwrap();
+        let load = HttpsLoad::start(ports, &root);
+        assert_success(&ctx.milky(&["tls", "renew", "stable", APP]), "tls renew");
+        // web-1 takes the lease and orders; web-2 starts once the answers are out (it
+        // acknowledges them, and the CA validates there).
+        let orderer = web1
+            .command(&["sync"])
+            .env(milky_agent::crash::ENV, point)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        wait_until(
+            Duration::from_secs(120),
+            &format!("{point}: web-1 publishes the answers"),
+            || orders().contains("[apps.shop.challenges]"),
+            logs,
+        );
+        wait_until(
+            Duration::from_secs(30),
+            &format!("{point}: web-1 serves its answers"),
+            || !answered_tokens(&web1).is_empty(),
+            logs,
+        );
+        let dead_tokens = answered_tokens(&web1);
+        let mut services = Services(Vec::new());
+        services.start(&web2);
+        let out = orderer.wait_with_output().unwrap();
+        assert_eq!(
+            std::os::unix::process::ExitStatusExt::signal(&out.status),
+            Some(9),
+            "{point}: the order should have been killed there ({}):\n{}",
+            out.status,
+            stderr(&out)
+        );
+
+        // web-2 takes the expired lease, replaces the dead order's answers with its own and
+        // stores a new certificate.
+        wait_until(
+            Duration::from_secs(240),
+            &format!("{point}: web-2 finishes the order and installs a new certificate"),
+            || {
+                let text = orders();
+                installed(&web2).is_some_and(|c| c != before && stored().contains(c.trim()))
+                    && !text.contains("renew_requested")
+                    && !text.contains("challenges")
+            },
+            logs,
+        );
+        assert!(
+            orders().contains("issued_by = \"web-2\""),
+            "{point}: {}",
+            orders()
+        );
+        // The pass that stored it read the orders before: the next one drops the answers.
+        wait_until(
+            Duration::from_secs(60),
+            &format!("{point}: web-2 no longer serves the dead order's answers"),
+            || {
+                answered_tokens(&web2)
+                    .iter()
+                    .all(|t| !dead_tokens.contains(t))
+            },
+            || format!("{:?} {dead_tokens:?}\n{}", answered_tokens(&web2), logs()),
+        );
+        drop(services);
+        let renewed = installed(&web2).unwrap();
+
+        // web-1 comes back: installs the same certificate, drops its stale answers.
+        let mut services = Services(Vec::new());
+        services.start(&web1);
+        wait_until(
+            Duration::from_secs(120),
+            &format!("{point}: web-1 installs the new certificate"),
+            || installed(&web1).as_deref() == Some(renewed.as_str()),
+            logs,
+        );
+        wait_until(
+            Duration::from_secs(60),
+            &format!("{point}: web-1 removes the dead order's answers"),
+            || answered_tokens(&web1).is_empty(),
+            || format!("{:?}\n{}", answered_tokens(&web1), logs()),
+        );
+        drop(services);
+        assert_eq!(installed(&web2).as_deref(), Some(renewed.as_str()));
+        let (sent, failed) = load.finish();
+        assert!(sent > 4, "{point}: the load ran");
+        assert_eq!(failed, 0, "{point}: no request failed ({sent} sent)");
+    }
+}
+
+#[test]
+fn an_acme_certificate_is_renewed_by_itself_at_a_third_of_its_lifetime() {
+    let ctx = TestContext::new();
+    let dir = ctx.dir.path();
+    let (web1, web2) = (
+        Agent::new(&ctx, "stable", "web-1"),
+        Agent::new(&ctx, "stable", "web-2"),
+    );
+    // Certificates valid 90s: renewed when 30s are left, with no `tls renew`.
+    let (listener_cert, listener_key) = pebble_listener_cert(dir);
+    let pebble = Pebble::start_with_validity(
+        dir,
+        &listener_cert,
+        &listener_key,
+        web2.front,
+        Some(Duration::from_secs(90)),
+    )
+    .unwrap();
+    let https = Ports::reserve(2).expect("ports for HTTPS");
+    let ports = [https.first(), https.last()];
+    for (agent, port) in [(&web1, ports[0]), (&web2, ports[1])] {
+        configure(
+            agent,
+            port,
+            &pebble,
+            &listener_cert,
+            "challenge_wait = \"60s\"\n",
+        );
+    }
+    let _ = web2.sync();
+    upload_acme_app(&ctx);
+    let orders = || {
+        String::from_utf8(
+            ctx.object("groups/stable/acme/orders.toml")
+                .unwrap_or_default(),
+        )
+        .unwrap()
+    };
+    let logs = || {
+        format!(
+            "{}\n{}\n{}",
+            orders(),
+            service_logs(&[&web1, &web2]),
+            pebble.output()
+        )
+    };
+    let mut services = Services(Vec::new());
+    services.start(&web1);
+    services.start(&web2);
+    let root = pebble_root(&pebble, &listener_cert, dir);
+    for port in ports {
+        wait_until(
+            Duration::from_secs(300),
+            "both servers serve HTTPS",
+            || https_get(port, &root) == Some(200),
+            logs,
+        );
+    }
+    wait_until(
+        Duration::from_secs(60),
+        "both servers install the first certificate",
+        || installed(&web1).is_some() && installed(&web1) == installed(&web2),
+        logs,
+    );
+    let first = installed(&web1).unwrap();
+    let info = milky_core::tls::certificate_info(&first).unwrap();
+    assert!(
+        info.not_after - info.not_before <= 90,
+        "Pebble issued a short certificate: {info:?}"
+    );
+
+    let load = HttpsLoad::start(ports, &root);
+    wait_until(
+        Duration::from_secs(240),
+        "both servers install a renewed certificate by themselves",
+        || {
+            [&web1, &web2]
+                .iter()
+                .all(|a| installed(a).is_some_and(|c| c != first))
+        },
+        logs,
+    );
+    let (sent, failed) = load.finish();
+    drop(services);
+    assert!(pebble.issued() >= 2, "{}", pebble.output());
+    assert!(!orders().contains("renew_requested"), "{}", orders());
+    let full_logs: String = [&web1, &web2]
+        .iter()
+        .map(|a| std::fs::read_to_string(a.root.join("service.log")).unwrap_or_default())
+        .collect();
+    assert!(
+        full_logs.contains("a third of its lifetime is left"),
+        "ordered because it was due:\n{}",
+        logs()
+    );
+    assert!(sent > 4, "the load ran");
+    assert_eq!(
+        failed, 0,
+        "no request failed during the renewal ({sent} sent)"
+    );
+}
+
+#[test]
+fn tls_renew_refuses_an_app_the_group_does_not_run_and_warns_when_it_is_not_acme() {
+    let ctx = TestContext::new();
+    let web1 = Agent::new(&ctx, "stable", "web-1");
+    let project = fixture_project(ctx.dir.path(), APP, "v1");
+    assert_success(
+        &ctx.milky_in(&project, &["init", "--yes", "--name", APP]),
+        "init",
+    );
+    ctx.upload(&project, "stable", "v1");
+
+    let out = ctx.milky(&["tls", "renew", "stable", "ghost"]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("stable does not run ghost"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(
+        ctx.object("groups/stable/acme/orders.toml").is_none(),
+        "nothing was requested"
+    );
+
+    // The app runs without tls: the request is stored, with a warning naming the servers.
+    assert_success(&web1.sync(), "sync");
+    let out = ctx.milky(&["tls", "renew", "stable", APP]);
+    assert_success(&out, "tls renew");
+    assert!(
+        stderr(&out).contains("warning: shop does not run with tls = \"acme\"")
+            && stderr(&out).contains("web-1: none"),
+        "{}",
+        stderr(&out)
+    );
+}

@@ -80,6 +80,15 @@ pub async fn run(args: TlsArgs, global: &GlobalArgs, printer: Printer) -> anyhow
         TlsCommand::Renew { group, app } => {
             let settings = Settings::resolve(global)?;
             let store = settings.open_store().await?;
+            let index = store.read_index().await?.map(|(index, _)| index);
+            if !index.is_some_and(|index| index.group(&group).contains_key(&app)) {
+                return Err(user_error(format!(
+                    "{group} does not run {app} (see `cargo milky status {group}`): no certificate to renew; nothing was requested"
+                )));
+            }
+            if let Some(warning) = mode_warning(&store, &group, &app).await {
+                printer.status(warning);
+            }
             let requested =
                 humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string();
             milky_core::acme::edit(&store, &group, |orders| {
@@ -95,6 +104,40 @@ pub async fn run(args: TlsArgs, global: &GlobalArgs, printer: Printer) -> anyhow
             Ok(())
         }
     }
+}
+
+/// A warning when the group's servers report `app` with a TLS mode other than `acme` (a
+/// renewal request then changes nothing until a release with `tls = "acme"` runs there).
+async fn mode_warning(
+    store: &milky_core::Store,
+    group: &GroupName,
+    app: &AppName,
+) -> Option<String> {
+    let reports = match milky_core::status::read_group(store, group).await {
+        Ok(reports) => reports,
+        Err(err) => {
+            return Some(format!(
+                "warning: could not read {group}'s status reports: {err}"
+            ));
+        }
+    };
+    let others: Vec<String> = reports
+        .iter()
+        .filter_map(|(host, report)| {
+            let mode = match report.as_ref().ok()?.apps.get(app)?.tls.as_ref() {
+                Some(tls) if tls.mode == "acme" => return None,
+                Some(tls) => tls.mode.clone(),
+                None => "none".to_owned(),
+            };
+            Some(format!("{host}: {mode}"))
+        })
+        .collect();
+    (!others.is_empty()).then(|| {
+        format!(
+            "warning: {app} does not run with tls = \"acme\" on every server of {group} ({}); only servers running it with acme order and install the renewed certificate",
+            others.join(", ")
+        )
+    })
 }
 
 /// The app's server names from the project file, when it is this app's.

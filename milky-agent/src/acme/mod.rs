@@ -227,6 +227,7 @@ impl GroupAcme<'_> {
                 milky_core::tls::write(self.store, self.group, app, &certificate)
                     .await
                     .context("storing the certificate")?;
+                crate::crash::point("acme:certificate-stored");
                 milky_core::acme::edit(self.store, self.group, |orders| {
                     orders.apps.entry(app.clone()).or_default().succeeded(
                         request_seen.as_deref(),

@@ -59,6 +59,7 @@ pub(super) async fn run(
 
     if !answers.is_empty() {
         publish(acme, app, &answers).await?;
+        crate::crash::point("acme:answers-published");
         let tokens: Vec<String> = answers.keys().cloned().collect();
         wait_for_acks(acme, &tokens, held).await?;
         if !held.still_held() {
@@ -93,6 +94,7 @@ pub(super) async fn run(
             validation_errors(&mut order).await
         );
     }
+    crate::crash::point("acme:challenges-valid");
 
     let key = rcgen::KeyPair::generate().context("generating the certificate's key")?;
     let mut params = rcgen::CertificateParams::new(names.to_vec())?;
@@ -106,6 +108,7 @@ pub(super) async fn run(
         .poll_certificate(&retries)
         .await
         .context("downloading the certificate")?;
+    crate::crash::point("acme:certificate-downloaded");
     let key = key.serialize_pem();
     let info = tls::inspect(&chain, &key)?;
     info.check(names, tls::now())?;
