@@ -17,7 +17,7 @@ use milky_core::{AppName, GroupName, PackageEntry, Store, Version, layout};
 
 use crate::config::Signing;
 use crate::plan::{Plan, Running, Step};
-use crate::state::{AgentState, StateDir};
+use crate::state_dir::{AgentState, StateDir};
 use crate::verify::Verifier;
 
 /// A state this close to its expiry is read again on every pass, so a refreshed one (`cargo

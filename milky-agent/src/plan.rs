@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use milky_core::{AppName, PackageEntry, Version};
 
-use crate::state::Failure;
+use crate::state_dir::Failure;
 
 /// What serves an app on this server now.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -218,7 +218,7 @@ impl Releases {
             make_traversable(&staging)?;
             // Written first: a record without its release is harmless and replaced next time.
             fs_err::create_dir_all(self.app_dir(app).join("unpacked-from"))?;
-            crate::state::write_atomic(
+            crate::state_dir::write_atomic(
                 &self.unpacked_from_path(app, version),
                 format!("{sha256}\n").as_bytes(),
             )?;

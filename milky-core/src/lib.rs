@@ -8,7 +8,7 @@ pub mod index;
 pub mod layout;
 pub mod logs;
 pub mod names;
-pub mod once;
+pub mod once_hooks;
 pub mod package;
 pub mod project;
 pub mod python;

@@ -2,7 +2,7 @@
 //! first-deploy hooks again.
 
 use clap::{Args, Subcommand};
-use milky_core::once::OnceResult;
+use milky_core::once_hooks::OnceResult;
 use milky_core::{AppName, GroupName, layout};
 use serde::Serialize;
 

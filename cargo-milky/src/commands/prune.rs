@@ -5,7 +5,7 @@ use std::time::{Duration, SystemTime};
 
 use anyhow::Context;
 use clap::Args;
-use milky_core::once::Lease;
+use milky_core::once_hooks::Lease;
 use milky_core::retention::{self, Doomed, Policy};
 use milky_core::{AppName, GroupName, Index, Store, Version, layout};
 use serde::Serialize;

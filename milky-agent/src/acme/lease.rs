@@ -4,7 +4,7 @@
 
 use std::time::{Duration, Instant, SystemTime};
 
-use milky_core::once::Lease;
+use milky_core::once_hooks::Lease;
 use milky_core::store::{Condition, StoreError};
 use milky_core::{HostName, Store};
 use tokio::sync::watch;

@@ -3,7 +3,7 @@
 
 use milky_core::Version;
 
-use crate::state::Failure;
+use crate::state_dir::Failure;
 
 /// What the agent remembers after `version` of an app failed at `at` (unix seconds), given what
 /// it remembered before. Attempts count up while the same version keeps failing, and each waits

@@ -6,7 +6,7 @@
 use anyhow::anyhow;
 use milky_core::{GroupName, Store};
 
-use crate::state::{AgentState, ConditionalWrites};
+use crate::state_dir::{AgentState, ConditionalWrites};
 
 /// How long a verdict holds before the store is probed again.
 const VERDICT_SECS: u64 = 24 * 60 * 60;

@@ -12,10 +12,10 @@ use milky_core::{AppName, GroupName, HostName, Manifest, PackageEntry, Version};
 use super::hook_log::HookLog;
 use super::{Agent, Target, Wanted, conditional_writes, env_file};
 
-use crate::once::{Once, OnceKind, OnceRunner};
+use crate::once_hooks::{Once, OnceKind, OnceRunner};
 use crate::python::Interpreters;
 use crate::release_store::Releases;
-use crate::state::AgentState;
+use crate::state_dir::AgentState;
 use crate::web::{
     AppSite, HookUser, MEDIA_DIR, ReleaseSetup, SiteTls, Slot, compile_bytecode, ensure_data_dir,
     prepare_release, run_hooks,

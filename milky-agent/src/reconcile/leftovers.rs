@@ -8,7 +8,7 @@ use milky_core::AppName;
 
 use super::{Agent, Wanted};
 use crate::plan::Running;
-use crate::state::AgentState;
+use crate::state_dir::AgentState;
 
 impl Agent {
     /// Finishes what a pass killed after a switch left behind: the old slot still running
@@ -54,7 +54,7 @@ mod tests {
 
     use super::super::env_file::EnvFiles;
     use super::*;
-    use crate::state::Failure;
+    use crate::state_dir::Failure;
 
     fn app(name: &str) -> AppName {
         name.parse().unwrap()

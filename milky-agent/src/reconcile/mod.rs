@@ -36,7 +36,7 @@ use crate::group_state::Gate;
 use crate::logship::{self, Shipper};
 use crate::plan::{self, Plan, Running, Step};
 use crate::release_store::Releases;
-use crate::state::{AgentState, StateDir};
+use crate::state_dir::{AgentState, StateDir};
 use crate::verify::Verifier;
 use crate::web::WebStack;
 

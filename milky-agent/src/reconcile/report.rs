@@ -11,7 +11,7 @@ use milky_core::{AppName, GroupName, HostName, Store, layout};
 
 use super::{Wanted, now};
 use crate::plan::Running;
-use crate::state::AgentState;
+use crate::state_dir::AgentState;
 
 /// What a pass saw and did, as its report tells it.
 pub(super) struct PassOutcome<'a> {
@@ -175,7 +175,7 @@ mod tests {
     use milky_core::store::LocalStore;
 
     use super::*;
-    use crate::state::Failure;
+    use crate::state_dir::Failure;
 
     fn app(name: &str) -> AppName {
         name.parse().unwrap()

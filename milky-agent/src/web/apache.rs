@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use super::commands::combined;
+use super::service_commands::combined;
 use super::process::{
     POLL, end_process_group, established_connections, group_alive, is_alive, kill_process_group,
     listening, log_excerpt, process_group, read_pid, remove_if_exists, wait_until, write_atomic,

@@ -18,14 +18,15 @@
 //! concern beside it: `paths.rs` (the layout of the web root), `ports.rs` (slot ports and
 //! `ports.toml`), `apache.rs` (a slot's config, start, stop and read-back), `nginx.rs` (render,
 //! test, reload, the switch by live link, drain), `health.rs`, `served.rs` (what runs, read back
-//! from the app files and live links), `remove.rs` (taking an app off) and `logs.rs` (the log
-//! files to ship), `tls.rs` (installed certificates and ACME challenge answers). Then `data_dir.rs` (each app's persistent data dir), `release/` (venv, requirements, hooks), `hook_user.rs` (hooks as an
-//! unprivileged user), `site.rs` ([`AppSite`]), `validate.rs`, `templates.rs`, `slot.rs`,
-//! `commands.rs` (the service command lines), `process.rs` (pid files, /proc, signals, atomic
-//! file writes) and `error.rs`.
+//! from the app files and live links), `remove.rs` (taking an app off), `logs.rs` (the log
+//! files to ship) and `tls.rs` (installed certificates and ACME challenge answers). Then
+//! `data_dir.rs` (each app's persistent data dir), `release/` (venv, requirements, hooks),
+//! `hook_user.rs` (hooks as an unprivileged user), `site.rs` ([`AppSite`]), `validate.rs`,
+//! `templates.rs`, `slot.rs`, `service_commands.rs` (the service command lines), `process.rs`
+//! (pid files, /proc, signals, atomic file writes) and `error.rs`.
 
 mod apache;
-mod commands;
+mod service_commands;
 mod data_dir;
 mod error;
 mod health;
@@ -46,7 +47,7 @@ mod tls;
 pub mod validate;
 
 pub use apache::SlotInfo;
-pub use commands::{CommandLine, ServiceCommands};
+pub use service_commands::{CommandLine, ServiceCommands};
 pub use data_dir::{MEDIA as MEDIA_DIR, ensure as ensure_data_dir};
 pub use error::WebError;
 pub use health::HealthReport;

@@ -10,7 +10,7 @@ use std::time::Duration;
 use serde_json::json;
 use sha2::{Digest, Sha256};
 
-use super::commands::combined;
+use super::service_commands::combined;
 use super::process::{
     POLL, children, is_alive, log_excerpt, read_dir_if_exists, read_pid, remove_if_exists,
     replace_symlink, wait_until, write_atomic,

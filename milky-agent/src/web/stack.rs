@@ -9,7 +9,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use super::commands::ServiceCommands;
+use super::service_commands::ServiceCommands;
 use super::templates::Templates;
 use super::{WebError, validate};
 

@@ -4,7 +4,7 @@
 use std::path::Path;
 use std::process::Command;
 
-use super::super::commands::combined;
+use super::super::service_commands::combined;
 use super::super::process::{Leftovers, Limited};
 use super::hook_user::{self, HookUser};
 use super::{Limit, WebError};

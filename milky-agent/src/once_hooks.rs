@@ -8,7 +8,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, bail};
 use milky_core::layout;
-use milky_core::once::{Lease, OnceResult};
+use milky_core::once_hooks::{Lease, OnceResult};
 use milky_core::store::{Condition, StoreError};
 use milky_core::{AppName, GroupName, HostName, Store, Version};
 use tokio::sync::Mutex;
