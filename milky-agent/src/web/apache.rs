@@ -8,11 +8,11 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use super::service_commands::combined;
 use super::process::{
     POLL, end_process_group, established_connections, group_alive, is_alive, kill_process_group,
     listening, log_excerpt, process_group, read_pid, remove_if_exists, wait_until, write_atomic,
 };
+use super::service_commands::combined;
 use super::templates::{APACHE_SLOT, APACHE_WSGI};
 use super::{AppSite, Slot, WebError, WebStack, validate};
 

@@ -26,7 +26,6 @@
 //! (pid files, /proc, signals, atomic file writes) and `error.rs`.
 
 mod apache;
-mod service_commands;
 mod data_dir;
 mod error;
 mod health;
@@ -39,6 +38,7 @@ mod process;
 mod release;
 mod remove;
 mod served;
+mod service_commands;
 mod site;
 mod slot;
 mod stack;
@@ -47,7 +47,6 @@ mod tls;
 pub mod validate;
 
 pub use apache::SlotInfo;
-pub use service_commands::{CommandLine, ServiceCommands};
 pub use data_dir::{MEDIA as MEDIA_DIR, ensure as ensure_data_dir};
 pub use error::WebError;
 pub use health::HealthReport;
@@ -57,6 +56,7 @@ pub use nginx::MainServed;
 pub use release::{
     HookRun, PreparedRelease, ReleaseSetup, compile_bytecode, prepare_release, run_hooks,
 };
+pub use service_commands::{CommandLine, ServiceCommands};
 pub use site::{AppSite, SiteTls};
 pub use slot::Slot;
 pub use stack::{SlotPorts, Timeouts, WebSettings, WebStack};

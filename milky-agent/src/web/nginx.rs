@@ -10,12 +10,12 @@ use std::time::Duration;
 use serde_json::json;
 use sha2::{Digest, Sha256};
 
-use super::service_commands::combined;
 use super::process::{
     POLL, children, is_alive, log_excerpt, read_dir_if_exists, read_pid, remove_if_exists,
     replace_symlink, wait_until, write_atomic,
 };
 use super::served::SiteHeader;
+use super::service_commands::combined;
 use super::site::SiteTls;
 use super::templates::{NGINX_APP, NGINX_MAIN};
 use super::{AppSite, Slot, WebError, WebStack};

@@ -4,8 +4,8 @@
 use std::path::Path;
 use std::process::Command;
 
-use super::super::service_commands::combined;
 use super::super::process::{Leftovers, Limited};
+use super::super::service_commands::combined;
 use super::hook_user::{self, HookUser};
 use super::{Limit, WebError};
 
