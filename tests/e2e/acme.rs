@@ -24,6 +24,15 @@ const CERT: &str = "web/nginx/tls/shop.crt";
 struct Services(Vec<Child>);
 
 impl Services {
+    /// `agents` started as services, in this order.
+    fn run(agents: &[&Agent]) -> Self {
+        let mut services = Self(Vec::new());
+        for agent in agents {
+            services.start(agent);
+        }
+        services
+    }
+
     fn start(&mut self, agent: &Agent) {
         let log = std::fs::File::create(agent.root.join("service.log")).unwrap();
         self.0.push(
@@ -115,226 +124,6 @@ fn pebble_listener_cert(dir: &Path) -> (PathBuf, PathBuf) {
     (cert_file, key_file)
 }
 
-#[test]
-fn acme_certificates_are_ordered_once_per_group_renewed_and_kept_when_the_ca_is_down() {
-    let ctx = TestContext::new();
-    let dir = ctx.dir.path();
-    let (web1, web2) = (
-        Agent::new(&ctx, "stable", "web-1"),
-        Agent::new(&ctx, "stable", "web-2"),
-    );
-    // Pebble validates at web-2's nginx: web-1 orders, so the answers must have spread.
-    let (listener_cert, listener_key) = pebble_listener_cert(dir);
-    let mut pebble = Pebble::start(dir, &listener_cert, &listener_key, web2.front).unwrap();
-    let https = Ports::reserve(2).expect("ports for HTTPS");
-    for (agent, port) in [(&web1, https.first()), (&web2, https.last())] {
-        let text = std::fs::read_to_string(&agent.config).unwrap().replacen(
-            "[web]\n",
-            &format!("[web]\nhttps_listen = \"127.0.0.1:{port}\"\n"),
-            1,
-        );
-        let acme = format!(
-            "\n[acme]\ndirectory = \"{}\"\nca_roots = \"{}\"\ncontact = [\"mailto:ops@milky.test\"]\nchallenge_wait = \"120s\"\n",
-            pebble.directory,
-            listener_cert.display()
-        );
-        write(&agent.config, &format!("{text}{acme}"));
-    }
-
-    // web-2 reports once (live, nothing to serve yet); then the app, and web-1 alone starts.
-    let _ = web2.sync();
-    let project = fixture_project(dir, APP, "v1");
-    assert_success(
-        &ctx.milky_in(&project, &["init", "--yes", "--name", APP]),
-        "init",
-    );
-    let manifest = project.join("milky.toml");
-    let text = std::fs::read_to_string(&manifest).unwrap().replacen(
-        "[app]\n",
-        &format!("[app]\nserver_names = [\"{NAME}\"]\ntls = \"acme\"\n"),
-        1,
-    );
-    write(&manifest, &text);
-    ctx.upload(&project, "stable", "v1");
-    let mut services = Services(Vec::new());
-    services.start(&web1);
-    let orders_key = "groups/stable/acme/orders.toml";
-    let orders = || String::from_utf8(ctx.object(orders_key).unwrap_or_default()).unwrap();
-    wait_until(
-        Duration::from_secs(240),
-        "web-1 publishes the challenge answers",
-        || orders().contains("[apps.shop.challenges]"),
-        || format!("{}\n{}", orders(), service_logs(&[&web1])),
-    );
-    // web-1 waits for web-2's acknowledgement before the CA validates at web-2.
-    services.start(&web2);
-
-    let root_file = dir.join("pebble-root.pem");
-    let root = Command::new("curl")
-        .args(["--silent", "--show-error", "--cacert"])
-        .arg(&listener_cert)
-        .arg(format!("https://{}/roots/0", pebble.management))
-        .output()
-        .unwrap();
-    assert_success(&root, "Pebble's root");
-    write(&root_file, &stdout(&root));
-    let servers = [(&web1, https.first()), (&web2, https.last())];
-    for (agent, port) in servers {
-        wait_until(
-            Duration::from_secs(300),
-            &format!("{} serves HTTPS with the CA's certificate", agent.host),
-            || https_get(port, &root_file) == Some(200),
-            || {
-                format!(
-                    "{}\n{}\n{}",
-                    orders(),
-                    service_logs(&[&web1, &web2]),
-                    pebble.output()
-                )
-            },
-        );
-    }
-    assert_eq!(
-        pebble.issued(),
-        1,
-        "one order for the group:\n{}",
-        pebble.output()
-    );
-    let first = installed(&web1).unwrap();
-    assert_eq!(
-        installed(&web2).as_deref(),
-        Some(first.as_str()),
-        "the same certificate"
-    );
-    assert!(orders().contains("issued_by = \"web-1\""), "{}", orders());
-    assert!(
-        !orders().contains("challenges"),
-        "answers removed: {}",
-        orders()
-    );
-    let account = ctx.object("groups/stable/acme/account.toml").unwrap();
-    assert!(String::from_utf8_lossy(&account).contains(&pebble.directory));
-    let key_mode = std::fs::metadata(web2.root.join("web/nginx/tls/shop.key"))
-        .unwrap()
-        .permissions();
-    assert_eq!(
-        std::os::unix::fs::PermissionsExt::mode(&key_mode) & 0o777,
-        0o600
-    );
-
-    // HTTP goes to HTTPS, except the challenges.
-    for (agent, port) in servers {
-        let redirect = agent.get(NAME, "/?a=1");
-        assert_eq!(redirect.status, 301, "{}", redirect.headers);
-        assert_eq!(
-            redirect.header("Location").as_deref(),
-            Some(format!("https://{NAME}:{port}/?a=1").as_str())
-        );
-        write(
-            &agent.root.join("web/nginx/acme-challenge/tok-1"),
-            "tok-1.thumbprint",
-        );
-        let answer = agent.get(NAME, "/.well-known/acme-challenge/tok-1");
-        assert_eq!(
-            (answer.status, answer.body.as_str()),
-            (200, "tok-1.thumbprint")
-        );
-    }
-
-    // Renewal on request, under a request loop on both servers: no request fails.
-    let stop = Arc::new(AtomicBool::new(false));
-    let (sent, failed) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
-    let load = {
-        let (stop, sent, failed, root_file) = (
-            stop.clone(),
-            sent.clone(),
-            failed.clone(),
-            root_file.clone(),
-        );
-        let ports = [https.first(), https.last()];
-        std::thread::spawn(move || {
-            while !stop.load(Ordering::SeqCst) {
-                for port in ports {
-                    sent.fetch_add(1, Ordering::SeqCst);
-                    if https_get(port, &root_file) != Some(200) {
-                        failed.fetch_add(1, Ordering::SeqCst);
-                    }
-                }
-            }
-        })
-    };
-    assert_success(&ctx.milky(&["tls", "renew", "stable", APP]), "tls renew");
-    wait_until(
-        Duration::from_secs(300),
-        "both servers install the renewed certificate",
-        || {
-            [&web1, &web2]
-                .iter()
-                .all(|a| installed(a).is_some_and(|c| c != first))
-        },
-        || format!("{}\n{}", orders(), service_logs(&[&web1, &web2])),
-    );
-    stop.store(true, Ordering::SeqCst);
-    load.join().unwrap();
-    assert_eq!(pebble.issued(), 2, "{}", pebble.output());
-    assert!(sent.load(Ordering::SeqCst) > 4, "the loop ran");
-    assert_eq!(
-        failed.load(Ordering::SeqCst),
-        0,
-        "no request failed during the renewal"
-    );
-    let renewed = installed(&web1).unwrap();
-    assert!(!orders().contains("renew_requested"), "{}", orders());
-
-    // The CA is down: the order fails, the current certificate serves on, status says why.
-    pebble.pause();
-    assert_success(&ctx.milky(&["tls", "renew", "stable", APP]), "tls renew");
-    let status_json = || {
-        let out = ctx.milky(&["status", "stable", "--json"]);
-        serde_json::from_str::<serde_json::Value>(&stdout(&out)).unwrap_or_default()
-    };
-    wait_until(
-        Duration::from_secs(240),
-        "both servers report the failed renewal",
-        || {
-            let status = status_json();
-            let hosts = status["stable"]["apps"][APP]["tls"]
-                .as_array()
-                .cloned()
-                .unwrap_or_default();
-            hosts.len() == 2
-                && hosts.iter().all(|h| {
-                    h["renewal_error"]
-                        .as_str()
-                        .is_some_and(|e| e.contains("next attempt"))
-                })
-        },
-        || format!("{:#}\n{}", status_json(), orders()),
-    );
-    for (agent, port) in servers {
-        assert_eq!(
-            https_get(port, &root_file),
-            Some(200),
-            "{} serves on",
-            agent.host
-        );
-        assert_eq!(installed(agent).as_deref(), Some(renewed.as_str()));
-    }
-    let status = status_json();
-    let web1_tls = &status["stable"]["apps"][APP]["tls"][0];
-    assert_eq!(web1_tls["mode"], "acme", "{status:#}");
-    assert_eq!(web1_tls["names"], serde_json::json!([NAME]), "{status:#}");
-    assert!(web1_tls["expires"].is_string(), "{status:#}");
-    let text = stdout(&ctx.milky(&["status", "stable"]));
-    assert!(text.contains("tls renewal failed"), "{text}");
-    assert!(
-        text.contains(&format!("tls acme on web-1: {NAME} until")),
-        "{text}"
-    );
-    assert!(orders().contains("failures = 1"), "{}", orders());
-    drop(services);
-}
-
 /// Adds HTTPS on `port` and an `[acme]` section for `pebble` (plus `extra` settings) to
 /// `agent`'s config.
 fn configure(agent: &Agent, port: u16, pebble: &Pebble, listener_cert: &Path, extra: &str) {
@@ -380,6 +169,111 @@ fn pebble_root(pebble: &Pebble, listener_cert: &Path, dir: &Path) -> PathBuf {
     assert_success(&root, "Pebble's root");
     write(&root_file, &stdout(&root));
     root_file
+}
+
+/// The group of every ordering test: `stable` with web-1 and web-2, each with HTTPS on a port
+/// of its own and an `[acme]` section for one Pebble, which validates at web-2's nginx. web-2
+/// has reported once (live, nothing to serve yet) and `APP` v1 is uploaded with
+/// `tls = "acme"`; no agent runs yet.
+struct Group {
+    // Fields drop in this order: the servers stop before the context removes their directory.
+    web1: Agent,
+    web2: Agent,
+    pebble: Pebble,
+    /// Pebble's root, which its certificates chain to.
+    root: PathBuf,
+    /// web-1's and web-2's HTTPS ports.
+    ports: [u16; 2],
+    _https: Ports,
+    ctx: TestContext,
+}
+
+impl Group {
+    /// Sets the group up, `acme` (TOML lines) added to each server's `[acme]` section, with a
+    /// Pebble issuing certificates valid for `pebble_validity` (`None`: Pebble's default).
+    fn start(acme: &str, pebble_validity: Option<Duration>) -> Self {
+        let ctx = TestContext::new();
+        let dir = ctx.dir.path();
+        let (web1, web2) = (
+            Agent::new(&ctx, "stable", "web-1"),
+            Agent::new(&ctx, "stable", "web-2"),
+        );
+        let (listener_cert, listener_key) = pebble_listener_cert(dir);
+        let pebble = Pebble::start_with_validity(
+            dir,
+            &listener_cert,
+            &listener_key,
+            web2.front,
+            pebble_validity,
+        )
+        .unwrap();
+        let https = Ports::reserve(2).expect("ports for HTTPS");
+        let ports = [https.first(), https.last()];
+        for (agent, port) in [(&web1, ports[0]), (&web2, ports[1])] {
+            configure(agent, port, &pebble, &listener_cert, acme);
+        }
+        let _ = web2.sync();
+        upload_acme_app(&ctx);
+        let root = pebble_root(&pebble, &listener_cert, dir);
+        Self {
+            web1,
+            web2,
+            pebble,
+            root,
+            ports,
+            _https: https,
+            ctx,
+        }
+    }
+
+    /// Each server with its HTTPS port.
+    fn servers(&self) -> [(&Agent, u16); 2] {
+        [(&self.web1, self.ports[0]), (&self.web2, self.ports[1])]
+    }
+
+    /// The group's ACME orders (`orders.toml`), empty before the first.
+    fn orders(&self) -> String {
+        String::from_utf8(
+            self.ctx
+                .object("groups/stable/acme/orders.toml")
+                .unwrap_or_default(),
+        )
+        .unwrap()
+    }
+
+    /// The chain of the group's stored certificate, empty before the first.
+    fn stored(&self) -> String {
+        self.ctx
+            .object("groups/stable/tls/shop.toml")
+            .map(|bytes| {
+                milky_core::tls::StoredCertificate::parse(&String::from_utf8_lossy(&bytes))
+                    .unwrap()
+                    .chain
+            })
+            .unwrap_or_default()
+    }
+
+    /// What a failed wait shows: the orders, both services' logs, Pebble's output.
+    fn logs(&self) -> String {
+        format!(
+            "{}\n{}\n{}",
+            self.orders(),
+            service_logs(&[&self.web1, &self.web2]),
+            self.pebble.output()
+        )
+    }
+
+    /// Waits until both servers serve HTTPS with a certificate that chains to Pebble's root.
+    fn serve_both(&self) {
+        for (agent, port) in self.servers() {
+            wait_until(
+                Duration::from_secs(300),
+                &format!("{} serves HTTPS with the CA's certificate", agent.host),
+                || https_get(port, &self.root) == Some(200),
+                || self.logs(),
+            );
+        }
+    }
 }
 
 /// The HTTP-01 answers in `agent`'s challenge dir (token file names).
@@ -449,69 +343,167 @@ impl Drop for HttpsLoad {
 }
 
 #[test]
-fn an_acme_order_killed_at_each_step_is_finished_by_the_next_passes() {
-    let ctx = TestContext::new();
-    let dir = ctx.dir.path();
-    let (web1, web2) = (
-        Agent::new(&ctx, "stable", "web-1"),
-        Agent::new(&ctx, "stable", "web-2"),
+fn acme_certificates_are_ordered_once_per_group_renewed_and_kept_when_the_ca_is_down() {
+    // Pebble validates at web-2's nginx: web-1 orders, so the answers must have spread.
+    let mut group = Group::start("challenge_wait = \"120s\"\n", None);
+    let (ctx, web1, web2) = (&group.ctx, &group.web1, &group.web2);
+
+    // web-1 alone starts.
+    let mut services = Services(Vec::new());
+    services.start(web1);
+    wait_until(
+        Duration::from_secs(240),
+        "web-1 publishes the challenge answers",
+        || group.orders().contains("[apps.shop.challenges]"),
+        || group.logs(),
     );
-    // Pebble validates at web-2's nginx. A dead orderer's lease expires after 4s; web-2 then
-    // waits up to 20s for web-1 (dead, but its report is recent) to acknowledge its answers.
-    let (listener_cert, listener_key) = pebble_listener_cert(dir);
-    let pebble = Pebble::start(dir, &listener_cert, &listener_key, web2.front).unwrap();
-    let https = Ports::reserve(2).expect("ports for HTTPS");
-    let ports = [https.first(), https.last()];
-    for (agent, port) in [(&web1, ports[0]), (&web2, ports[1])] {
-        configure(
-            agent,
-            port,
-            &pebble,
-            &listener_cert,
-            "challenge_wait = \"20s\"\nlease = \"4s\"\n",
+    // web-1 waits for web-2's acknowledgement before the CA validates at web-2.
+    services.start(web2);
+    group.serve_both();
+    assert_eq!(
+        group.pebble.issued(),
+        1,
+        "one order for the group:\n{}",
+        group.pebble.output()
+    );
+    let first = installed(web1).unwrap();
+    assert_eq!(
+        installed(web2).as_deref(),
+        Some(first.as_str()),
+        "the same certificate"
+    );
+    assert!(
+        group.orders().contains("issued_by = \"web-1\""),
+        "{}",
+        group.orders()
+    );
+    assert!(
+        !group.orders().contains("challenges"),
+        "answers removed: {}",
+        group.orders()
+    );
+    let account = ctx.object("groups/stable/acme/account.toml").unwrap();
+    assert!(String::from_utf8_lossy(&account).contains(&group.pebble.directory));
+    let key_mode = std::fs::metadata(web2.root.join("web/nginx/tls/shop.key"))
+        .unwrap()
+        .permissions();
+    assert_eq!(
+        std::os::unix::fs::PermissionsExt::mode(&key_mode) & 0o777,
+        0o600
+    );
+
+    // HTTP goes to HTTPS, except the challenges.
+    for (agent, port) in group.servers() {
+        let redirect = agent.get(NAME, "/?a=1");
+        assert_eq!(redirect.status, 301, "{}", redirect.headers);
+        assert_eq!(
+            redirect.header("Location").as_deref(),
+            Some(format!("https://{NAME}:{port}/?a=1").as_str())
+        );
+        write(
+            &agent.root.join("web/nginx/acme-challenge/tok-1"),
+            "tok-1.thumbprint",
+        );
+        let answer = agent.get(NAME, "/.well-known/acme-challenge/tok-1");
+        assert_eq!(
+            (answer.status, answer.body.as_str()),
+            (200, "tok-1.thumbprint")
         );
     }
-    let _ = web2.sync();
-    upload_acme_app(&ctx);
-    let orders_key = "groups/stable/acme/orders.toml";
-    let orders = || String::from_utf8(ctx.object(orders_key).unwrap_or_default()).unwrap();
-    // The chain of the group's stored certificate.
-    let stored = || {
-        ctx.object("groups/stable/tls/shop.toml")
-            .map(|bytes| {
-                milky_core::tls::StoredCertificate::parse(&String::from_utf8_lossy(&bytes))
-                    .unwrap()
-                    .chain
-            })
-            .unwrap_or_default()
+
+    // Renewal on request, under a request loop on both servers: no request fails.
+    let load = HttpsLoad::start(group.ports, &group.root);
+    assert_success(&ctx.milky(&["tls", "renew", "stable", APP]), "tls renew");
+    wait_until(
+        Duration::from_secs(300),
+        "both servers install the renewed certificate",
+        || {
+            [web1, web2]
+                .iter()
+                .all(|a| installed(a).is_some_and(|c| c != first))
+        },
+        || group.logs(),
+    );
+    let (sent, failed) = load.finish();
+    assert_eq!(group.pebble.issued(), 2, "{}", group.pebble.output());
+    assert!(sent > 4, "the loop ran");
+    assert_eq!(failed, 0, "no request failed during the renewal");
+    let renewed = installed(web1).unwrap();
+    assert!(
+        !group.orders().contains("renew_requested"),
+        "{}",
+        group.orders()
+    );
+
+    // The CA is down: the order fails, the current certificate serves on, status says why.
+    group.pebble.pause();
+    assert_success(&ctx.milky(&["tls", "renew", "stable", APP]), "tls renew");
+    let status_json = || {
+        let out = ctx.milky(&["status", "stable", "--json"]);
+        serde_json::from_str::<serde_json::Value>(&stdout(&out)).unwrap_or_default()
     };
-    let logs = || {
-        format!(
-            "{}\n{}\n{}",
-            orders(),
-            service_logs(&[&web1, &web2]),
-            pebble.output()
-        )
-    };
+    wait_until(
+        Duration::from_secs(240),
+        "both servers report the failed renewal",
+        || {
+            let status = status_json();
+            let hosts = status["stable"]["apps"][APP]["tls"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default();
+            hosts.len() == 2
+                && hosts.iter().all(|h| {
+                    h["renewal_error"]
+                        .as_str()
+                        .is_some_and(|e| e.contains("next attempt"))
+                })
+        },
+        || format!("{:#}\n{}", status_json(), group.orders()),
+    );
+    for (agent, port) in group.servers() {
+        assert_eq!(
+            https_get(port, &group.root),
+            Some(200),
+            "{} serves on",
+            agent.host
+        );
+        assert_eq!(installed(agent).as_deref(), Some(renewed.as_str()));
+    }
+    let status = status_json();
+    let web1_tls = &status["stable"]["apps"][APP]["tls"][0];
+    assert_eq!(web1_tls["mode"], "acme", "{status:#}");
+    assert_eq!(web1_tls["names"], serde_json::json!([NAME]), "{status:#}");
+    assert!(web1_tls["expires"].is_string(), "{status:#}");
+    let text = stdout(&ctx.milky(&["status", "stable"]));
+    assert!(text.contains("tls renewal failed"), "{text}");
+    assert!(
+        text.contains(&format!("tls acme on web-1: {NAME} until")),
+        "{text}"
+    );
+    assert!(
+        group.orders().contains("failures = 1"),
+        "{}",
+        group.orders()
+    );
+    drop(services);
+}
+
+#[test]
+fn an_acme_order_killed_at_each_step_is_finished_by_the_next_passes() {
+    // A dead orderer's lease expires after 4s; web-2 then waits up to 20s for web-1 (dead, but
+    // its report is recent) to acknowledge its answers.
+    let group = Group::start("challenge_wait = \"20s\"\nlease = \"4s\"\n", None);
+    let (ctx, web1, web2) = (&group.ctx, &group.web1, &group.web2);
+    let (orders, stored, logs) = (|| group.orders(), || group.stored(), || group.logs());
 
     // The first certificate, ordered as usual.
-    let mut services = Services(Vec::new());
-    services.start(&web1);
-    services.start(&web2);
-    let root = pebble_root(&pebble, &listener_cert, dir);
-    for port in ports {
-        wait_until(
-            Duration::from_secs(300),
-            "both servers serve HTTPS",
-            || https_get(port, &root) == Some(200),
-            logs,
-        );
-    }
+    let services = Services::run(&[web1, web2]);
+    group.serve_both();
     drop(services);
 
     for point in milky_agent::crash::ACME_ORDER {
-        let before = installed(&web2).unwrap();
-        let load = HttpsLoad::start(ports, &root);
+        let before = installed(web2).unwrap();
+        let load = HttpsLoad::start(group.ports, &group.root);
         assert_success(&ctx.milky(&["tls", "renew", "stable", APP]), "tls renew");
         // web-1 takes the lease and orders; web-2 starts once the answers are out (it
         // acknowledges them, and the CA validates there).
@@ -531,12 +523,11 @@ fn an_acme_order_killed_at_each_step_is_finished_by_the_next_passes() {
         wait_until(
             Duration::from_secs(30),
             &format!("{point}: web-1 serves its answers"),
-            || !answered_tokens(&web1).is_empty(),
+            || !answered_tokens(web1).is_empty(),
             logs,
         );
-        let dead_tokens = answered_tokens(&web1);
-        let mut services = Services(Vec::new());
-        services.start(&web2);
+        let dead_tokens = answered_tokens(web1);
+        let services = Services::run(&[web2]);
         let out = orderer.wait_with_output().unwrap();
         assert_eq!(
             std::os::unix::process::ExitStatusExt::signal(&out.status),
@@ -553,7 +544,7 @@ fn an_acme_order_killed_at_each_step_is_finished_by_the_next_passes() {
             &format!("{point}: web-2 finishes the order and installs a new certificate"),
             || {
                 let text = orders();
-                installed(&web2).is_some_and(|c| c != before && stored().contains(c.trim()))
+                installed(web2).is_some_and(|c| c != before && stored().contains(c.trim()))
                     && !text.contains("renew_requested")
                     && !text.contains("challenges")
             },
@@ -569,32 +560,31 @@ fn an_acme_order_killed_at_each_step_is_finished_by_the_next_passes() {
             Duration::from_secs(60),
             &format!("{point}: web-2 no longer serves the dead order's answers"),
             || {
-                answered_tokens(&web2)
+                answered_tokens(web2)
                     .iter()
                     .all(|t| !dead_tokens.contains(t))
             },
-            || format!("{:?} {dead_tokens:?}\n{}", answered_tokens(&web2), logs()),
+            || format!("{:?} {dead_tokens:?}\n{}", answered_tokens(web2), logs()),
         );
         drop(services);
-        let renewed = installed(&web2).unwrap();
+        let renewed = installed(web2).unwrap();
 
         // web-1 comes back: installs the same certificate, drops its stale answers.
-        let mut services = Services(Vec::new());
-        services.start(&web1);
+        let services = Services::run(&[web1]);
         wait_until(
             Duration::from_secs(120),
             &format!("{point}: web-1 installs the new certificate"),
-            || installed(&web1).as_deref() == Some(renewed.as_str()),
+            || installed(web1).as_deref() == Some(renewed.as_str()),
             logs,
         );
         wait_until(
             Duration::from_secs(60),
             &format!("{point}: web-1 removes the dead order's answers"),
-            || answered_tokens(&web1).is_empty(),
-            || format!("{:?}\n{}", answered_tokens(&web1), logs()),
+            || answered_tokens(web1).is_empty(),
+            || format!("{:?}\n{}", answered_tokens(web1), logs()),
         );
         drop(services);
-        assert_eq!(installed(&web2).as_deref(), Some(renewed.as_str()));
+        assert_eq!(installed(web2).as_deref(), Some(renewed.as_str()));
         let (sent, failed) = load.finish();
         assert!(sent > 4, "{point}: the load ran");
         assert_eq!(failed, 0, "{point}: no request failed ({sent} sent)");
@@ -603,81 +593,31 @@ fn an_acme_order_killed_at_each_step_is_finished_by_the_next_passes() {
 
 #[test]
 fn an_acme_certificate_is_renewed_by_itself_at_a_third_of_its_lifetime() {
-    let ctx = TestContext::new();
-    let dir = ctx.dir.path();
-    let (web1, web2) = (
-        Agent::new(&ctx, "stable", "web-1"),
-        Agent::new(&ctx, "stable", "web-2"),
-    );
     // Certificates valid 90s: renewed when 30s are left, with no `tls renew`.
-    let (listener_cert, listener_key) = pebble_listener_cert(dir);
-    let pebble = Pebble::start_with_validity(
-        dir,
-        &listener_cert,
-        &listener_key,
-        web2.front,
-        Some(Duration::from_secs(90)),
-    )
-    .unwrap();
-    let https = Ports::reserve(2).expect("ports for HTTPS");
-    let ports = [https.first(), https.last()];
-    for (agent, port) in [(&web1, ports[0]), (&web2, ports[1])] {
-        configure(
-            agent,
-            port,
-            &pebble,
-            &listener_cert,
-            "challenge_wait = \"60s\"\n",
-        );
-    }
-    let _ = web2.sync();
-    upload_acme_app(&ctx);
-    let orders = || {
-        String::from_utf8(
-            ctx.object("groups/stable/acme/orders.toml")
-                .unwrap_or_default(),
-        )
-        .unwrap()
-    };
-    let logs = || {
-        format!(
-            "{}\n{}\n{}",
-            orders(),
-            service_logs(&[&web1, &web2]),
-            pebble.output()
-        )
-    };
-    let mut services = Services(Vec::new());
-    services.start(&web1);
-    services.start(&web2);
-    let root = pebble_root(&pebble, &listener_cert, dir);
-    for port in ports {
-        wait_until(
-            Duration::from_secs(300),
-            "both servers serve HTTPS",
-            || https_get(port, &root) == Some(200),
-            logs,
-        );
-    }
+    let group = Group::start("challenge_wait = \"60s\"\n", Some(Duration::from_secs(90)));
+    let (web1, web2) = (&group.web1, &group.web2);
+    let logs = || group.logs();
+    let services = Services::run(&[web1, web2]);
+    group.serve_both();
     wait_until(
         Duration::from_secs(60),
         "both servers install the first certificate",
-        || installed(&web1).is_some() && installed(&web1) == installed(&web2),
+        || installed(web1).is_some() && installed(web1) == installed(web2),
         logs,
     );
-    let first = installed(&web1).unwrap();
+    let first = installed(web1).unwrap();
     let info = milky_core::tls::certificate_info(&first).unwrap();
     assert!(
         info.not_after - info.not_before <= 90,
         "Pebble issued a short certificate: {info:?}"
     );
 
-    let load = HttpsLoad::start(ports, &root);
+    let load = HttpsLoad::start(group.ports, &group.root);
     wait_until(
         Duration::from_secs(240),
         "both servers install a renewed certificate by themselves",
         || {
-            [&web1, &web2]
+            [web1, web2]
                 .iter()
                 .all(|a| installed(a).is_some_and(|c| c != first))
         },
@@ -685,9 +625,13 @@ fn an_acme_certificate_is_renewed_by_itself_at_a_third_of_its_lifetime() {
     );
     let (sent, failed) = load.finish();
     drop(services);
-    assert!(pebble.issued() >= 2, "{}", pebble.output());
-    assert!(!orders().contains("renew_requested"), "{}", orders());
-    let full_logs: String = [&web1, &web2]
+    assert!(group.pebble.issued() >= 2, "{}", group.pebble.output());
+    assert!(
+        !group.orders().contains("renew_requested"),
+        "{}",
+        group.orders()
+    );
+    let full_logs: String = [web1, web2]
         .iter()
         .map(|a| std::fs::read_to_string(a.root.join("service.log")).unwrap_or_default())
         .collect();
