@@ -1,4 +1,4 @@
-//! The agent's side of one-time tasks (see `milky_core::once`): take the lease and run the
+//! The agent's side of one-time tasks (see `milky_core::once_hooks`): take the lease and run the
 //! release's `once` hooks (once per group and version) or its `first` hooks (once per group
 //! ever), or wait a bounded time for the server that holds the lease.
 
@@ -258,6 +258,7 @@ impl OnceRunner<'_> {
         tracing::info!(%app, %version, "this server runs the {} for group {}", kind.label(), self.group);
         let etag = Arc::new(Mutex::new(etag));
         let lost = Arc::new(AtomicBool::new(false));
+        let (stop, mut stopped) = tokio::sync::oneshot::channel::<()>();
         let renewer = {
             let (store, key, etag, lost) = (
                 self.store.clone(),
@@ -275,7 +276,13 @@ impl OnceRunner<'_> {
             );
             tokio::spawn(async move {
                 loop {
-                    tokio::time::sleep(every).await;
+                    // Stopped only between renewals: a renewal cut off after the store took
+                    // it would leave the confirmation below with a stale ETag, and this server
+                    // would wrongly think another took the lease over.
+                    tokio::select! {
+                        () = tokio::time::sleep(every) => {}
+                        _ = &mut stopped => return,
+                    }
                     if renew_until.is_some_and(|until| Instant::now() >= until) {
                         tracing::warn!(
                             "the once hooks ran past their time limit: the once-hooks lease is no longer renewed"
@@ -308,7 +315,7 @@ impl OnceRunner<'_> {
             })
         };
         let ran = tokio::task::block_in_place(run);
-        renewer.abort();
+        let _ = stop.send(());
         let _ = renewer.await;
         if lost.load(Ordering::SeqCst) {
             return self

@@ -1,20 +1,22 @@
 //! The group's ACME lease: which server orders certificates. The once-hooks design
-//! (`milky_core::once`): created with `If-None-Match: *`, taken over with `If-Match` when it
-//! expired or was released, renewed while the order runs, read back after each write.
+//! (`milky_core::once_hooks`): created with `If-None-Match: *`, taken over with `If-Match` when
+//! it expired or was released, renewed while the order runs, read back after each write.
 
 use std::time::{Duration, Instant, SystemTime};
 
 use milky_core::once_hooks::Lease;
 use milky_core::store::{Condition, StoreError};
 use milky_core::{HostName, Store};
-use tokio::sync::watch;
+use tokio::sync::{oneshot, watch};
 
-/// A lease this server holds, renewed in the background until [`Held::release`].
+/// A lease this server holds, renewed in the background until [`Held::release`] (or until it
+/// is dropped).
 pub struct Held {
     store: Store,
     key: String,
     host: HostName,
     etag: watch::Receiver<Option<String>>,
+    stop: oneshot::Sender<()>,
     renewer: tokio::task::JoinHandle<()>,
 }
 
@@ -75,12 +77,18 @@ pub async fn take(
         return Ok(Taken::Busy("another server".into()));
     }
     let (send, receive) = watch::channel(Some(etag));
+    let (stop, mut stopped) = oneshot::channel::<()>();
     let renewer = {
         let (store, key, host) = (store.clone(), key.to_owned(), host.clone());
         tokio::spawn(async move {
             let every = (ttl / 3).max(Duration::from_millis(200));
             loop {
-                tokio::time::sleep(every).await;
+                // Stopped only between renewals: a renewal cut off after the store took it
+                // would leave `release` with an ETag that is no longer the lease's.
+                tokio::select! {
+                    () = tokio::time::sleep(every) => {}
+                    _ = &mut stopped => return,
+                }
                 let Some(current) = send.borrow().clone() else {
                     return;
                 };
@@ -106,6 +114,7 @@ pub async fn take(
         key: key.to_owned(),
         host: host.clone(),
         etag: receive,
+        stop,
         renewer,
     }))
 }
@@ -118,7 +127,7 @@ impl Held {
 
     /// Stops renewing and marks it finished, so any server may take it at once.
     pub async fn release(self) {
-        self.renewer.abort();
+        let _ = self.stop.send(());
         let _ = self.renewer.await;
         let Some(etag) = self.etag.borrow().clone() else {
             return;
