@@ -6,56 +6,19 @@
 //! nginx, Apache mod_wsgi, Django; agents as services (`run`).
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use milky_dev_support::{Pebble, Ports, Signal, signal};
-use milky_tests::agent::Agent;
+use milky_dev_support::{Pebble, Ports};
+use milky_tests::agent::{Agent, Services};
 use milky_tests::django::fixture_project;
 use milky_tests::*;
 
 const APP: &str = "shop";
 const NAME: &str = "app.milky.test";
 const CERT: &str = "web/nginx/tls/shop.crt";
-
-/// Agents as services: `milky-agent run --interval 1s`, stopped by pid at the end.
-struct Services(Vec<Child>);
-
-impl Services {
-    /// `agents` started as services, in this order.
-    fn run(agents: &[&Agent]) -> Self {
-        let mut services = Self(Vec::new());
-        for agent in agents {
-            services.start(agent);
-        }
-        services
-    }
-
-    fn start(&mut self, agent: &Agent) {
-        let log = std::fs::File::create(agent.root.join("service.log")).unwrap();
-        self.0.push(
-            agent
-                .command(&["run", "--interval", "1s"])
-                .stdout(Stdio::null())
-                .stderr(log)
-                .spawn()
-                .expect("start milky-agent run"),
-        );
-    }
-}
-
-impl Drop for Services {
-    fn drop(&mut self) {
-        for child in &mut self.0 {
-            let _ = signal(child.id(), Signal::TERM);
-        }
-        for child in &mut self.0 {
-            let _ = child.wait();
-        }
-    }
-}
 
 /// Waits up to `limit` for `done`, failing with `what` and `context()`.
 fn wait_until(
@@ -349,7 +312,7 @@ fn acme_certificates_are_ordered_once_per_group_renewed_and_kept_when_the_ca_is_
     let (ctx, web1, web2) = (&group.ctx, &group.web1, &group.web2);
 
     // web-1 alone starts.
-    let mut services = Services(Vec::new());
+    let mut services = Services::run(&[]);
     services.start(web1);
     wait_until(
         Duration::from_secs(240),

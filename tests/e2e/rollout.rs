@@ -6,7 +6,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use milky_dev_support::{Signal, signal};
-use milky_tests::agent::Agent;
+use milky_tests::agent::{Agent, Services};
 use milky_tests::django::{fixture_project, set_fixture_version};
 use milky_tests::*;
 use serde_json::Value;
@@ -223,20 +223,6 @@ fn a_failed_migration_switches_no_server_and_status_says_why() {
     assert!(result(&ctx, "v2").contains("ok = false"));
 }
 
-/// Agents as services: `milky-agent run --interval 1s`, stopped by pid at the end.
-struct Services(Vec<Child>);
-
-impl Drop for Services {
-    fn drop(&mut self) {
-        for child in &mut self.0 {
-            let _ = signal(child.id(), Signal::TERM);
-        }
-        for child in &mut self.0 {
-            let _ = child.wait();
-        }
-    }
-}
-
 #[test]
 fn upload_wait_rollback_and_promote_follow_the_fleet() {
     let ctx = TestContext::new();
@@ -262,18 +248,7 @@ fn upload_wait_rollback_and_promote_follow_the_fleet() {
     assert_success(&out, "upload --wait with no servers");
     assert!(stderr(&out).contains("no live servers"), "{}", stderr(&out));
 
-    let _services = Services(
-        [&a, &b]
-            .iter()
-            .map(|s| {
-                s.command(&["run", "--interval", "1s"])
-                    .stdout(Stdio::null())
-                    .stderr(Stdio::null())
-                    .spawn()
-                    .unwrap()
-            })
-            .collect(),
-    );
+    let _services = Services::run(&[&a, &b]);
     let start = Instant::now();
     while [&a, &b].iter().any(|s| {
         ctx.object(&format!("groups/stable/hosts/{}.toml", s.host))

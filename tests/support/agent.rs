@@ -4,10 +4,10 @@
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
-use std::process::{Command, Output};
+use std::process::{Child, Command, Output, Stdio};
 use std::time::Duration;
 
-use milky_dev_support::{Ports, Response, http_get, pids_in};
+use milky_dev_support::{Ports, Response, Signal, http_get, pids_in, signal};
 
 use crate::{TestContext, aws_env, bin};
 
@@ -151,5 +151,43 @@ impl Agent {
 impl Drop for Agent {
     fn drop(&mut self) {
         self.stop();
+    }
+}
+
+/// Agents as services, as init runs them: `milky-agent run --interval 1s`, each one's stderr
+/// in `service.log` in its root, stopped by pid (SIGTERM, then waited for) when dropped.
+pub struct Services(Vec<Child>);
+
+impl Services {
+    /// `agents` started as services, in this order.
+    pub fn run(agents: &[&Agent]) -> Self {
+        let mut services = Self(Vec::new());
+        for agent in agents {
+            services.start(agent);
+        }
+        services
+    }
+
+    pub fn start(&mut self, agent: &Agent) {
+        let log = std::fs::File::create(agent.root.join("service.log")).unwrap();
+        self.0.push(
+            agent
+                .command(&["run", "--interval", "1s"])
+                .stdout(Stdio::null())
+                .stderr(log)
+                .spawn()
+                .expect("start milky-agent run"),
+        );
+    }
+}
+
+impl Drop for Services {
+    fn drop(&mut self) {
+        for child in &mut self.0 {
+            let _ = signal(child.id(), Signal::TERM);
+        }
+        for child in &mut self.0 {
+            let _ = child.wait();
+        }
     }
 }

@@ -59,21 +59,11 @@ pub fn unpack_file_decoding_first_with(
     first: Decoder,
 ) -> Result<Manifest, UnpackError> {
     let threads = std::thread::available_parallelism().map_or(1, usize::from);
-    let decoded = File::open(path).and_then(|file| {
-        let starts = stream_starts(&file)?;
-        let len = file.metadata()?.len();
-        Ok(decode_segments(
-            &file,
-            &starts,
-            len,
-            threads,
-            first,
-            |tar| unpack_tar(tar, target, limits),
-        ))
-    });
-    decoded.map_err(|source| UnpackError::Io {
-        path: path.to_owned(),
-        source,
+    decoded_with(path, threads, first, |tar| unpack_tar(tar, target, limits)).map_err(|source| {
+        UnpackError::Io {
+            path: path.to_owned(),
+            source,
+        }
     })?
 }
 
@@ -85,16 +75,22 @@ pub fn with_decoded<T>(
     threads: usize,
     consume: impl FnOnce(&mut dyn Read) -> T,
 ) -> io::Result<T> {
+    decoded_with(path, threads, Decoder::Own, consume)
+}
+
+/// Opens and scans `path`, then runs `consume` on its content decoded by `first` (libbz2 for
+/// what it declines) on `threads` worker threads.
+fn decoded_with<T>(
+    path: &Path,
+    threads: usize,
+    first: Decoder,
+    consume: impl FnOnce(&mut dyn Read) -> T,
+) -> io::Result<T> {
     let file = File::open(path)?;
     let starts = stream_starts(&file)?;
     let len = file.metadata()?.len();
     Ok(decode_segments(
-        &file,
-        &starts,
-        len,
-        threads,
-        Decoder::Own,
-        consume,
+        &file, &starts, len, threads, first, consume,
     ))
 }
 
