@@ -47,9 +47,7 @@ fn demo() -> anyhow::Result<()> {
     // The workspace's binaries, as `cargo xtask test` builds them: the same feature set, so
     // after a test build nothing is compiled again.
     tools::run(
-        Command::new("cargo")
-            .current_dir(&root)
-            .args(["build", "--workspace", "--bins"]),
+        tools::cargo().args(["build", "--workspace", "--bins"]),
     )?;
     let bin = root.join("target/debug");
     let demo = demo_root();

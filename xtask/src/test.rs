@@ -1,19 +1,16 @@
 //! `cargo xtask test`: everything CI runs.
 
-use std::process::Command;
-
 use milky_dev_support::Moto;
 
-use crate::tools::{self, workspace_root};
+use crate::tools;
 
 fn run_tests(extra: &[String]) -> anyhow::Result<()> {
     tools::ensure_apt_packages()?;
     let moto_program = tools::ensure_moto()?;
     let s3s_fs_program = tools::ensure_s3s_fs()?;
-    let root = workspace_root();
 
     // Build once: the binaries the end-to-end tests run, and every test binary.
-    tools::run(Command::new("cargo").current_dir(&root).args([
+    tools::run(tools::cargo().args([
         "build",
         "--workspace",
         "--bins",
@@ -22,13 +19,12 @@ fn run_tests(extra: &[String]) -> anyhow::Result<()> {
 
     // One S3-compatible server for the whole run; each test makes its own bucket in it.
     let moto = Moto::start(&moto_program)?;
-    let has_nextest = Command::new("cargo")
+    let has_nextest = tools::cargo()
         .args(["nextest", "--version"])
         .output()
         .is_ok_and(|o| o.status.success());
-    let mut command = Command::new("cargo");
+    let mut command = tools::cargo();
     command
-        .current_dir(&root)
         .env("MILKY_TEST_S3_ENDPOINT", &moto.endpoint)
         // For tests that start a moto of their own (with IAM checks on).
         .env("MILKY_TEST_MOTO", &moto_program)

@@ -34,6 +34,25 @@ pub const MOTO: &str = "moto[server]==5.2.5";
 /// on PyPI, so pip installs it like moto.
 pub const UV: &str = "uv==0.13.8";
 
+/// `cargo` in the workspace root, without the variables `cargo xtask` itself was run with
+/// (`CARGO_PKG_NAME=xtask`, …). Build scripts such as ring's watch some of them, so a nested
+/// build that inherits them fingerprints differently from a plain `cargo build` and the two
+/// keep rebuilding the crates above ring (rustls, the AWS SDK) for each other.
+pub fn cargo() -> Command {
+    let mut command = Command::new("cargo");
+    command.current_dir(workspace_root());
+    for (key, _) in std::env::vars_os() {
+        let Some(key) = key.to_str() else { continue };
+        let set_by_cargo_run = key.starts_with("CARGO_PKG_")
+            || key.starts_with("CARGO_MANIFEST_")
+            || matches!(key, "CARGO_CRATE_NAME" | "CARGO_BIN_NAME" | "CARGO_PRIMARY_PACKAGE");
+        if set_by_cargo_run {
+            command.env_remove(key);
+        }
+    }
+    command
+}
+
 pub fn workspace_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
@@ -152,7 +171,7 @@ pub fn ensure_s3s_fs() -> anyhow::Result<PathBuf> {
         "xtask: installing s3s-fs {S3S_FS_VERSION} into {} (once, a few minutes)",
         root.display()
     );
-    run(Command::new("cargo")
+    run(cargo()
         .args(["install", "s3s-fs", "--version", S3S_FS_VERSION])
         .args(["--features", "binary", "--locked", "--root"])
         .arg(&root))?;
@@ -163,7 +182,7 @@ pub fn ensure_s3s_fs() -> anyhow::Result<PathBuf> {
 
 /// Release builds of both binaries, for `bench` and `dist`.
 pub fn build_release() -> anyhow::Result<()> {
-    run(Command::new("cargo").current_dir(workspace_root()).args([
+    run(cargo().args([
         "build",
         "--release",
         "-p",

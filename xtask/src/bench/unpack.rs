@@ -200,7 +200,7 @@ struct Decoders {
 fn decoders(bench: &Bench, package: &Path) -> anyhow::Result<Decoders> {
     eprintln!("bench 1b: timing the decoders on one thread");
     let root = workspace_root();
-    crate::tools::run(Command::new("cargo").current_dir(&root).args([
+    crate::tools::run(crate::tools::cargo().args([
         "build",
         "--release",
         "-p",
