@@ -194,11 +194,7 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
     ensure_tools_venv(&cache.join("bench-tools"))?;
     let profile = if options.debug_build {
         // As the tests build them: the same features, so nothing is rebuilt.
-        tools::run(tools::cargo().args([
-            "build",
-            "--workspace",
-            "--bins",
-        ]))?;
+        tools::run(tools::cargo().args(["build", "--workspace", "--bins"]))?;
         "debug"
     } else {
         tools::build_release()?;
