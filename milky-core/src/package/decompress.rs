@@ -8,9 +8,8 @@
 //! output is used only if the segment decodes as whole streams that end exactly at its last byte.
 //! That is exactly what the sequential decoder ([`bzip2::read::MultiBzDecoder`]) would see
 //! there (it starts a new stream where the previous one ends), so the bytes handed on are the
-//! ones it would produce. Each segment is decoded first by our own decoder ([`Decoder::Own`],
-//! faster per core than libbz2 as benchmark 1b measures; every block and stream CRC checked),
-//! and by libbz2 when that declines. On any doubt (a segment that does not decode, is too
+//! ones it would produce. Segments and the sequential decoder alike are decoded by libbz2
+//! through the `bzip2` crate. On any doubt (a segment that does not decode, is too
 //! large, or an I/O error) the rest of the file, from the last verified stream start, is decoded
 //! sequentially: the result is the same, only slower, and a broken file fails as it would have
 //! anyway.
@@ -29,7 +28,6 @@ use std::sync::Mutex;
 use std::sync::mpsc::{Receiver, Sender, SyncSender, channel, sync_channel};
 
 use super::Manifest;
-use super::bzip2_decoder;
 use super::memory::KeepFreedMemory;
 use super::unpack::{UnpackError, UnpackLimits, unpack_tar};
 
@@ -47,19 +45,8 @@ pub fn unpack_file(
     target: &Path,
     limits: UnpackLimits,
 ) -> Result<Manifest, UnpackError> {
-    unpack_file_decoding_first_with(path, target, limits, Decoder::Own)
-}
-
-/// [`unpack_file`] with `first` as the decoder tried first on each segment: `Decoder::Own` is
-/// the agent's way, `Decoder::Library` leaves every segment to libbz2. Benchmark 1b times both.
-pub fn unpack_file_decoding_first_with(
-    path: &Path,
-    target: &Path,
-    limits: UnpackLimits,
-    first: Decoder,
-) -> Result<Manifest, UnpackError> {
     let threads = std::thread::available_parallelism().map_or(1, usize::from);
-    decoded_with(path, threads, first, |tar| unpack_tar(tar, target, limits)).map_err(|source| {
+    with_decoded(path, threads, |tar| unpack_tar(tar, target, limits)).map_err(|source| {
         UnpackError::Io {
             path: path.to_owned(),
             source,
@@ -75,23 +62,10 @@ pub fn with_decoded<T>(
     threads: usize,
     consume: impl FnOnce(&mut dyn Read) -> T,
 ) -> io::Result<T> {
-    decoded_with(path, threads, Decoder::Own, consume)
-}
-
-/// Opens and scans `path`, then runs `consume` on its content decoded by `first` (libbz2 for
-/// what it declines) on `threads` worker threads.
-fn decoded_with<T>(
-    path: &Path,
-    threads: usize,
-    first: Decoder,
-    consume: impl FnOnce(&mut dyn Read) -> T,
-) -> io::Result<T> {
     let file = File::open(path)?;
     let starts = stream_starts(&file)?;
     let len = file.metadata()?.len();
-    Ok(decode_segments(
-        &file, &starts, len, threads, first, consume,
-    ))
+    Ok(decode_segments(&file, &starts, len, threads, consume))
 }
 
 /// Byte offsets where a bzip2 stream with at least one block may start: candidates only.
@@ -135,7 +109,6 @@ fn decode_segments<T>(
     starts: &[u64],
     len: u64,
     threads: usize,
-    first: Decoder,
     consume: impl FnOnce(&mut dyn Read) -> T,
 ) -> T {
     let mut segments: Vec<(u64, u64)> = starts
@@ -155,7 +128,7 @@ fn decode_segments<T>(
         let workers = if segments.is_empty() { 0 } else { threads };
         for _ in 0..workers {
             let queue = &queue;
-            scope.spawn(move || decode_jobs(file, queue, first));
+            scope.spawn(move || decode_jobs(file, queue));
         }
         let mut reader = OrderedReader {
             file,
@@ -179,7 +152,7 @@ fn decode_segments<T>(
 /// A segment to decode: its byte range and where to send the result (`None`: use sequential).
 type Job = (u64, u64, SyncSender<Option<Vec<u8>>>);
 
-fn decode_jobs(file: &File, queue: &Mutex<Receiver<Job>>, first: Decoder) {
+fn decode_jobs(file: &File, queue: &Mutex<Receiver<Job>>) {
     loop {
         let job = match queue.lock() {
             Ok(queue) => queue.recv(),
@@ -189,58 +162,32 @@ fn decode_jobs(file: &File, queue: &Mutex<Receiver<Job>>, first: Decoder) {
             return;
         };
         // The reader may have gone sequential and dropped the receiver: nothing to do then.
-        let _ = result.send(decode_segment(file, start, end, first));
+        let _ = result.send(decode_segment(file, start, end));
     }
 }
 
 /// The decoded bytes of `start..end` if it is a sequence of whole bzip2 streams, else `None`.
-pub(super) fn decode_segment(file: &File, start: u64, end: u64, first: Decoder) -> Option<Vec<u8>> {
+pub(super) fn decode_segment(file: &File, start: u64, end: u64) -> Option<Vec<u8>> {
     let size = end - start;
     if size > SEGMENT_CAP {
         return None;
     }
     let mut input = vec![0; usize::try_from(size).ok()?];
     file.read_exact_at(&mut input, start).ok()?;
-    let cap = usize::try_from(SEGMENT_CAP).expect("fits");
-    // The faster decoder first; libbz2 decides whatever it declines. A bug in it that panics
-    // on some input must not take the agent down: that segment goes to libbz2 too.
-    if first == Decoder::Own {
-        let fast = std::panic::catch_unwind(|| Decoder::Own.decode(&input, cap));
-        if let Ok(Some(output)) = fast {
-            return Some(output);
-        }
-    }
-    Decoder::Library.decode(&input, cap)
+    decode_streams(&input, usize::try_from(SEGMENT_CAP).expect("fits"))
 }
 
-/// The two decoders of a segment. Public so that benchmark 1b can time each alone on a package
-/// (`milky-core/examples/bzip2_decoders.rs`); the agent uses them only through the unpack.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Decoder {
-    /// `bzip2_decoder.rs`: strict, declines anything unusual.
-    Own,
-    /// libbz2 through the `bzip2` crate, whose answer stands.
-    Library,
-}
-
-impl Decoder {
-    /// The decoded bytes of `input` if it is a sequence of whole bzip2 streams that ends exactly
-    /// at its last byte and decodes to at most `cap` bytes, else `None`.
-    pub fn decode(self, input: &[u8], cap: usize) -> Option<Vec<u8>> {
-        match self {
-            Decoder::Own => bzip2_decoder::decode_streams(input, cap),
-            Decoder::Library => {
-                let mut output = Vec::with_capacity(input.len() * 3);
-                // Reads to the end of the input: an error unless the last stream ends at the
-                // last byte.
-                bzip2::read::MultiBzDecoder::new(input)
-                    .take(cap as u64 + 1)
-                    .read_to_end(&mut output)
-                    .ok()?;
-                (output.len() <= cap).then_some(output)
-            }
-        }
-    }
+/// The decoded bytes of `input` if it is a sequence of whole bzip2 streams that ends exactly at
+/// its last byte and decodes to at most `cap` bytes, else `None`. libbz2 is never given room for
+/// more than `cap + 1` bytes, so a segment that decodes to far more stops there.
+fn decode_streams(input: &[u8], cap: usize) -> Option<Vec<u8>> {
+    let mut output = Vec::with_capacity(input.len().saturating_mul(3).min(cap.saturating_add(1)));
+    // Reads to the end of the input: an error unless the last stream ends at the last byte.
+    bzip2::read::MultiBzDecoder::new(input)
+        .take((cap as u64).saturating_add(1))
+        .read_to_end(&mut output)
+        .ok()?;
+    (output.len() <= cap).then_some(output)
 }
 
 /// The decoded file, in order: segments decoded ahead by the workers, then, after the first
@@ -346,7 +293,7 @@ mod tests {
     fn decoded_at(path: &Path, starts: &[u64]) -> io::Result<Vec<u8>> {
         let file = File::open(path)?;
         let len = file.metadata()?.len();
-        decode_segments(&file, starts, len, 3, Decoder::Own, |reader| {
+        decode_segments(&file, starts, len, 3, |reader| {
             let mut out = Vec::new();
             reader.read_to_end(&mut out).map(|_| out)
         })
@@ -408,6 +355,95 @@ mod tests {
         let mut file = tempfile::NamedTempFile::new().unwrap();
         file.write_all(b"not bzip2 at all").unwrap();
         assert!(decoded(file.path(), 2).is_err());
+    }
+
+    fn compress_one(data: &[u8], level: u32) -> Vec<u8> {
+        let mut encoder = bzip2::write::BzEncoder::new(Vec::new(), bzip2::Compression::new(level));
+        encoder.write_all(data).unwrap();
+        encoder.finish().unwrap()
+    }
+
+    fn file_of(bytes: &[u8]) -> tempfile::NamedTempFile {
+        let mut file = tempfile::NamedTempFile::new().unwrap();
+        file.write_all(bytes).unwrap();
+        file
+    }
+
+    #[test]
+    fn a_segment_is_whole_streams_within_the_cap_or_nothing() {
+        let data = data(100_000);
+        let one = compress_one(&data, 9);
+        let two = [one.clone(), compress_one(b"second", 1)].concat();
+        assert_eq!(decode_streams(&one, data.len()), Some(data.clone()));
+        assert_eq!(
+            decode_streams(&two, data.len() + 6),
+            Some([&data[..], b"second"].concat())
+        );
+        // Over the cap by one byte, or far over it (a run of zeros expands most).
+        assert_eq!(decode_streams(&one, data.len() - 1), None);
+        assert_eq!(decode_streams(&one, 0), None);
+        assert_eq!(
+            decode_streams(&compress_one(&[0; 100_000], 9), 99_999),
+            None
+        );
+        // Cut short, or followed by anything that is not a whole stream.
+        for len in (0..one.len()).step_by(one.len() / 50) {
+            assert_eq!(
+                decode_streams(&one[..len], usize::MAX),
+                None,
+                "length {len}"
+            );
+        }
+        for trailing in [&[0u8][..], b"BZh9", b"junk", &[0; 64]] {
+            let longer = [&one[..], trailing].concat();
+            assert_eq!(decode_streams(&longer, usize::MAX), None, "{trailing:?}");
+        }
+        // A segment larger than the cap is not even read.
+        let mut big = file_of(&one);
+        big.as_file_mut().set_len(SEGMENT_CAP + 1).unwrap();
+        assert_eq!(decode_segment(big.as_file(), 0, SEGMENT_CAP + 1), None);
+        assert_eq!(
+            decode_segment(big.as_file(), 0, one.len() as u64),
+            Some(data)
+        );
+    }
+
+    #[test]
+    fn a_stream_decoding_past_the_cap_is_decoded_sequentially() {
+        // 17 MB of zeros compress to a few hundred bytes: a segment whose output is over the cap.
+        let bomb = vec![0; usize::try_from(SEGMENT_CAP).unwrap() + (1 << 20)];
+        let before = data(200_000);
+        let after = data(50_000);
+        let file = file_of(
+            &[
+                compress_one(&before, 1),
+                compress_one(&bomb, 9),
+                compress_one(&after, 1),
+            ]
+            .concat(),
+        );
+        let starts = stream_starts(file.as_file()).unwrap();
+        assert!(starts.len() >= 3, "{starts:?}");
+        let expected = [&before[..], &bomb[..], &after[..]].concat();
+        assert!(decoded(file.path(), 2).unwrap() == expected);
+    }
+
+    #[test]
+    fn trailing_bytes_behave_as_the_sequential_decoder() {
+        let data = data(300_000);
+        let good = std::fs::read(compressed(&data, 1).path()).unwrap();
+        for trailing in [&[0u8][..], b"BZh9", b"junk", &[0; 64]] {
+            let file = file_of(&[&good[..], trailing].concat());
+            let mut sequential = Vec::new();
+            let expected = bzip2::read::MultiBzDecoder::new(file.reopen().unwrap())
+                .read_to_end(&mut sequential)
+                .map(|_| sequential);
+            let parallel = decoded(file.path(), 2);
+            assert_eq!(parallel.is_ok(), expected.is_ok(), "{trailing:?}");
+            if let (Ok(parallel), Ok(expected)) = (parallel, expected) {
+                assert!(parallel == expected, "{trailing:?}");
+            }
+        }
     }
 
     #[test]

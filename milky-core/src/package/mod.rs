@@ -3,7 +3,6 @@
 //! bytes, and compressed on every core as concatenated bzip2 streams (see [`compress`]).
 
 pub mod build;
-mod bzip2_decoder;
 pub mod compress;
 pub mod decompress;
 mod memory;

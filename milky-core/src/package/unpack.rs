@@ -424,8 +424,7 @@ pub(crate) fn manifest_from_tail(path: &Path) -> Option<String> {
     for streams in [1, 2, 4, 8] {
         // Candidates only: one that is not a real stream start fails to decode.
         let from = *starts.get(starts.len().checked_sub(streams)?)?;
-        if let Some(tail) =
-            super::decompress::decode_segment(&file, from, len, super::decompress::Decoder::Own)
+        if let Some(tail) = super::decompress::decode_segment(&file, from, len)
             && let Some(text) = last_entry_manifest(&tail)
         {
             return Some(text);

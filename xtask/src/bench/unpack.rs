@@ -1,9 +1,6 @@
 //! Benchmark 1b — Unpacking on a server: the agent's download → size + sha256 check → unpack of the
 //! reference package, timed from its own log lines and from the download file reaching its full
-//! size, against `tar -xjf` (single-threaded bzip2) of the same file. Then the two decoders the
-//! unpack uses, ours and libbz2, over the same package (`milky-core/examples/bzip2_decoders.rs`):
-//! each alone on one thread, and the agent's whole unpack on every core with ours first or with
-//! libbz2 alone. The own decoder stays only while that unpack is clearly faster with it.
+//! size, against `tar -xjf` (single-threaded bzip2) of the same file.
 //!
 //! Each run is a fresh server whose venv step fails at once (`python = "/bin/false"`), so the
 //! pass stops right after the unpack it is measured on.
@@ -19,11 +16,6 @@ use super::Bench;
 use super::report::Report;
 use super::servers::Server;
 use super::stats::{Samples, timed};
-use crate::tools::workspace_root;
-
-/// The own decoder is kept only while the agent's unpack is this much faster with it than with
-/// libbz2 alone (library ÷ own, wall time on every core).
-const KEEP_OWN_DECODER: f64 = 1.3;
 
 /// When `path` first reached `size` bytes (polled every 2 ms until `stop`).
 pub fn watch_size(
@@ -111,7 +103,6 @@ pub fn run(bench: &Bench, package: &Path, report: &mut Report) -> anyhow::Result
         server.remove();
     }
     let _ = std::fs::remove_dir_all(&scratch);
-    let decoders = decoders(bench, package)?;
     let files = super::workload::tree_size(&bench.project).1;
     let base = tar_xjf.median();
     let mut body = String::from("| what | wall | vs `tar -xjf` |\n|---|---|---|\n");
@@ -140,34 +131,11 @@ pub fn run(bench: &Bench, package: &Path, report: &mut Report) -> anyhow::Result
         bench.runs,
         size as f64 / 1e6
     );
-    let cpu_ratio = decoders.library.median() / decoders.own.median();
-    let decoder_ratio = decoders.library_unpack.median() / decoders.own_unpack.median();
-    let cores = std::thread::available_parallelism().map_or(1, usize::from);
-    let _ = writeln!(
-        body,
-        "\n| decoder | decode alone, one thread (CPU) | agent's unpack, {cores} cores (wall) |\n|---|---|---|\n\
-         | ours first (`milky-core/src/package/bzip2_decoder.rs`), libbz2 for what it declines | {} | {} |\n\
-         | libbz2 alone (the `bzip2` crate's C library) | {} | {} |\n\
-         | ours vs libbz2 | {cpu_ratio:.2}× | {decoder_ratio:.2}× |\n\n\
-         {} rounds of each, alternated (`milky-core/examples/bzip2_decoders.rs`). Decode alone: the\n\
-         package cut at its stream starts as the agent cuts it, each segment decoded in memory on one\n\
-         thread; CPU time of that thread, so that other load on the machine counts less. Both give the\n\
-         same bytes for every segment (checked before timing). Agent's unpack: the agent's own call\n\
-         (every core, every check of `unpack.rs`, into a new directory), once with our decoder tried\n\
-         first on each segment and once with libbz2 alone; wall time, as the agent waits for it.",
-        decoders.own.show(2, " s"),
-        decoders.own_unpack.show(2, " s"),
-        decoders.library.show(2, " s"),
-        decoders.library_unpack.show(2, " s"),
-        bench.runs
-    );
     body += PARALLEL_DESIGN;
     let ratio = base / total.median();
     let unpack_ratio = base / unpack.median();
     let why = format!(
-        "decoding: libbz2 spends {:.2} s of CPU on this package, our decoder {:.2} s; 2 cores share that with the sha256, the checks, the tar loop and creating {files} files (kernel time)",
-        decoders.library.median(),
-        decoders.own.median()
+        "2 cores share libbz2's decoding with the sha256, the checks, the tar loop and creating {files} files (kernel time)"
     );
     report.target(
         "1b",
@@ -176,78 +144,8 @@ pub fn run(bench: &Bench, package: &Path, report: &mut Report) -> anyhow::Result
         ratio >= 2.0,
         if ratio >= 2.0 { "" } else { &why },
     );
-    report.target(
-        "1b",
-        "own decoder: agent's unpack ≥ 1.3× faster than with libbz2 alone (else it goes)",
-        format!("{decoder_ratio:.2}× (decode alone, one thread: {cpu_ratio:.2}×)"),
-        decoder_ratio >= KEEP_OWN_DECODER,
-        "",
-    );
     report.section("1b. Unpacking on a server", body);
     Ok(download)
-}
-
-/// Our decoder and libbz2 over the package, `bench.runs` rounds of each measure.
-struct Decoders {
-    /// CPU seconds decoding every segment on one thread.
-    own: Samples,
-    library: Samples,
-    /// Wall seconds of the agent's unpack on every core.
-    own_unpack: Samples,
-    library_unpack: Samples,
-}
-
-fn decoders(bench: &Bench, package: &Path) -> anyhow::Result<Decoders> {
-    eprintln!("bench 1b: timing the decoders on one thread");
-    let root = workspace_root();
-    crate::tools::run(crate::tools::cargo().args([
-        "build",
-        "--release",
-        "-p",
-        "milky-core",
-        "--example",
-        "bzip2_decoders",
-    ]))?;
-    let out = Command::new(root.join("target/release/examples/bzip2_decoders"))
-        .arg(package)
-        .arg(bench.runs.to_string())
-        .arg(bench.work.join("decoders"))
-        .output()?;
-    anyhow::ensure!(
-        out.status.success(),
-        "bzip2_decoders failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let mut decoders = Decoders {
-        own: Samples::default(),
-        library: Samples::default(),
-        own_unpack: Samples::default(),
-        library_unpack: Samples::default(),
-    };
-    for line in String::from_utf8_lossy(&out.stdout).lines() {
-        let samples = match line.split_once(' ') {
-            Some(("own", _)) => &mut decoders.own,
-            Some(("library", _)) => &mut decoders.library,
-            Some(("own-unpack", _)) => &mut decoders.own_unpack,
-            Some(("library-unpack", _)) => &mut decoders.library_unpack,
-            _ => anyhow::bail!("bzip2_decoders printed {line:?}"),
-        };
-        samples.push(line.split_once(' ').expect("matched").1.parse()?);
-    }
-    for samples in [
-        &decoders.own,
-        &decoders.library,
-        &decoders.own_unpack,
-        &decoders.library_unpack,
-    ] {
-        anyhow::ensure!(
-            samples.0.len() == bench.runs,
-            "bzip2_decoders printed {} rounds of a measure, not {}",
-            samples.0.len(),
-            bench.runs
-        );
-    }
-    Ok(decoders)
 }
 
 const PARALLEL_DESIGN: &str = "
@@ -257,14 +155,14 @@ The packer already writes independent bzip2 streams of ~855 KB (decoded) each. T
 where they start **in the file itself**: a stream starts byte-aligned with `BZh1`–`BZh9` followed
 by the first block's magic `0x314159265359`. A match can also occur inside compressed data, by
 chance or by design, so a candidate is never trusted: the file is cut at every candidate, worker
-threads (one per core) decode segments ahead (a bounded window, each segment capped at 16 MB
-compressed and decoded), and a segment's output is used only if it decodes as whole streams that
-end exactly at its last byte — exactly what the sequential decoder sees there, so the bytes are
-the ones it would produce. On the first doubt (a segment that does not decode, is too large, or
-an I/O error) the rest of the file is decoded sequentially from the last verified stream start:
-same result, only slower; a broken file fails as before. The ordered output feeds the one tar
-loop of `unpack.rs` (`unpack_tar`), so every path, link, type, size and count check sees every
-entry whoever decompressed it.
+threads (one per core) decode segments ahead with libbz2 (a bounded window, each segment capped
+at 16 MB compressed and decoded), and a segment's output is used only if it decodes as whole
+streams that end exactly at its last byte — exactly what the sequential decoder sees there, so
+the bytes are the ones it would produce. On the first doubt (a segment that does not decode, is
+too large, or an I/O error) the rest of the file is decoded sequentially from the last verified
+stream start: same result, only slower; a broken file fails as before. The ordered output feeds
+the one tar loop of `unpack.rs` (`unpack_tar`), so every path, link, type, size and count check
+sees every entry whoever decompressed it.
 
 Why scan rather than record offsets in the manifest or an index object: the manifest is the last
 entry of the archive (written after its content hash), so offsets in it would be read only after
@@ -273,13 +171,4 @@ and it would be as untrusted as the file, so the agent would have to check each 
 The scan is one more read of a file the sha256 check has just read (so from the page cache), and
 it works on any multi-stream bzip2 (pbzip2's too; a single-stream file such as `bzip2`'s or
 `lbzip2`'s own is decoded sequentially, as before); the package stays a plain `.tar.bz2`.
-
-### The decoder (milky-core/src/package/bzip2_decoder.rs)
-
-Each segment is decoded first by a bzip2 decoder in safe Rust, and by libbz2 when it declines:
-it reads Huffman codes through lookup tables (libbz2 reads them a bit at a time) and follows the
-inverse BWT from both ends of a block at once; the second table above times the two. It checks
-every block CRC and stream CRC and declines anything else unusual (a randomised block, trailing
-bytes, over the cap), and a panic in it would only send that segment to libbz2. It is code to
-keep up, so it stays only while that table shows it clearly faster (the target above).
 ";
