@@ -10,6 +10,7 @@
 //! command says so).
 
 mod converge;
+mod costs;
 mod fleet;
 mod idle;
 mod index_growth;
@@ -273,7 +274,7 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
         None
     };
     if wanted("6") {
-        report::scale(&mut report, idle_requests, fleet, index);
+        costs::scale(&mut report, idle_requests, fleet, index);
     }
     report.finish(started.elapsed());
     let path = root.join("docs/BENCHMARKS.md");

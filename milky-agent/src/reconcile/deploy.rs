@@ -398,6 +398,7 @@ mod tests {
 
     use milky_core::package::UnpackLimits;
 
+    use super::super::test_support::entry;
     use super::*;
 
     /// A manifest as `cargo milky package` writes it; `app` holds the `[app]` lines after the name.
@@ -412,16 +413,6 @@ mod tests {
             "ab".repeat(32)
         ))
         .unwrap()
-    }
-
-    fn entry() -> PackageEntry {
-        PackageEntry {
-            sha256: "00".repeat(32),
-            size: 1,
-            uploaded: "2026-01-01T00:00:00Z".into(),
-            signature: None,
-            python: None,
-        }
     }
 
     #[test]

@@ -50,15 +50,10 @@ pub(super) fn forget_gone_apps(
 
 #[cfg(test)]
 mod tests {
-    use milky_core::PackageEntry;
-
     use super::super::env_file::EnvFiles;
+    use super::super::test_support::{app, entry};
     use super::*;
     use crate::state_dir::Failure;
-
-    fn app(name: &str) -> AppName {
-        name.parse().unwrap()
-    }
 
     #[test]
     fn apps_neither_wanted_nor_here_are_forgotten() {
@@ -82,19 +77,7 @@ mod tests {
             );
             std::fs::write(env_dir.join(format!("{name}.json")), "{}").unwrap();
         }
-        let wanted: Wanted = BTreeMap::from([(
-            app("wanted"),
-            (
-                "v1".parse().unwrap(),
-                PackageEntry {
-                    sha256: "00".repeat(32),
-                    size: 1,
-                    uploaded: "2026-01-01T00:00:00Z".into(),
-                    signature: None,
-                    python: None,
-                },
-            ),
-        )]);
+        let wanted: Wanted = BTreeMap::from([(app("wanted"), ("v1".parse().unwrap(), entry()))]);
         let running = BTreeMap::from([(
             app("running"),
             Running {

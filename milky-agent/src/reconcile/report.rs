@@ -9,7 +9,7 @@ use milky_core::status::{AppStatus, HEARTBEAT, HostStatus, Signatures, StuckPass
 use milky_core::store::Condition;
 use milky_core::{AppName, GroupName, HostName, Store, layout};
 
-use super::{Wanted, now};
+use super::{Agent, Wanted, now};
 use crate::plan::Running;
 use crate::state_dir::AgentState;
 
@@ -159,6 +159,22 @@ impl StatusReport<'_> {
     }
 }
 
+impl Agent {
+    /// Writes this server's status report when it changed or the heartbeat is due.
+    pub(super) async fn report(&self, state: &mut AgentState, outcome: &PassOutcome<'_>) {
+        self.reporter().write(state, outcome).await;
+    }
+
+    pub(super) fn reporter(&self) -> StatusReport<'_> {
+        StatusReport {
+            store: &self.store,
+            group: &self.config.group,
+            host: &self.host,
+            stuck_marker: self.state_dir.root.join("stuck-pass-reported"),
+        }
+    }
+}
+
 /// Whether a report with `digest` is to be written at `now` (unix seconds): it says something
 /// new, or the last one is a heartbeat old.
 fn due(state: &AgentState, digest: &str, now: u64) -> bool {
@@ -170,16 +186,12 @@ fn due(state: &AgentState, digest: &str, now: u64) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use milky_core::PackageEntry;
     use milky_core::status::SignatureCheck;
     use milky_core::store::LocalStore;
 
+    use super::super::test_support::{app, entry};
     use super::*;
     use crate::state_dir::Failure;
-
-    fn app(name: &str) -> AppName {
-        name.parse().unwrap()
-    }
 
     /// A pass's outcome, owned and built up app by app; lent to the reporter as a
     /// [`PassOutcome`] (signatures not verified, no TLS).
@@ -204,15 +216,8 @@ mod tests {
         }
 
         fn wanted(mut self, name: &str, version: &str) -> Self {
-            let entry = PackageEntry {
-                sha256: "00".repeat(32),
-                size: 1,
-                uploaded: "2026-01-01T00:00:00Z".into(),
-                signature: None,
-                python: None,
-            };
             self.wanted
-                .insert(app(name), (version.parse().unwrap(), entry));
+                .insert(app(name), (version.parse().unwrap(), entry()));
             self
         }
 

@@ -16,8 +16,10 @@
 //!
 //! The files: `stack.rs` ([`WebStack`] and its settings), with one `impl WebStack` block per
 //! concern beside it: `paths.rs` (the layout of the web root), `ports.rs` (slot ports and
-//! `ports.toml`), `apache.rs` (a slot's config, start, stop and read-back), `nginx.rs` (render,
-//! test, reload, the switch by live link, drain), `health.rs`, `served.rs` (what runs, read back
+//! `ports.toml`), `apache.rs` (a slot's config, start, stop and read-back), `nginx.rs` (the
+//! switch: by live link, or a tested config change and a reload), `nginx_config.rs` (the app
+//! files and main config rendered and written), `nginx_control.rs` (nginx started, tested,
+//! reloaded, drained), `health.rs`, `served.rs` (what runs, read back
 //! from the app files and live links), `remove.rs` (taking an app off), `logs.rs` (the log
 //! files to ship) and `tls.rs` (installed certificates and ACME challenge answers). Then
 //! `data_dir.rs` (each app's persistent data dir), `release/` (venv, requirements, hooks),
@@ -32,6 +34,8 @@ mod health;
 mod hook_user;
 mod logs;
 mod nginx;
+mod nginx_config;
+mod nginx_control;
 mod paths;
 mod ports;
 mod process;
@@ -52,7 +56,7 @@ pub use error::WebError;
 pub use health::HealthReport;
 pub use hook_user::HookUser;
 pub use logs::{LogWriter, WebLog, WebLogSource};
-pub use nginx::MainServed;
+pub use nginx_config::MainServed;
 pub use release::{
     HookRun, PreparedRelease, ReleaseSetup, compile_bytecode, prepare_release, run_hooks,
 };

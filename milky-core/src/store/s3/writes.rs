@@ -18,13 +18,30 @@ impl S3Store {
         bytes: Vec<u8>,
         condition: &Condition,
     ) -> Result<String, StoreError> {
+        self.put_object(key, ByteStream::from(bytes), None, condition)
+            .await
+    }
+
+    /// One PUT of `body` under `condition`, with the content's sha256 as metadata when given;
+    /// the new object's ETag.
+    async fn put_object(
+        &self,
+        key: &str,
+        body: ByteStream,
+        sha256: Option<&str>,
+        condition: &Condition,
+    ) -> Result<String, StoreError> {
         let (if_match, if_none_match) = condition_headers(condition);
-        let output = self
+        let mut request = self
             .client
             .put_object()
             .bucket(&self.bucket)
-            .key(self.key(key))
-            .body(ByteStream::from(bytes))
+            .key(self.key(key));
+        if let Some(sha256) = sha256 {
+            request = request.metadata(SHA256_METADATA, sha256);
+        }
+        let output = request
+            .body(body)
             .set_if_match(if_match)
             .set_if_none_match(if_none_match)
             .send()
@@ -72,21 +89,9 @@ impl S3Store {
                     key: key.into(),
                     detail: format!("{}: {e}", path.display()),
                 })?;
-            let (if_match, if_none_match) = condition_headers(condition);
-            let output = self
-                .client
-                .put_object()
-                .bucket(&self.bucket)
-                .key(self.key(key))
-                .metadata(SHA256_METADATA, sha256)
-                .body(body)
-                .set_if_match(if_match)
-                .set_if_none_match(if_none_match)
-                .send()
-                .await
-                .map_err(|err| self.put_error(key, err))?;
+            let etag = self.put_object(key, body, Some(sha256), condition).await?;
             progress(size);
-            return Ok(output.e_tag().unwrap_or_default().to_owned());
+            return Ok(etag);
         }
         self.put_multipart(key, path, size, sha256, condition, progress)
             .await
