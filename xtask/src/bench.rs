@@ -10,6 +10,7 @@
 //! command says so).
 
 mod converge;
+mod cpu;
 mod fleet;
 mod idle;
 mod index_growth;
