@@ -439,7 +439,8 @@ pub fn run(bench: &Bench, report: &mut Report) -> anyhow::Result<()> {
                     .cpu_to_serving
                     .map(|one| format!(
                         " One server alone used {one:.1} CPU-s to serving;\n\
-                         the eight used {:.1}× eight times that.",
+                         each of the eight {:.1} CPU-s on average, {:.2}× that.",
+                        cpu / SERVERS as f64,
                         cpu / (SERVERS as f64 * one)
                     ))
                     .unwrap_or_default(),
