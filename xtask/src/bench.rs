@@ -11,6 +11,7 @@
 
 mod converge;
 mod costs;
+mod cpu;
 mod fleet;
 mod idle;
 mod index_growth;

@@ -13,6 +13,7 @@ use anyhow::Context;
 use milky_dev_support::{Ports, Signal, http_get, pids_in, signal, walk};
 
 use super::Bench;
+use super::cpu::Cgroup;
 
 pub const APP: &str = "shop";
 
@@ -27,6 +28,8 @@ pub struct Server {
     agent: PathBuf,
     env: Vec<(&'static str, String)>,
     run: Option<Child>,
+    /// Where the CPU of the agent and all it starts is counted, once [`Server::count_cpu`] made it.
+    cgroup: Option<Cgroup>,
     /// The front port and the slots' range, held while nginx and Apache may bind them.
     _ports: Ports,
 }
@@ -72,6 +75,7 @@ impl Server {
             agent: bench.agent.clone(),
             env: bench.aws_env(),
             run: None,
+            cgroup: None,
             _ports: ports,
         })
     }
@@ -84,8 +88,23 @@ impl Server {
         self.env.clone()
     }
 
+    /// Counts the CPU of the agents started from now on, and of all they start, in a cgroup of
+    /// this server's own.
+    pub fn count_cpu(&mut self) -> Result<(), String> {
+        self.cgroup = Some(Cgroup::create(&self.host)?);
+        Ok(())
+    }
+
+    /// The CPU time counted so far (see [`Server::count_cpu`]).
+    pub fn cpu(&self) -> Option<Duration> {
+        self.cgroup.as_ref()?.usage()
+    }
+
     fn command(&self, args: &[&str]) -> Command {
-        let mut command = Command::new(&self.agent);
+        let mut command = match &self.cgroup {
+            Some(cgroup) => cgroup.command(&self.agent),
+            None => Command::new(&self.agent),
+        };
         command
             .arg("--config")
             .arg(&self.config)

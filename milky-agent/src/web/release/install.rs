@@ -7,7 +7,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use super::permissions::make_world_readable;
-use super::step::{RunAs, run_step};
+use super::step::{Priority, RunAs, run_step, run_step_at};
 use super::{Limit, ReleaseSetup, WebError};
 
 /// `python -m venv` and pip: where the server has no uv.
@@ -212,19 +212,23 @@ fn same_bytes(a: &Path, b: &Path) -> Result<bool, WebError> {
 
 /// Compiles the bytecode of the release's venv (its app's user cannot write `__pycache__`
 /// there), for the app's processes that start after this one: run once the release serves, as
-/// compiling every installed module takes seconds of CPU that the switch need not wait for.
-/// pip compiles as it installs; uv is told not to.
+/// compiling every installed module takes seconds of CPU that the switch need not wait for,
+/// and at the lowest CPU priority (nice 19, `SCHED_IDLE`), so that those seconds go to the new
+/// release's requests (and anything else the server runs) first. pip compiles as it installs;
+/// uv is told not to.
 pub fn compile_bytecode(setup: &ReleaseSetup) -> Result<Duration, WebError> {
     let started = Instant::now();
     let venv = setup.venv_dir();
     let mut cmd = agent_command(setup, &venv.join("bin/python"));
     cmd.args(["-m", "compileall", "-q", "-j", "0"])
         .arg(venv.join("lib"));
-    run_step(
+    // Nothing waits for the bytecode, while the requests to the release just switched to do.
+    run_step_at(
         &setup.release_dir,
         "compile the venv's bytecode",
         cmd,
         RunAs::Agent,
+        Priority::Lowest,
         setup.install(),
         "prepare:compile-running",
     )?;
@@ -297,4 +301,48 @@ fn pip_venv(home: &Path, python: &Path, limit: Limit) -> Result<Option<PathBuf>,
         "",
     )?;
     Ok(has_python_option.then_some(venv))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::PermissionsExt;
+
+    use super::*;
+
+    /// Fields of `/proc/<pid>/stat` (proc(5) numbers them from 1), from the state (field 3) on:
+    /// the command name before it may hold spaces.
+    fn stat_field(stat: &str, number: usize) -> &str {
+        let after_name = stat.rsplit_once(')').expect("a stat line").1;
+        after_name
+            .split_whitespace()
+            .nth(number - 3)
+            .expect("that many fields")
+    }
+
+    #[test]
+    fn bytecode_compiles_at_the_lowest_cpu_priority() {
+        let dir = tempfile::tempdir().unwrap();
+        let setup = ReleaseSetup::new(dir.path().join("release"));
+        let venv = setup.venv_dir();
+        fs_err::create_dir_all(venv.join("lib")).unwrap();
+        // The venv's python, standing in for compileall: records how it was started.
+        let python = venv.join("bin/python");
+        fs_err::create_dir_all(python.parent().unwrap()).unwrap();
+        fs_err::write(
+            &python,
+            "#!/bin/sh\ncat /proc/$$/stat > \"$(dirname \"$0\")/../started.stat\"\n",
+        )
+        .unwrap();
+        fs_err::set_permissions(&python, std::fs::Permissions::from_mode(0o755)).unwrap();
+
+        compile_bytecode(&setup).unwrap();
+
+        let stat = fs_err::read_to_string(venv.join("started.stat")).unwrap();
+        assert_eq!(stat_field(&stat, 19), "19", "nice: {stat}");
+        assert_eq!(
+            stat_field(&stat, 41),
+            libc::SCHED_IDLE.to_string(),
+            "scheduling policy: {stat}"
+        );
+    }
 }

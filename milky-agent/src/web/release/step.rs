@@ -1,5 +1,6 @@
 //! One step of a prepare (making the venv, an install, a hook) run to its end or its limit,
-//! under `setpriv` so it dies with the agent, and as the hook user where it is a hook.
+//! under `setpriv` so it dies with the agent, and as the hook user where it is a hook; a step
+//! nothing waits for (the bytecode) at the lowest CPU priority.
 
 use std::path::Path;
 use std::process::Command;
@@ -18,6 +19,14 @@ pub(super) enum RunAs<'a> {
     Hook(Option<&'a HookUser>),
 }
 
+/// How much of the server's CPU a step may take from the rest (the apps serving, other steps).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Priority {
+    Normal,
+    /// nice 19 and `SCHED_IDLE`: the CPU no other process wants, for work nothing waits for.
+    Lowest,
+}
+
 /// Runs one step to completion, or until `limit`; on failure the error carries the exit status
 /// (or the limit) and the tail of its output. `crash_point` is passed while the step runs.
 pub(super) fn run_step(
@@ -28,11 +37,36 @@ pub(super) fn run_step(
     limit: Limit,
     crash_point: &str,
 ) -> Result<String, WebError> {
+    run_step_at(
+        release,
+        what,
+        cmd,
+        run_as,
+        Priority::Normal,
+        limit,
+        crash_point,
+    )
+}
+
+/// [`run_step`] at `priority`, which the step's children inherit.
+pub(super) fn run_step_at(
+    release: &Path,
+    what: &str,
+    cmd: Command,
+    run_as: RunAs<'_>,
+    priority: Priority,
+    limit: Limit,
+    crash_point: &str,
+) -> Result<String, WebError> {
     let spawn_error = |source| WebError::Spawn {
         command: what.to_owned(),
         source,
     };
-    let running = Limited::spawn(&mut dies_with_agent(cmd, run_as)?).map_err(spawn_error)?;
+    let mut cmd = dies_with_agent(cmd, run_as)?;
+    if priority == Priority::Lowest {
+        at_lowest_priority(&mut cmd);
+    }
+    let running = Limited::spawn(&mut cmd).map_err(spawn_error)?;
     crate::crash::point(crash_point);
     // Whatever the step left running (`worker &`) ends with it: it would hold the output pipes
     // open, and the pass with them, and outlive the release it came from.
@@ -104,6 +138,24 @@ fn dies_with_agent(cmd: Command, run_as: RunAs<'_>) -> Result<Command, WebError>
         };
     }
     Ok(wrapped)
+}
+
+/// Makes `cmd` start at nice 19 and in `SCHED_IDLE`, which it and its children keep.
+#[allow(unsafe_code)] // `pre_exec`: the one way to set them before the program's first instruction
+fn at_lowest_priority(cmd: &mut Command) {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: the closure runs in the forked child before exec; it only makes two system calls
+    // (async-signal-safe), allocating nothing and taking no lock.
+    unsafe {
+        cmd.pre_exec(|| {
+            // Lowering one's own priority needs no privilege; were it refused all the same,
+            // running at the normal one beats not running.
+            let _ = rustix::process::setpriority_process(None, 19);
+            let param = libc::sched_param { sched_priority: 0 };
+            let _ = libc::sched_setscheduler(0, libc::SCHED_IDLE, &param);
+            Ok(())
+        });
+    }
 }
 
 fn tail_lines(text: &str, n: usize) -> String {
