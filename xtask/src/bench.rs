@@ -16,6 +16,7 @@ mod index_growth;
 mod moto;
 mod package;
 mod report;
+mod s3s_fs;
 mod servers;
 mod stats;
 mod switch;
@@ -194,11 +195,7 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
     ensure_tools_venv(&cache.join("bench-tools"))?;
     let profile = if options.debug_build {
         // As the tests build them: the same features, so nothing is rebuilt.
-        tools::run(tools::cargo().args([
-            "build",
-            "--workspace",
-            "--bins",
-        ]))?;
+        tools::run(tools::cargo().args(["build", "--workspace", "--bins"]))?;
         "debug"
     } else {
         tools::build_release()?;

@@ -46,9 +46,7 @@ fn demo() -> anyhow::Result<()> {
     println!("building cargo-milky and milky-agent (minutes the first time)");
     // The workspace's binaries, as `cargo xtask test` builds them: the same feature set, so
     // after a test build nothing is compiled again.
-    tools::run(
-        tools::cargo().args(["build", "--workspace", "--bins"]),
-    )?;
+    tools::run(tools::cargo().args(["build", "--workspace", "--bins"]))?;
     let bin = root.join("target/debug");
     let demo = demo_root();
     stop(&demo)?;

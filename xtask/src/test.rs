@@ -10,12 +10,7 @@ fn run_tests(extra: &[String]) -> anyhow::Result<()> {
     let s3s_fs_program = tools::ensure_s3s_fs()?;
 
     // Build once: the binaries the end-to-end tests run, and every test binary.
-    tools::run(tools::cargo().args([
-        "build",
-        "--workspace",
-        "--bins",
-        "--tests",
-    ]))?;
+    tools::run(tools::cargo().args(["build", "--workspace", "--bins", "--tests"]))?;
 
     // One S3-compatible server for the whole run; each test makes its own bucket in it.
     let moto = Moto::start(&moto_program)?;

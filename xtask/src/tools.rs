@@ -45,7 +45,10 @@ pub fn cargo() -> Command {
         let Some(key) = key.to_str() else { continue };
         let set_by_cargo_run = key.starts_with("CARGO_PKG_")
             || key.starts_with("CARGO_MANIFEST_")
-            || matches!(key, "CARGO_CRATE_NAME" | "CARGO_BIN_NAME" | "CARGO_PRIMARY_PACKAGE");
+            || matches!(
+                key,
+                "CARGO_CRATE_NAME" | "CARGO_BIN_NAME" | "CARGO_PRIMARY_PACKAGE"
+            );
         if set_by_cargo_run {
             command.env_remove(key);
         }
