@@ -634,3 +634,32 @@ fn forward(client: TcpStream, upstream: &str, received: &AtomicU64) -> std::io::
     let _ = up.join();
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A server that answers in two writes, as s3s-fs does: the client gets both, the meter counts
+    /// both.
+    #[test]
+    fn the_meter_forwards_and_counts_an_answer_written_in_two_pieces() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let upstream = format!("http://{}", listener.local_addr().unwrap());
+        let server = std::thread::spawn(move || {
+            let (mut socket, _) = listener.accept().unwrap();
+            let mut request = [0u8; 5];
+            socket.read_exact(&mut request).unwrap();
+            assert_eq!(&request, b"hello");
+            socket.write_all(b"HTTP/1.1 200 OK\r\n\r\n").unwrap();
+            socket.write_all(b"body").unwrap();
+        });
+        let meter = Meter::start(&upstream).unwrap();
+        let mut client = TcpStream::connect(meter.endpoint.trim_start_matches("http://")).unwrap();
+        client.write_all(b"hello").unwrap();
+        let mut answer = String::new();
+        client.read_to_string(&mut answer).unwrap();
+        server.join().unwrap();
+        assert_eq!(answer, "HTTP/1.1 200 OK\r\n\r\nbody");
+        assert_eq!(meter.received(), answer.len() as u64);
+    }
+}
