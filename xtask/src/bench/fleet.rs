@@ -161,7 +161,7 @@ pub fn run(bench: &Bench, report: &mut Report) -> anyhow::Result<FleetFigures> {
          2 cores: moto straight (not through the forwarder that passes the writing benchmarks' requests\n\
          to it one at a time), s3s-fs through a forwarder that acknowledges its answers at once (s3s-fs\n\
          writes an answer's headers and body apart without TCP_NODELAY, so each body would wait for the\n\
-         client's delayed ACK of the headers, a wait a real S3 endpoint does not add). moto is a Python server: its sequential reader made {} requests\n\
+         client's delayed ACK of the headers). moto is a Python server: its sequential reader made {} requests\n\
          in {:.1} s at 10,000 servers, {moto_rate:.0} GETs/s, so 10,000 reports take {:.0} s at its\n\
          rate, against {:.1} s 64 at a time; s3s-fs is a multi-threaded Rust server, so its rows show\n\
          the client's own speed. The sequential reader is the same binary with `--read-concurrency 1`\n\
