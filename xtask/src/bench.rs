@@ -18,6 +18,7 @@ mod index_growth;
 mod moto;
 mod package;
 mod report;
+mod s3s_fs;
 mod servers;
 mod stats;
 mod switch;

@@ -91,8 +91,8 @@ fn controller_costs(
                  reports, a GET per report read), nothing is measured.",
         },
         fleet.map_or(String::new(), |f| format!(
-            ": {:.2} s, {:.0} MB peak RSS",
-            f.status_wall, f.status_rss
+            ": {:.2} s, {:.0} MB peak RSS from {}",
+            f.status_wall, f.status_rss, f.status_store
         )),
         servers + pages,
     );

@@ -1,8 +1,11 @@
 //! Benchmark 7 — `cargo milky status` of 1,000 and 10,000 servers (synthetic reports the bench
-//! writes to moto), reading 64 reports at a time against the sequential reader it replaced
-//! (`--read-concurrency 1`), and a `--wait` poll in which nothing changed against the first poll
-//! (which reads every report, as every poll did before). Then what one server downloads in a pass
-//! after the index changed, against its idle pass, counted at a forwarder in front of moto.
+//! writes), reading 64 reports at a time against the sequential reader it replaced
+//! (`--read-concurrency 1`), from two S3-compatible servers: moto, the bench's store, a Python
+//! server that answers a bounded number of GETs a second whatever the client does, and s3s-fs, a
+//! multi-threaded Rust server, where the client's own speed shows. Then a `--wait` poll in which
+//! nothing changed against the first poll (which reads every report, as every poll did before),
+//! and what one server downloads in a pass after the index changed, against its idle pass,
+//! counted at a forwarder in front of moto.
 
 use std::fmt::Write as _;
 use std::io::{Read, Write};
@@ -10,49 +13,38 @@ use std::net::{Shutdown, TcpListener, TcpStream};
 use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
-use anyhow::{Context, bail};
+use anyhow::{Context, bail, ensure};
 
 use super::Bench;
 use super::report::Report;
+use super::s3s_fs::S3sFs;
 use super::stats::{Samples, usage};
 
-/// Writes `count` reports of group `group` with 32 writers: all serve `serving`, every tenth lags.
-const WRITER: &str = r#"
-import sys, datetime, concurrent.futures, boto3
-endpoint, group, count, serving = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
+/// PUTs the reports the bench wrote as files under `bucket_dir/prefix` (one level) to the bench
+/// bucket with 32 writers.
+const UPLOADER: &str = r#"
+import sys, os, concurrent.futures, boto3
+endpoint, bucket_dir, prefix = sys.argv[1], sys.argv[2], sys.argv[3]
 s3 = boto3.client("s3", endpoint_url=endpoint)
-now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-def put(n):
-    version = serving if n % 10 else "ref0"
-    body = f'''host = "web-{n:05}"
-group = "{group}"
-agent_version = "0.1.0"
-last_pass = "{now}"
-result = "ok"
-
-[apps.shop]
-serving = "{version}"
-wanted = "{version}"
-healthy = true
-env_generation = 0
-
-[signatures]
-check = "not-verifying"
-note = "no trusted keys configured"
-'''
-    s3.put_object(Bucket="bench", Key=f"fleet/groups/{group}/hosts/web-{n:05}.toml", Body=body.encode())
+def put(name):
+    key = f"{prefix}/{name}"
+    with open(os.path.join(bucket_dir, key), "rb") as f:
+        s3.put_object(Bucket="bench", Key=key, Body=f.read())
 with concurrent.futures.ThreadPoolExecutor(32) as pool:
-    list(pool.map(put, range(count)))
+    list(pool.map(put, sorted(os.listdir(os.path.join(bucket_dir, prefix)))))
 "#;
 
 /// The medians of benchmark 7 that benchmark 6 prices.
 #[derive(Debug, Clone, Copy)]
 pub struct FleetFigures {
-    /// `status` of 10,000 servers: wall (s) and peak RSS (MB, max of runs).
+    /// `status` of 10,000 servers, 64 reports at a time, from [`FleetFigures::status_store`]:
+    /// wall (s) and peak RSS (MB, max of runs).
     pub status_wall: f64,
     pub status_rss: f64,
+    /// s3s-fs: the client's own speed, which moto's GET rate hides.
+    pub status_store: &'static str,
     /// Requests of a `--wait` poll where nothing changed, at 10,000 servers.
     pub unchanged_poll_requests: f64,
     /// What one server downloads in the pass after the index changed, and in an idle pass.
@@ -73,89 +65,116 @@ pub struct Download {
 pub fn run(bench: &Bench, report: &mut Report) -> anyhow::Result<FleetFigures> {
     let scratch = bench.work.join("fleet");
     std::fs::create_dir_all(&scratch)?;
-    // Straight to moto, which answers concurrent reads, not through the one-at-a-time forwarder
-    // the writing benchmarks go through.
-    let mut env: Vec<(&str, String)> = bench
-        .aws_env()
-        .into_iter()
-        .filter(|(key, _)| *key != "AWS_ENDPOINT_URL")
-        .collect();
-    env.push(("AWS_ENDPOINT_URL", bench.moto.direct_endpoint()));
-    env.push(("MILKY_STORE", bench.store.clone()));
-    let status = |group: &str, concurrency: usize| -> anyhow::Result<super::stats::Usage> {
-        let concurrency = concurrency.to_string();
-        usage(
-            &bench.milky_bin,
-            &["milky", "status", group, "--read-concurrency", &concurrency],
-            &env,
-            &scratch,
-        )
+    let aws = bench.aws_env();
+    let credential = |name: &str| {
+        aws.iter()
+            .find(|(key, _)| *key == name)
+            .map(|(_, value)| value.clone())
+            .with_context(|| format!("the bench's {name}"))
     };
+    let s3s_fs = S3sFs::start(
+        &crate::tools::ensure_s3s_fs()?,
+        &bench.work.join("s3s-fs"),
+        "bench",
+        (
+            &credential("AWS_ACCESS_KEY_ID")?,
+            &credential("AWS_SECRET_ACCESS_KEY")?,
+        ),
+    )?;
+    let prefix = bench
+        .store
+        .strip_prefix("s3://bench/")
+        .with_context(|| format!("the bench's store {} is not in bucket bench", bench.store))?;
+    // moto straight, not through the forwarder that passes the writing benchmarks' requests one
+    // at a time (for atomic conditional writes): reads need none, and it answers concurrent ones.
+    let moto_store = Store::new(bench, "moto", &bench.moto.direct_endpoint());
+    // s3s-fs writes an answer's headers and body apart without TCP_NODELAY: the body waits for
+    // the client's delayed ACK of the headers (~40 ms a GET). The forwarder acknowledges at once.
+    let quick_ack = Meter::start(&s3s_fs.endpoint)?;
+    let stores = [Store::new(bench, "s3s-fs", &quick_ack.endpoint), moto_store];
     let mut body = String::from(
-        "| servers | reader | wall | CPU | peak RSS | vs sequential |\n|---|---|---|---|---|---|\n",
+        "| servers | store | reader | wall | CPU | peak RSS | vs sequential |\n|---|---|---|---|---|---|---|\n",
     );
-    let mut at_10k = (f64::NAN, f64::NAN);
-    let mut poll = None;
+    let mut at_10k: Vec<(&str, Measured)> = Vec::new();
     for servers in [1_000usize, 10_000] {
         let group = format!("fleet{servers}");
-        eprintln!("bench 7: writing {servers} synthetic reports to moto");
+        eprintln!("bench 7: writing {servers} synthetic reports to s3s-fs and moto");
         bench.milky_ok(&["version", "--new-group", &group, "shop", "ref1"])?;
-        write_reports(bench, &group, servers)?;
+        write_reports(bench, &s3s_fs, prefix, &group, servers)?;
+        // The index, which now names the group, as moto holds it.
+        let index = format!("{prefix}/version.info");
+        std::fs::write(
+            s3s_fs.object_path("bench", &index),
+            object(bench, &index, None)?,
+        )?;
         let runs = if bench.quick || servers > 1_000 { 3 } else { 5 };
         let sequential_runs = if servers > 1_000 { 1 } else { runs };
-        let (mut wall, mut cpu, mut rss) = <(Samples, Samples, Samples)>::default();
-        let (mut seq_wall, mut seq_cpu, mut seq_rss) = <(Samples, Samples, Samples)>::default();
-        eprintln!("bench 7: status of {servers} servers, {runs} runs");
-        for run in 0..runs {
-            let used = status(&group, 64)?;
-            wall.push(used.wall);
-            cpu.push(used.cpu);
-            rss.push(used.max_rss_mb);
-            if run < sequential_runs {
-                let used = status(&group, 1)?;
-                seq_wall.push(used.wall);
-                seq_cpu.push(used.cpu);
-                seq_rss.push(used.max_rss_mb);
+        for store in &stores {
+            check_status(bench, store, &group, servers)?;
+            eprintln!(
+                "bench 7: status of {servers} servers from {}, {runs} runs",
+                store.name
+            );
+            let measured = measure(bench, &scratch, store, &group, runs, sequential_runs)?;
+            let ratio = measured.sequential.wall.median() / measured.concurrent.wall.median();
+            for (reader, reads, ratio) in [
+                ("64 at a time", &measured.concurrent, ratio),
+                ("one after another (before)", &measured.sequential, 1.0),
+            ] {
+                let _ = writeln!(
+                    body,
+                    "| {servers} | {} | {reader} | {} | {} | {} | {ratio:.1}× |",
+                    store.name,
+                    reads.wall.show(2, " s"),
+                    reads.cpu.show(2, " s"),
+                    reads.rss.show(1, " MB")
+                );
+            }
+            if servers == 10_000 {
+                at_10k.push((store.name, measured));
             }
         }
-        let ratio = seq_wall.median() / wall.median();
-        let _ = writeln!(
-            body,
-            "| {servers} | 64 at a time | {} | {} | {} | {ratio:.1}× |",
-            wall.show(2, " s"),
-            cpu.show(2, " s"),
-            rss.show(1, " MB")
-        );
-        let _ = writeln!(
-            body,
-            "| {servers} | one after another (before) | {} | {} | {} | 1.0× |",
-            seq_wall.show(2, " s"),
-            seq_cpu.show(2, " s"),
-            seq_rss.show(1, " MB")
-        );
-        if servers == 10_000 {
-            at_10k = (wall.median(), rss.max());
-            // Long enough for the first poll (a full read, as slow as the slowest `status`) and
-            // several after it, on a machine that may be busier than during the reads above.
-            let timeout = Duration::from_secs_f64(1.5 * wall.max() + 30.0);
-            poll = Some(wait_polls(bench, &group, &env, timeout)?);
-        }
     }
-    let (first, unchanged, requests) = poll.context("the 10,000-server group was polled")?;
+    let at = |name: &str| {
+        at_10k
+            .iter()
+            .find(|(store, _)| *store == name)
+            .map(|(_, measured)| measured)
+            .with_context(|| format!("{name} was read at 10,000 servers"))
+    };
+    let (s3s, moto) = (at("s3s-fs")?, at("moto")?);
+    // Every request of moto's sequential reader waits for the one before: its rate is moto's.
+    let moto_rate = moto.sequential_requests as f64 / moto.sequential.wall.0.iter().sum::<f64>();
+    drop(s3s_fs);
+    // Long enough for the first poll (a full read, as slow as the slowest `status` from moto)
+    // and several after it, on a machine that may be busier than during the reads above.
+    let timeout = Duration::from_secs_f64(1.5 * moto.concurrent.wall.max() + 30.0);
+    let [_, moto_store] = &stores;
+    let (first, unchanged, requests) = wait_polls(bench, "fleet10000", &moto_store.env, timeout)?;
     eprintln!("bench 7: what a server downloads when the index changes");
     let download = agent_download(bench, "fleet", None)?;
     let _ = writeln!(
         body,
-        "\nReports are written by the bench (boto3, 32 writers): every tenth server lags. `status` runs\n\
-         {} against moto on loopback (straight to it, not through the forwarder that\n\
-         passes the writing benchmarks' requests one at a time), a Python server on the same 2 cores,\n\
-         so a GET costs more here than against S3 in-region; the sequential reader is the same binary with\n\
-         `--read-concurrency 1` (how `status` read before), run once at 10,000 servers.\n\n\
-         `--wait` at 10,000 servers (`cargo milky version fleet10000 shop ref1 --wait`, never\n\
-         converging): the first poll reads every report, {}; each later poll in which nothing\n\
+        "\nReports are written by the bench, the same TOML for every server, every tenth lagging: as\n\
+         files into the directory s3s-fs serves (it serves each file as an object) and PUT to moto with\n\
+         boto3 (32 writers). `status` runs {} on loopback against both, on the same\n\
+         2 cores: moto straight (not through the forwarder that passes the writing benchmarks' requests\n\
+         to it one at a time), s3s-fs through a forwarder that acknowledges its answers at once (s3s-fs\n\
+         writes an answer's headers and body apart without TCP_NODELAY, so each body would wait for the\n\
+         client's delayed ACK of the headers). moto is a Python server: its sequential reader made {} requests\n\
+         in {:.1} s at 10,000 servers, {moto_rate:.0} GETs/s, so 10,000 reports take {:.0} s at its\n\
+         rate, against {:.1} s 64 at a time; s3s-fs is a multi-threaded Rust server, so its rows show\n\
+         the client's own speed. The sequential reader is the same binary with `--read-concurrency 1`\n\
+         (how `status` read before), run once at 10,000 servers.\n\n\
+         `--wait` at 10,000 servers against moto (`cargo milky version fleet10000 shop ref1 --wait`,\n\
+         never converging): the first poll reads every report, {}; each later poll in which nothing\n\
          changed lists the group and re-reads nothing, {} ({requests:.0} requests: the index and\n\
          one listing page per 1,000 reports). Before, every poll cost what the first one does.",
         build_name(bench),
+        moto.sequential_requests,
+        moto.sequential.wall.0.iter().sum::<f64>(),
+        10_000.0 / moto_rate,
+        moto.concurrent.wall.median(),
         first.show(2, " s"),
         unchanged.show(2, " s"),
     );
@@ -176,22 +195,31 @@ pub fn run(bench: &Bench, report: &mut Report) -> anyhow::Result<FleetFigures> {
         download.idle as f64 * 10_000.0 / 1e6,
         download.changed as f64 / download.idle as f64,
     );
-    report.target(
-        "7",
-        "`status` of 10,000 servers ≤ 3 s",
-        format!("{:.2} s", at_10k.0),
-        at_10k.0 <= 3.0,
-        if at_10k.0 <= 3.0 {
-            ""
-        } else {
-            "moto answers each GET in Python on the 2 cores the bench shares with it; the client's own CPU is in the table"
-        },
+    let (wall, rss) = (s3s.concurrent.wall.median(), s3s.concurrent.rss.max());
+    let moto_bound = format!(
+        "from moto, a Python server: {moto_rate:.0} GETs/s measured (its sequential reader's requests ÷ wall), {:.0} s for 10,000 reports at that rate",
+        10_000.0 / moto_rate
     );
     report.target(
         "7",
+        "`status` of 10,000 servers ≤ 3 s",
+        format!(
+            "{wall:.2} s from s3s-fs; {:.2} s from moto",
+            moto.concurrent.wall.median()
+        ),
+        wall <= 3.0,
+        &if wall <= 3.0 {
+            moto_bound
+        } else {
+            format!("{moto_bound}; from s3s-fs, the client's own CPU is in the table")
+        },
+    );
+    let moto_rss = moto.concurrent.rss.max();
+    report.target(
+        "7",
         "`status` of 10,000 servers: peak RSS ≤ 100 MB",
-        format!("{:.1} MB", at_10k.1),
-        at_10k.1 <= 100.0,
+        format!("{rss:.1} MB from s3s-fs; {moto_rss:.1} MB from moto"),
+        rss <= 100.0 && moto_rss <= 100.0,
         "",
     );
     report.target(
@@ -207,11 +235,124 @@ pub fn run(bench: &Bench, report: &mut Report) -> anyhow::Result<FleetFigures> {
     );
     report.section("7. Status of a large fleet", body);
     Ok(FleetFigures {
-        status_wall: at_10k.0,
-        status_rss: at_10k.1,
+        status_wall: wall,
+        status_rss: rss,
+        status_store: "s3s-fs",
         unchanged_poll_requests: requests,
         download,
     })
+}
+
+/// An S3-compatible server `status` reads from: its name in the report and the environment that
+/// points `cargo milky` at it (the bench's store and credentials).
+struct Store {
+    name: &'static str,
+    env: Vec<(&'static str, String)>,
+}
+
+impl Store {
+    fn new(bench: &Bench, name: &'static str, endpoint: &str) -> Self {
+        let mut env: Vec<(&str, String)> = bench
+            .aws_env()
+            .into_iter()
+            .filter(|(key, _)| *key != "AWS_ENDPOINT_URL")
+            .collect();
+        env.push(("AWS_ENDPOINT_URL", endpoint.to_owned()));
+        env.push(("MILKY_STORE", bench.store.clone()));
+        Self { name, env }
+    }
+
+    fn is_moto(&self) -> bool {
+        self.name == "moto"
+    }
+}
+
+/// Wall, CPU and peak RSS of `status` runs.
+#[derive(Default)]
+struct Reads {
+    wall: Samples,
+    cpu: Samples,
+    rss: Samples,
+}
+
+impl Reads {
+    fn push(&mut self, used: super::stats::Usage) {
+        self.wall.push(used.wall);
+        self.cpu.push(used.cpu);
+        self.rss.push(used.max_rss_mb);
+    }
+}
+
+/// One store's `status` runs of one group.
+struct Measured {
+    concurrent: Reads,
+    sequential: Reads,
+    /// Requests moto logged during the sequential runs (0 for another store).
+    sequential_requests: usize,
+}
+
+/// `runs` of `status` 64 reports at a time, the first `sequential_runs` of them each followed by
+/// one of the sequential reader.
+fn measure(
+    bench: &Bench,
+    scratch: &std::path::Path,
+    store: &Store,
+    group: &str,
+    runs: usize,
+    sequential_runs: usize,
+) -> anyhow::Result<Measured> {
+    let status = |concurrency: usize| {
+        let concurrency = concurrency.to_string();
+        usage(
+            &bench.milky_bin,
+            &["milky", "status", group, "--read-concurrency", &concurrency],
+            &store.env,
+            scratch,
+        )
+    };
+    let mut measured = Measured {
+        concurrent: Reads::default(),
+        sequential: Reads::default(),
+        sequential_requests: 0,
+    };
+    for run in 0..runs {
+        measured.concurrent.push(status(64)?);
+        if run < sequential_runs {
+            let mark = store.is_moto().then(|| bench.moto.mark());
+            measured.sequential.push(status(1)?);
+            if let Some(mark) = mark {
+                measured.sequential_requests += bench.moto.since(mark).len();
+            }
+        }
+    }
+    Ok(measured)
+}
+
+/// Fails unless `status` of `group` from `store` counts every report the bench wrote: all live,
+/// every tenth lagging.
+fn check_status(bench: &Bench, store: &Store, group: &str, servers: usize) -> anyhow::Result<()> {
+    let out = Command::new(&bench.milky_bin)
+        .args(["milky", "status", group])
+        .envs(store.env.iter().map(|(k, v)| (*k, v.as_str())))
+        .env_remove("RUST_LOG")
+        .current_dir(&bench.work)
+        .output()?;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let lagging = servers / 10;
+    let wanted = [
+        format!("group {group}: {servers} live server(s)\n"),
+        format!(
+            "{}/{servers} serving; {lagging} lagging\n",
+            servers - lagging
+        ),
+    ];
+    ensure!(
+        out.status.success() && wanted.iter().all(|w| stdout.contains(w.as_str())),
+        "status of {group} from {}: wanted {wanted:?}, got:\n{stdout}{}",
+        store.name,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(())
 }
 
 /// Which binaries were measured.
@@ -223,18 +364,60 @@ pub fn build_name(bench: &Bench) -> &'static str {
     }
 }
 
-fn write_reports(bench: &Bench, group: &str, count: usize) -> anyhow::Result<()> {
+/// Writes `count` reports of `group`, all serving ref1 but every tenth lagging: as files where
+/// s3s-fs keeps them, then PUT to moto from those files.
+fn write_reports(
+    bench: &Bench,
+    s3s_fs: &S3sFs,
+    prefix: &str,
+    group: &str,
+    count: usize,
+) -> anyhow::Result<()> {
+    let hosts = format!("{prefix}/groups/{group}/hosts");
+    let dir = s3s_fs.object_path("bench", &hosts);
+    std::fs::create_dir_all(&dir)?;
+    let now = humantime::format_rfc3339_seconds(SystemTime::now()).to_string();
+    for n in 0..count {
+        std::fs::write(
+            dir.join(format!("web-{n:05}.toml")),
+            report_toml(group, n, &now),
+        )?;
+    }
     let out = Command::new(bench.tools_python())
         // Plain writes, no conditions: straight to moto.
-        .args(["-c", WRITER, &bench.moto.direct_endpoint(), group])
-        .arg(count.to_string())
-        .arg("ref1")
+        .args(["-c", UPLOADER, &bench.moto.direct_endpoint()])
+        .arg(s3s_fs.root.join("bench"))
+        .arg(&hosts)
         .envs(bench.aws_env())
         .output()?;
     if !out.status.success() {
         bail!("writing reports: {}", String::from_utf8_lossy(&out.stderr));
     }
     Ok(())
+}
+
+/// Server `n`'s status report, as an agent writes it after a pass at `now`; every tenth still
+/// serves ref0.
+fn report_toml(group: &str, n: usize, now: &str) -> String {
+    let version = if n.is_multiple_of(10) { "ref0" } else { "ref1" };
+    format!(
+        r#"host = "web-{n:05}"
+group = "{group}"
+agent_version = "0.1.0"
+last_pass = "{now}"
+result = "ok"
+
+[apps.shop]
+serving = "{version}"
+wanted = "{version}"
+healthy = true
+env_generation = 0
+
+[signatures]
+check = "not-verifying"
+note = "no trusted keys configured"
+"#
+    )
 }
 
 /// Runs a `--wait` that never converges (every tenth report lags) for a few polls; returns the
@@ -394,7 +577,9 @@ else:
     Ok(std::fs::read(&file)?)
 }
 
-/// A TCP forwarder on loopback that counts the bytes going back to the client.
+/// A TCP forwarder on loopback that counts the bytes going back to the client. It acknowledges
+/// what the server sends at once and sends on without delay, so a server that writes an answer
+/// in two pieces without TCP_NODELAY is not held up by the delayed ACK of the first.
 struct Meter {
     endpoint: String,
     received: Arc<AtomicU64>,
@@ -426,6 +611,8 @@ impl Meter {
 
 fn forward(client: TcpStream, upstream: &str, received: &AtomicU64) -> std::io::Result<()> {
     let server = TcpStream::connect(upstream)?;
+    server.set_nodelay(true)?;
+    client.set_nodelay(true)?;
     let (mut to_server, mut from_client) = (server.try_clone()?, client.try_clone()?);
     let up = std::thread::spawn(move || {
         let _ = std::io::copy(&mut from_client, &mut to_server);
@@ -434,6 +621,8 @@ fn forward(client: TcpStream, upstream: &str, received: &AtomicU64) -> std::io::
     let (mut from_server, mut to_client) = (server, client);
     let mut buf = [0u8; 64 * 1024];
     loop {
+        // Linux leaves quick-ACK mode on its own: set again before every read.
+        rustix::net::sockopt::set_tcp_quickack(&from_server, true)?;
         let n = from_server.read(&mut buf)?;
         if n == 0 {
             break;
@@ -444,4 +633,33 @@ fn forward(client: TcpStream, upstream: &str, received: &AtomicU64) -> std::io::
     let _ = to_client.shutdown(Shutdown::Write);
     let _ = up.join();
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A server that answers in two writes, as s3s-fs does: the client gets both, the meter counts
+    /// both.
+    #[test]
+    fn the_meter_forwards_and_counts_an_answer_written_in_two_pieces() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let upstream = format!("http://{}", listener.local_addr().unwrap());
+        let server = std::thread::spawn(move || {
+            let (mut socket, _) = listener.accept().unwrap();
+            let mut request = [0u8; 5];
+            socket.read_exact(&mut request).unwrap();
+            assert_eq!(&request, b"hello");
+            socket.write_all(b"HTTP/1.1 200 OK\r\n\r\n").unwrap();
+            socket.write_all(b"body").unwrap();
+        });
+        let meter = Meter::start(&upstream).unwrap();
+        let mut client = TcpStream::connect(meter.endpoint.trim_start_matches("http://")).unwrap();
+        client.write_all(b"hello").unwrap();
+        let mut answer = String::new();
+        client.read_to_string(&mut answer).unwrap();
+        server.join().unwrap();
+        assert_eq!(answer, "HTTP/1.1 200 OK\r\n\r\nbody");
+        assert_eq!(meter.received(), answer.len() as u64);
+    }
 }

@@ -1,0 +1,82 @@
+//! s3s-fs, the second S3-compatible server of the bench: a multi-threaded Rust server that serves
+//! a directory (bucket `b`, key `k` is the file `ROOT/b/k`). Benchmark 7 reads reports from it to
+//! measure what `status` does when the server is not the bottleneck, which moto (a Python server)
+//! is. Killed by its pid when dropped.
+//!
+//! The e2e tests start it the same way (tests/support/s3s_fs.rs), but that helper lives in the
+//! test crate, which xtask does not build.
+
+use std::fs::File;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use milky_dev_support::{Ports, alive, tail, wait_for_port};
+
+pub struct S3sFs {
+    pub endpoint: String,
+    /// The directory it serves: one subdirectory per bucket.
+    pub root: PathBuf,
+    child: Child,
+    /// Held while it runs, so nothing else is handed its port.
+    _ports: Ports,
+}
+
+impl S3sFs {
+    /// Starts `program` over `dir/root` with the bench's credentials and an empty `bucket`, its
+    /// log in `dir/s3s-fs.log`; waits until it listens.
+    pub fn start(
+        program: &Path,
+        dir: &Path,
+        bucket: &str,
+        credentials: (&str, &str),
+    ) -> anyhow::Result<Self> {
+        let root = dir.join("root");
+        std::fs::create_dir_all(root.join(bucket))?;
+        let log = dir.join("s3s-fs.log");
+        let ports = Ports::one().context("reserving a port for s3s-fs")?;
+        let port = ports.first();
+        let log_file = File::create(&log)?;
+        let child = Command::new(program)
+            .args(["--host", "127.0.0.1", "--port", &port.to_string()])
+            .args(["--access-key", credentials.0, "--secret-key", credentials.1])
+            .arg(&root)
+            // Errors only.
+            .env_remove("RUST_LOG")
+            .stdin(Stdio::null())
+            .stdout(log_file.try_clone()?)
+            .stderr(log_file)
+            .spawn()
+            .with_context(|| format!("starting {}", program.display()))?;
+        let server = Self {
+            endpoint: format!("http://127.0.0.1:{port}"),
+            root,
+            child,
+            _ports: ports,
+        };
+        let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
+        if !wait_for_port(addr, Duration::from_secs(30)) {
+            let state = if alive(server.child.id()) {
+                "did not listen"
+            } else {
+                "exited"
+            };
+            bail!("s3s-fs {state} on {addr}: {}", tail(&log, 20));
+        }
+        Ok(server)
+    }
+
+    /// Where s3s-fs keeps `key` of `bucket`: writing a file there makes the object.
+    pub fn object_path(&self, bucket: &str, key: &str) -> PathBuf {
+        self.root.join(bucket).join(key)
+    }
+}
+
+impl Drop for S3sFs {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
