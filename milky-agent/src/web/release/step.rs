@@ -23,7 +23,8 @@ pub(super) enum RunAs<'a> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Priority {
     Normal,
-    /// nice 19 and `SCHED_IDLE`: the CPU no other process wants, for work nothing waits for.
+    /// nice 19: what CPU the rest leaves, for work nothing waits for. Not `SCHED_IDLE`, which
+    /// a server whose apps keep the CPU busy would starve, and the pass waits for the step.
     Lowest,
 }
 
@@ -140,19 +141,17 @@ fn dies_with_agent(cmd: Command, run_as: RunAs<'_>) -> Result<Command, WebError>
     Ok(wrapped)
 }
 
-/// Makes `cmd` start at nice 19 and in `SCHED_IDLE`, which it and its children keep.
-#[allow(unsafe_code)] // `pre_exec`: the one way to set them before the program's first instruction
+/// Makes `cmd` start at nice 19, which it and its children keep.
+#[allow(unsafe_code)] // `pre_exec`: the one way to set it before the program's first instruction
 fn at_lowest_priority(cmd: &mut Command) {
     use std::os::unix::process::CommandExt;
-    // SAFETY: the closure runs in the forked child before exec; it only makes two system calls
+    // SAFETY: the closure runs in the forked child before exec; it only makes one system call
     // (async-signal-safe), allocating nothing and taking no lock.
     unsafe {
         cmd.pre_exec(|| {
             // Lowering one's own priority needs no privilege; were it refused all the same,
             // running at the normal one beats not running.
             let _ = rustix::process::setpriority_process(None, 19);
-            let param = libc::sched_param { sched_priority: 0 };
-            let _ = libc::sched_setscheduler(0, libc::SCHED_IDLE, &param);
             Ok(())
         });
     }
