@@ -14,6 +14,7 @@ mod moto;
 mod pebble;
 mod ports;
 mod process;
+mod s3s_fs;
 mod serial;
 
 pub use forward::{Request, exchange, forwarder};
@@ -25,3 +26,4 @@ pub use ports::Ports;
 pub use process::{
     Signal, alive, group_alive, pid_files, pids_in, signal, signal_group, stop, which,
 };
+pub use s3s_fs::{S3sFs, s3s_fs_program};

@@ -5,7 +5,7 @@
 use std::process::{Command, Output, Stdio};
 
 use milky_tests::racy_store::{self, Fault};
-use milky_tests::s3s_fs::S3sFs;
+use milky_tests::s3s_fs;
 use milky_tests::*;
 
 /// Concurrent controllers, each setting the env of its own app in one group.
@@ -140,7 +140,7 @@ fn proxied(what: &'static str, fault: Fault) {
 /// s3s-fs itself: it checks the conditions, then writes without a lock.
 fn s3s_fs() {
     let ctx = TestContext::new();
-    let s3s = S3sFs::start(&ctx.dir.path().join("s3s-fs"), &ctx.bucket);
+    let s3s = s3s_fs::start(&ctx.dir.path().join("s3s-fs"), &ctx.bucket);
     let index = || {
         s3s.object(&ctx.bucket, "fleet/version.info")
             .map(|b| String::from_utf8(b).unwrap())

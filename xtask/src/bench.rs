@@ -18,7 +18,6 @@ mod index_growth;
 mod moto;
 mod package;
 mod report;
-mod s3s_fs;
 mod servers;
 mod stats;
 mod switch;

@@ -19,8 +19,8 @@ use anyhow::{Context, bail, ensure};
 
 use super::Bench;
 use super::report::Report;
-use super::s3s_fs::S3sFs;
 use super::stats::{Samples, usage};
+use milky_dev_support::S3sFs;
 
 /// PUTs the reports the bench wrote as files under `bucket_dir/prefix` (one level) to the bench
 /// bucket with 32 writers.

@@ -1,10 +1,9 @@
-//! s3s-fs, the second S3-compatible server of the bench: a multi-threaded Rust server that serves
-//! a directory (bucket `b`, key `k` is the file `ROOT/b/k`). Benchmark 7 reads reports from it to
-//! measure what `status` does when the server is not the bottleneck, which moto (a Python server)
-//! is. Killed by its pid when dropped.
-//!
-//! The e2e tests start it the same way (tests/support/s3s_fs.rs), but that helper lives in the
-//! test crate, which xtask does not build.
+//! s3s-fs, the second S3-compatible server the tests and the benchmarks run on loopback: a
+//! multi-threaded Rust server that serves a directory (bucket `b`, key `k` is the file
+//! `ROOT/b/k`), checks request signatures, and checks write conditions without a lock. The
+//! store-truth tests use it as a store whose conditional writes race; benchmark 7 reads reports
+//! from it to measure what `status` does when the server is not the bottleneck, which moto (a
+//! Python server) is. Killed by its pid when dropped.
 
 use std::fs::File;
 use std::net::{Ipv4Addr, SocketAddr};
@@ -13,7 +12,18 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use milky_dev_support::{Ports, alive, tail, wait_for_port};
+
+use crate::{Ports, alive, tail, wait_for_port};
+
+/// s3s-fs's server: `MILKY_TEST_S3S_FS` (`cargo xtask test` sets it to the one it installed),
+/// else `s3s-fs` on `PATH`.
+pub fn s3s_fs_program() -> Option<PathBuf> {
+    std::env::var_os("MILKY_TEST_S3S_FS")
+        .filter(|p| !p.is_empty())
+        .map(PathBuf::from)
+        .filter(|p| p.is_file())
+        .or_else(|| crate::which("s3s-fs"))
+}
 
 pub struct S3sFs {
     pub endpoint: String,
@@ -25,8 +35,8 @@ pub struct S3sFs {
 }
 
 impl S3sFs {
-    /// Starts `program` over `dir/root` with the bench's credentials and an empty `bucket`, its
-    /// log in `dir/s3s-fs.log`; waits until it listens.
+    /// Starts `program` over `dir/root` with `credentials` (access key, secret) and an empty
+    /// `bucket`, its log in `dir/s3s-fs.log`; waits until it listens.
     pub fn start(
         program: &Path,
         dir: &Path,
@@ -71,6 +81,11 @@ impl S3sFs {
     /// Where s3s-fs keeps `key` of `bucket`: writing a file there makes the object.
     pub fn object_path(&self, bucket: &str, key: &str) -> PathBuf {
         self.root.join(bucket).join(key)
+    }
+
+    /// An object's bytes, read from the directory s3s-fs serves.
+    pub fn object(&self, bucket: &str, key: &str) -> Option<Vec<u8>> {
+        std::fs::read(self.object_path(bucket, key)).ok()
     }
 }
 
