@@ -140,6 +140,61 @@ fn status_of_hundreds_of_reports_reads_the_same_as_one_after_another() {
     assert!(!all.contains("more lagging"), "{all}");
 }
 
+/// More servers than one listing page holds (1,000): the reports of every page are read while
+/// the next is listed, none lost or read twice. From s3s-fs, whose listings carry no ETag.
+#[test]
+fn status_reads_the_reports_of_every_listing_page() {
+    let ctx = TestContext::new();
+    let project = ctx.project("shop", "one");
+    ctx.upload(&project, "big", "v1");
+    ctx.upload(&project, "big", "v2");
+    let s3s = s3s_fs::start(&ctx.dir.path().join("s3s-fs"), &ctx.bucket);
+    let hosts_dir = s3s.object_path(&ctx.bucket, "fleet/groups/big/hosts");
+    std::fs::create_dir_all(&hosts_dir).unwrap();
+    let index = ctx.object("version.info").expect("the index");
+    std::fs::write(s3s.object_path(&ctx.bucket, "fleet/version.info"), index).unwrap();
+    let servers: usize = 2_345;
+    for n in 0..servers {
+        let host = format!("web-{n:04}");
+        // Every tenth still serves v1.
+        let version = if n % 10 == 0 { "v1" } else { "v2" };
+        let shop = AppStatus {
+            serving: Some(v(version)),
+            wanted: Some(v(version)),
+            healthy: true,
+            ..AppStatus::default()
+        };
+        std::fs::write(
+            hosts_dir.join(format!("{host}.toml")),
+            report(&host, 1, shop),
+        )
+        .unwrap();
+    }
+
+    let out = ctx
+        .milky_command(ctx.dir.path(), &["status", "big", "--json"])
+        .env("AWS_ENDPOINT_URL", &s3s.endpoint)
+        .output()
+        .unwrap();
+    let status = json(&out);
+    let live: Vec<&str> = status["big"]["live"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|host| host.as_str().unwrap())
+        .collect();
+    let every: Vec<String> = (0..servers).map(|n| format!("web-{n:04}")).collect();
+    assert_eq!(live, every, "every server once, in order");
+    let shop = &status["big"]["apps"]["shop"];
+    assert_eq!(
+        (
+            shop["serving"].as_array().unwrap().len(),
+            shop["lagging"].as_array().unwrap().len()
+        ),
+        (servers - servers.div_ceil(10), servers.div_ceil(10))
+    );
+}
+
 /// The index with every entry uploaded two days ago, and the group `scratch` gone from it
 /// (its versions then run nowhere and are in no history).
 fn age_and_drop_scratch(index: &str) -> String {

@@ -178,7 +178,8 @@ pub struct ObjectInfo {
 pub struct Listed {
     pub key: String,
     pub size: u64,
-    /// Changes whenever the object does: S3's ETag; for a local store, inode, size and mtime.
+    /// Changes whenever the object does: S3's ETag (time and size from a store that lists no
+    /// ETag); for a local store, inode, size and mtime.
     pub tag: String,
     /// When it was last written, if the store says.
     pub modified: Option<std::time::SystemTime>,
@@ -321,6 +322,24 @@ impl Store {
         match self {
             Store::S3(s) => s.list_entries(prefix).await,
             Store::Local(l) => l.list_entries(prefix),
+        }
+    }
+
+    /// As [`Store::list_entries`], a page at a time as the store answers (S3: up to 1,000 objects
+    /// a page, in key order; a local store: one page), so a caller can work on a page while the
+    /// next is listed.
+    pub async fn list_entries_by_page(
+        &self,
+        prefix: &str,
+        on_page: impl FnMut(Vec<Listed>),
+    ) -> Result<(), StoreError> {
+        match self {
+            Store::S3(s) => s.list_entries_by_page(prefix, on_page).await,
+            Store::Local(l) => {
+                let mut on_page = on_page;
+                on_page(l.list_entries(prefix)?);
+                Ok(())
+            }
         }
     }
 
