@@ -118,12 +118,17 @@ pub fn run(bench: &Bench, report: &mut Report) -> anyhow::Result<FleetFigures> {
             let measured = measure(bench, &scratch, store, &group, runs, sequential_runs)?;
             let ratio = measured.sequential.wall.median() / measured.concurrent.wall.median();
             for (reader, reads, ratio) in [
-                ("64 at a time", &measured.concurrent, ratio),
-                ("one after another (before)", &measured.sequential, 1.0),
+                ("64 at a time", &measured.concurrent, format!("{ratio:.1}×")),
+                (
+                    "one after another (before)",
+                    &measured.sequential,
+                    "1.0×".into(),
+                ),
+                ("its listing alone", &measured.listing, "".into()),
             ] {
                 let _ = writeln!(
                     body,
-                    "| {servers} | {} | {reader} | {} | {} | {} | {ratio:.1}× |",
+                    "| {servers} | {} | {reader} | {} | {} | {} | {ratio} |",
                     store.name,
                     reads.wall.show(2, " s"),
                     reads.cpu.show(2, " s"),
@@ -163,9 +168,12 @@ pub fn run(bench: &Bench, report: &mut Report) -> anyhow::Result<FleetFigures> {
          writes an answer's headers and body apart without TCP_NODELAY, so each body would wait for the\n\
          client's delayed ACK of the headers). moto is a Python server: its sequential reader made {} requests\n\
          in {:.1} s at 10,000 servers, {moto_rate:.0} GETs/s, so 10,000 reports take {:.0} s at its\n\
-         rate, against {:.1} s 64 at a time; s3s-fs is a multi-threaded Rust server, so its rows show\n\
-         the client's own speed. The sequential reader is the same binary with `--read-concurrency 1`\n\
-         (how `status` read before), run once at 10,000 servers.\n\n\
+         rate, against {:.1} s 64 at a time. s3s-fs is a multi-threaded Rust server: it answers reads\n\
+         fast, and walks every file of the bucket for each listing page. The sequential reader is the same binary with `--read-concurrency 1`\n\
+         (how `status` read before), run once at 10,000 servers. \"Its listing alone\" is\n\
+         `cargo milky hosts forget GROUP --older-than 3650d --dry-run`: the same listing of the group's\n\
+         reports (one request per 1,000) and no report read; `status` reads each page's reports while\n\
+         the next page is listed.\n\n\
          `--wait` at 10,000 servers against moto (`cargo milky version fleet10000 shop ref1 --wait`,\n\
          never converging): the first poll reads every report, {}; each later poll in which nothing\n\
          changed lists the group and re-reads nothing, {} ({requests:.0} requests: the index and\n\
@@ -211,7 +219,10 @@ pub fn run(bench: &Bench, report: &mut Report) -> anyhow::Result<FleetFigures> {
         &if wall <= 3.0 {
             moto_bound
         } else {
-            format!("{moto_bound}; from s3s-fs, the client's own CPU is in the table")
+            format!(
+                "{moto_bound}; from s3s-fs, its listing alone takes {:.2} s (one request per 1,000 reports; s3s-fs walks every file of the bucket for each)",
+                s3s.listing.wall.median()
+            )
         },
     );
     let moto_rss = moto.concurrent.rss.max();
@@ -287,12 +298,14 @@ impl Reads {
 struct Measured {
     concurrent: Reads,
     sequential: Reads,
+    /// The listing `status` makes, without reading a report.
+    listing: Reads,
     /// Requests moto logged during the sequential runs (0 for another store).
     sequential_requests: usize,
 }
 
 /// `runs` of `status` 64 reports at a time, the first `sequential_runs` of them each followed by
-/// one of the sequential reader.
+/// one of the sequential reader, and `runs` of the group's listing alone.
 fn measure(
     bench: &Bench,
     scratch: &std::path::Path,
@@ -310,9 +323,26 @@ fn measure(
             scratch,
         )
     };
+    let listing = || {
+        let forget = [
+            "hosts",
+            "forget",
+            group,
+            "--older-than",
+            "3650d",
+            "--dry-run",
+        ];
+        usage(
+            &bench.milky_bin,
+            &[&["milky"], &forget[..]].concat(),
+            &store.env,
+            scratch,
+        )
+    };
     let mut measured = Measured {
         concurrent: Reads::default(),
         sequential: Reads::default(),
+        listing: Reads::default(),
         sequential_requests: 0,
     };
     for run in 0..runs {
@@ -324,6 +354,7 @@ fn measure(
                 measured.sequential_requests += bench.moto.since(mark).len();
             }
         }
+        measured.listing.push(listing()?);
     }
     Ok(measured)
 }
