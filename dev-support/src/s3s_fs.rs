@@ -79,6 +79,11 @@ impl S3sFs {
     }
 
     /// Where s3s-fs keeps `key` of `bucket`: writing a file there makes the object.
+    /// The server's pid (its CPU time is read from `/proc`).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     pub fn object_path(&self, bucket: &str, key: &str) -> PathBuf {
         self.root.join(bucket).join(key)
     }

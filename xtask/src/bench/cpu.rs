@@ -12,6 +12,17 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
+/// The CPU time (user + system, all threads) a running process has used so far: for a server
+/// that is not ours to wait for (the bench's S3 servers), whose children are none.
+pub fn process_usage(pid: u32) -> Option<Duration> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The fields after the command name, which may hold spaces but ends at the last ')'.
+    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    // utime and stime, fields 14 and 15 of the whole line, in USER_HZ: 100 a second on Linux.
+    let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+    Some(Duration::from_millis(ticks * 10))
+}
+
 /// A cgroup holding one server's processes; removed when dropped (once they have all exited).
 pub struct Cgroup {
     dir: PathBuf,
@@ -89,4 +100,27 @@ fn own_cgroup_dir() -> Result<PathBuf, String> {
         .unwrap_or(&own)
         .trim_start_matches('/');
     Ok(Path::new(&mount).join(relative))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_process_usage_counts_the_cpu_its_threads_spend() {
+        let pid = std::process::id();
+        let before = process_usage(pid).expect("our own /proc/PID/stat");
+        // Spin on another thread: the process's time counts every thread.
+        std::thread::spawn(|| {
+            let start = std::time::Instant::now();
+            while start.elapsed() < Duration::from_millis(300) {
+                std::hint::spin_loop();
+            }
+        })
+        .join()
+        .unwrap();
+        let spent = process_usage(pid).unwrap() - before;
+        assert!(spent >= Duration::from_millis(100), "{spent:?}");
+        assert_eq!(process_usage(u32::MAX), None, "no such process");
+    }
 }

@@ -87,13 +87,21 @@ pub fn run(bench: &Bench, report: &mut Report) -> anyhow::Result<FleetFigures> {
         .with_context(|| format!("the bench's store {} is not in bucket bench", bench.store))?;
     // moto straight, not through the forwarder that passes the writing benchmarks' requests one
     // at a time (for atomic conditional writes): reads need none, and it answers concurrent ones.
-    let moto_store = Store::new(bench, "moto", &bench.moto.direct_endpoint());
+    let moto_store = Store::new(
+        bench,
+        "moto",
+        &bench.moto.direct_endpoint(),
+        bench.moto.pid(),
+    );
     // s3s-fs writes an answer's headers and body apart without TCP_NODELAY: the body waits for
     // the client's delayed ACK of the headers (~40 ms a GET). The forwarder acknowledges at once.
     let quick_ack = Meter::start(&s3s_fs.endpoint)?;
-    let stores = [Store::new(bench, "s3s-fs", &quick_ack.endpoint), moto_store];
+    let stores = [
+        Store::new(bench, "s3s-fs", &quick_ack.endpoint, s3s_fs.pid()),
+        moto_store,
+    ];
     let mut body = String::from(
-        "| servers | store | reader | wall | CPU | peak RSS | vs sequential |\n|---|---|---|---|---|---|---|\n",
+        "| servers | store | reader | wall | CPU | the store's CPU | peak RSS | vs sequential |\n|---|---|---|---|---|---|---|---|\n",
     );
     let mut at_10k: Vec<(&str, Measured)> = Vec::new();
     for servers in [1_000usize, 10_000] {
@@ -128,10 +136,11 @@ pub fn run(bench: &Bench, report: &mut Report) -> anyhow::Result<FleetFigures> {
             ] {
                 let _ = writeln!(
                     body,
-                    "| {servers} | {} | {reader} | {} | {} | {} | {ratio} |",
+                    "| {servers} | {} | {reader} | {} | {} | {} | {} | {ratio} |",
                     store.name,
                     reads.wall.show(2, " s"),
                     reads.cpu.show(2, " s"),
+                    reads.store_cpu.show(2, " s"),
                     reads.rss.show(1, " MB")
                 );
             }
@@ -173,7 +182,8 @@ pub fn run(bench: &Bench, report: &mut Report) -> anyhow::Result<FleetFigures> {
          (how `status` read before), run once at 10,000 servers. \"Its listing alone\" is\n\
          `cargo milky hosts forget GROUP --older-than 3650d --dry-run`: the same listing of the group's\n\
          reports (one request per 1,000) and no report read; `status` reads each page's reports while\n\
-         the next page is listed.\n\n\
+         the next page is listed. \"The store's CPU\" is what the server's process (and, for s3s-fs,\n\
+         the bench's forwarder) spent while each ran: the store shares the 2 cores with `status`.\n\n\
          `--wait` at 10,000 servers against moto (`cargo milky version fleet10000 shop ref1 --wait`,\n\
          never converging): the first poll reads every report, {}; each later poll in which nothing\n\
          changed lists the group and re-reads nothing, {} ({requests:.0} requests: the index and\n\
@@ -204,6 +214,7 @@ pub fn run(bench: &Bench, report: &mut Report) -> anyhow::Result<FleetFigures> {
         download.changed as f64 / download.idle as f64,
     );
     let (wall, rss) = (s3s.concurrent.wall.median(), s3s.concurrent.rss.max());
+    let cores = std::thread::available_parallelism().map_or(1, usize::from);
     let moto_bound = format!(
         "from moto, a Python server: {moto_rate:.0} GETs/s measured (its sequential reader's requests ÷ wall), {:.0} s for 10,000 reports at that rate",
         10_000.0 / moto_rate
@@ -220,7 +231,10 @@ pub fn run(bench: &Bench, report: &mut Report) -> anyhow::Result<FleetFigures> {
             moto_bound
         } else {
             format!(
-                "{moto_bound}; from s3s-fs, its listing alone takes {:.2} s (one request per 1,000 reports; s3s-fs walks every file of the bucket for each)",
+                "{moto_bound}; from s3s-fs, `status` and the store used {:.2} + {:.2} CPU-s, so on this machine's {cores} cores it cannot take less than {:.2} s, and the listing alone takes {:.2} s (one request per 1,000 reports; s3s-fs walks every file of the bucket for each)",
+                s3s.concurrent.cpu.median(),
+                s3s.concurrent.store_cpu.median(),
+                (s3s.concurrent.cpu.median() + s3s.concurrent.store_cpu.median()) / cores as f64,
                 s3s.listing.wall.median()
             )
         },
@@ -259,10 +273,12 @@ pub fn run(bench: &Bench, report: &mut Report) -> anyhow::Result<FleetFigures> {
 struct Store {
     name: &'static str,
     env: Vec<(&'static str, String)>,
+    /// The server's process, whose CPU is counted.
+    pid: u32,
 }
 
 impl Store {
-    fn new(bench: &Bench, name: &'static str, endpoint: &str) -> Self {
+    fn new(bench: &Bench, name: &'static str, endpoint: &str, pid: u32) -> Self {
         let mut env: Vec<(&str, String)> = bench
             .aws_env()
             .into_iter()
@@ -270,7 +286,17 @@ impl Store {
             .collect();
         env.push(("AWS_ENDPOINT_URL", endpoint.to_owned()));
         env.push(("MILKY_STORE", bench.store.clone()));
-        Self { name, env }
+        Self { name, env, pid }
+    }
+
+    /// The CPU the store has used so far: the server's process and the bench's own, whose
+    /// forwarder threads pass s3s-fs's answers on (the bench does nothing else while `status`
+    /// runs).
+    fn cpu(&self) -> anyhow::Result<Duration> {
+        let usage = |pid| {
+            super::cpu::process_usage(pid).with_context(|| format!("the CPU time of pid {pid}"))
+        };
+        Ok(usage(self.pid)? + usage(std::process::id())?)
     }
 
     fn is_moto(&self) -> bool {
@@ -278,19 +304,29 @@ impl Store {
     }
 }
 
-/// Wall, CPU and peak RSS of `status` runs.
+/// Wall, CPU and peak RSS of `status` runs, and the CPU the store spent answering them.
 #[derive(Default)]
 struct Reads {
     wall: Samples,
     cpu: Samples,
+    store_cpu: Samples,
     rss: Samples,
 }
 
 impl Reads {
-    fn push(&mut self, used: super::stats::Usage) {
+    /// Runs `read` and records what it and the store used.
+    fn push(
+        &mut self,
+        store: &Store,
+        read: impl FnOnce() -> anyhow::Result<super::stats::Usage>,
+    ) -> anyhow::Result<()> {
+        let before = store.cpu()?;
+        let used = read()?;
+        self.store_cpu.push((store.cpu()? - before).as_secs_f64());
         self.wall.push(used.wall);
         self.cpu.push(used.cpu);
         self.rss.push(used.max_rss_mb);
+        Ok(())
     }
 }
 
@@ -346,15 +382,15 @@ fn measure(
         sequential_requests: 0,
     };
     for run in 0..runs {
-        measured.concurrent.push(status(64)?);
+        measured.concurrent.push(store, || status(64))?;
         if run < sequential_runs {
             let mark = store.is_moto().then(|| bench.moto.mark());
-            measured.sequential.push(status(1)?);
+            measured.sequential.push(store, || status(1))?;
             if let Some(mark) = mark {
                 measured.sequential_requests += bench.moto.since(mark).len();
             }
         }
-        measured.listing.push(listing()?);
+        measured.listing.push(store, listing)?;
     }
     Ok(measured)
 }

@@ -39,6 +39,11 @@ impl Moto {
         format!("http://127.0.0.1:{}", self._server.port())
     }
 
+    /// moto's pid (its CPU time is read from `/proc`).
+    pub fn pid(&self) -> u32 {
+        self._server.pid()
+    }
+
     /// Creates a bucket (moto checks no signature on it).
     pub fn create_bucket(&self, bucket: &str) -> anyhow::Result<()> {
         let addr = self.endpoint.trim_start_matches("http://");
