@@ -416,6 +416,14 @@ impl Store {
             if before.as_deref() == Some(index.to_string().as_str()) {
                 return Ok((outcome, index));
             }
+            if !self.still_as_read(&condition).await? {
+                tracing::debug!(
+                    attempt,
+                    "the index changed since it was read; reading it again"
+                );
+                tokio::time::sleep(backoff(attempt)).await;
+                continue;
+            }
             let id = format!("{:012x}", rand::random::<u64>() >> 16);
             index.record_edit(&id);
             let started = Instant::now();
@@ -455,6 +463,22 @@ impl Store {
             attempts: EDIT_ATTEMPTS,
         }
         .into())
+    }
+
+    /// On a store used although it failed the write probe, whether the index is still what the
+    /// edit read (the store may ignore the write's condition, so it is checked here too): a writer
+    /// that read long ago then overwrites only when it stalls between this check and its write,
+    /// not anywhere since its read. Always true on a store that applies conditions.
+    async fn still_as_read<E>(&self, condition: &Condition) -> Result<bool, EditError<E>> {
+        if !self.unsafe_writes() {
+            return Ok(true);
+        }
+        let now = self.head(layout::INDEX).await?;
+        Ok(match condition {
+            Condition::IfMatch(etag) => now.is_some_and(|info| info.etag == *etag),
+            Condition::IfAbsent => now.is_none(),
+            Condition::None => true,
+        })
     }
 
     /// Whether the index read back holds the edit `id`, written in `took`.
