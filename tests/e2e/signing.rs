@@ -171,8 +171,15 @@ fn servers_with_a_trusted_key_install_only_what_it_signed() {
         "version v3",
     );
     let out = a.sync();
-    assert_failure(&out, 1, "package shop v3 is");
-    assert!(stderr(&out).contains("refused"), "{}", stderr(&out));
+    // By size, or by sha256 when the two packages happen to be as long (the versions differ by
+    // one byte in the manifest, and compression can even that out).
+    assert_failure(&out, 1, "the index says");
+    let err = stderr(&out);
+    assert!(
+        (err.contains("package shop v3 is ") || err.contains("package shop v3 has sha256 "))
+            && err.contains("refused"),
+        "{err}"
+    );
     assert_eq!(serving(&a).as_deref(), Some("v2"));
 
     // The entry of v3 swapped for v1's (sha256, size and a valid signature, of v1): now the
