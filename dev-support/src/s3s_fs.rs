@@ -78,12 +78,12 @@ impl S3sFs {
         Ok(server)
     }
 
-    /// Where s3s-fs keeps `key` of `bucket`: writing a file there makes the object.
     /// The server's pid (its CPU time is read from `/proc`).
     pub fn pid(&self) -> u32 {
         self.child.id()
     }
 
+    /// Where s3s-fs keeps `key` of `bucket`: writing a file there makes the object.
     pub fn object_path(&self, bucket: &str, key: &str) -> PathBuf {
         self.root.join(bucket).join(key)
     }

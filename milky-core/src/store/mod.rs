@@ -331,12 +331,11 @@ impl Store {
     pub async fn list_entries_by_page(
         &self,
         prefix: &str,
-        on_page: impl FnMut(Vec<Listed>),
+        mut on_page: impl FnMut(Vec<Listed>),
     ) -> Result<(), StoreError> {
         match self {
             Store::S3(s) => s.list_entries_by_page(prefix, on_page).await,
             Store::Local(l) => {
-                let mut on_page = on_page;
                 on_page(l.list_entries(prefix)?);
                 Ok(())
             }
