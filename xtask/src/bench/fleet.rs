@@ -183,7 +183,7 @@ pub fn run(bench: &Bench, report: &mut Report) -> anyhow::Result<FleetFigures> {
          `cargo milky hosts forget GROUP --older-than 3650d --dry-run`: the same listing of the group's\n\
          reports (one request per 1,000) and no report read; `status` reads each page's reports while\n\
          the next page is listed. \"The store's CPU\" is what the server's process (and, for s3s-fs,\n\
-         the bench's forwarder) spent while each ran: the store shares the 2 cores with `status`.\n\n\
+         the bench's forwarder) spent while each ran: the store shares the cores with `status`.\n\n\
          `--wait` at 10,000 servers against moto (`cargo milky version fleet10000 shop ref1 --wait`,\n\
          never converging): the first poll reads every report, {}; each later poll in which nothing\n\
          changed lists the group and re-reads nothing, {} ({requests:.0} requests: the index and\n\
@@ -361,6 +361,7 @@ fn measure(
     };
     let listing = || {
         let forget = [
+            "milky",
             "hosts",
             "forget",
             group,
@@ -368,12 +369,7 @@ fn measure(
             "3650d",
             "--dry-run",
         ];
-        usage(
-            &bench.milky_bin,
-            &[&["milky"], &forget[..]].concat(),
-            &store.env,
-            scratch,
-        )
+        usage(&bench.milky_bin, &forget, &store.env, scratch)
     };
     let mut measured = Measured {
         concurrent: Reads::default(),
