@@ -12,9 +12,11 @@
 mod converge;
 mod costs;
 mod cpu;
+mod download;
 mod fleet;
 mod idle;
 mod index_growth;
+mod meter;
 mod moto;
 mod package;
 mod report;

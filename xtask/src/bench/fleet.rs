@@ -8,16 +8,14 @@
 //! counted at a forwarder in front of moto.
 
 use std::fmt::Write as _;
-use std::io::{Read, Write};
-use std::net::{Shutdown, TcpListener, TcpStream};
 use std::process::Command;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime};
 
 use anyhow::{Context, bail, ensure};
 
 use super::Bench;
+use super::download::{Download, agent_download, object};
+use super::meter::Meter;
 use super::report::Report;
 use super::stats::{Samples, usage};
 use milky_dev_support::S3sFs;
@@ -49,17 +47,6 @@ pub struct FleetFigures {
     pub unchanged_poll_requests: f64,
     /// What one server downloads in the pass after the index changed, and in an idle pass.
     pub download: Download,
-}
-
-/// Bytes one `milky-agent sync` received from the store.
-#[derive(Debug, Clone, Copy)]
-pub struct Download {
-    /// The pass after the index changed.
-    pub changed: u64,
-    /// The next pass, nothing changed.
-    pub idle: u64,
-    /// The index's own size when it changed.
-    pub index: u64,
 }
 
 pub fn run(bench: &Bench, report: &mut Report) -> anyhow::Result<FleetFigures> {
@@ -544,185 +531,4 @@ fn wait_polls(
         Samples(rest.iter().map(|(_, t)| *t).collect()),
         later,
     ))
-}
-
-/// What one server receives from the store in the pass after the index changed and in the idle
-/// pass after it. The server belongs to a group the index does not name (it installs nothing) and
-/// reads `s3://bench/<prefix>` through a byte-counting forwarder. With `index`, the bench writes
-/// it there first; the change is the index with a comment line added.
-pub fn agent_download(
-    bench: &Bench,
-    prefix: &str,
-    index: Option<&str>,
-) -> anyhow::Result<Download> {
-    let key = format!("{prefix}/version.info");
-    if let Some(text) = index {
-        object(bench, &key, Some(text.as_bytes()))?;
-    }
-    let meter = Meter::start(&bench.moto.endpoint)?;
-    let server = super::servers::Server::new(bench, "no-apps", &format!("meter-{prefix}"), "")?;
-    let config = std::fs::read_to_string(server.config())?;
-    let config = config
-        .replace(
-            &format!("store = \"{}\"", bench.store),
-            &format!("store = \"s3://bench/{prefix}\""),
-        )
-        .replace(
-            &format!("endpoint_url = \"{}\"", bench.moto.endpoint),
-            &format!("endpoint_url = \"{}\"", meter.endpoint),
-        );
-    anyhow::ensure!(
-        config.contains(&meter.endpoint) && config.contains(&format!("s3://bench/{prefix}\"")),
-        "the agent's config names no store and endpoint to replace: {config}"
-    );
-    std::fs::write(server.config(), config)?;
-    let sync = || -> anyhow::Result<u64> {
-        let before = meter.received();
-        let out = Command::new(&bench.agent)
-            .arg("--config")
-            .arg(server.config())
-            .arg("sync")
-            .envs(bench.aws_env())
-            .env("AWS_ENDPOINT_URL", &meter.endpoint)
-            .env_remove("RUST_LOG")
-            .output()?;
-        if !out.status.success() {
-            bail!(
-                "milky-agent sync of {prefix}: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
-        // The forwarder's threads finish copying after the agent hung up.
-        std::thread::sleep(Duration::from_millis(200));
-        Ok(meter.received() - before)
-    };
-    // The first pass reads the index and starts nginx; the second has nothing new.
-    sync()?;
-    sync()?;
-    let mut text = object(bench, &key, None)?;
-    text.extend_from_slice(b"# changed by the bench\n");
-    object(bench, &key, Some(&text))?;
-    let changed = sync()?;
-    let idle = sync()?;
-    server.remove();
-    Ok(Download {
-        changed,
-        idle,
-        index: text.len() as u64,
-    })
-}
-
-/// GETs (`body` None: returns the object) or PUTs an object of the bench bucket, signed, with
-/// boto3 (moto refuses anonymous requests for objects).
-fn object(bench: &Bench, key: &str, body: Option<&[u8]>) -> anyhow::Result<Vec<u8>> {
-    const SCRIPT: &str = r#"
-import sys, boto3
-s3 = boto3.client("s3", endpoint_url=sys.argv[1])
-if sys.argv[2] == "put":
-    s3.put_object(Bucket="bench", Key=sys.argv[3], Body=open(sys.argv[4], "rb").read())
-else:
-    open(sys.argv[4], "wb").write(s3.get_object(Bucket="bench", Key=sys.argv[3])["Body"].read())
-"#;
-    let file = bench.work.join("object.tmp");
-    if let Some(body) = body {
-        std::fs::write(&file, body)?;
-    }
-    let out = Command::new(bench.tools_python())
-        .args(["-c", SCRIPT, &bench.moto.endpoint])
-        .arg(if body.is_some() { "put" } else { "get" })
-        .arg(key)
-        .arg(&file)
-        .envs(bench.aws_env())
-        .output()?;
-    if !out.status.success() {
-        bail!("{key}: {}", String::from_utf8_lossy(&out.stderr));
-    }
-    Ok(std::fs::read(&file)?)
-}
-
-/// A TCP forwarder on loopback that counts the bytes going back to the client. It acknowledges
-/// what the server sends at once and sends on without delay, so a server that writes an answer
-/// in two pieces without TCP_NODELAY is not held up by the delayed ACK of the first.
-struct Meter {
-    endpoint: String,
-    received: Arc<AtomicU64>,
-}
-
-impl Meter {
-    /// Lives as long as the bench process (threads only).
-    fn start(upstream: &str) -> anyhow::Result<Self> {
-        let upstream = upstream.trim_start_matches("http://").to_owned();
-        let listener = TcpListener::bind("127.0.0.1:0")?;
-        let endpoint = format!("http://{}", listener.local_addr()?);
-        let received = Arc::new(AtomicU64::new(0));
-        let counter = received.clone();
-        std::thread::spawn(move || {
-            for client in listener.incoming().flatten() {
-                let (upstream, counter) = (upstream.clone(), counter.clone());
-                std::thread::spawn(move || {
-                    let _ = forward(client, &upstream, &counter);
-                });
-            }
-        });
-        Ok(Self { endpoint, received })
-    }
-
-    fn received(&self) -> u64 {
-        self.received.load(Ordering::SeqCst)
-    }
-}
-
-fn forward(client: TcpStream, upstream: &str, received: &AtomicU64) -> std::io::Result<()> {
-    let server = TcpStream::connect(upstream)?;
-    server.set_nodelay(true)?;
-    client.set_nodelay(true)?;
-    let (mut to_server, mut from_client) = (server.try_clone()?, client.try_clone()?);
-    let up = std::thread::spawn(move || {
-        let _ = std::io::copy(&mut from_client, &mut to_server);
-        let _ = to_server.shutdown(Shutdown::Write);
-    });
-    let (mut from_server, mut to_client) = (server, client);
-    let mut buf = [0u8; 64 * 1024];
-    loop {
-        // Linux leaves quick-ACK mode on its own: set again before every read.
-        rustix::net::sockopt::set_tcp_quickack(&from_server, true)?;
-        let n = from_server.read(&mut buf)?;
-        if n == 0 {
-            break;
-        }
-        to_client.write_all(&buf[..n])?;
-        received.fetch_add(n as u64, Ordering::SeqCst);
-    }
-    let _ = to_client.shutdown(Shutdown::Write);
-    let _ = up.join();
-    Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// A server that answers in two writes, as s3s-fs does: the client gets both, the meter counts
-    /// both.
-    #[test]
-    fn the_meter_forwards_and_counts_an_answer_written_in_two_pieces() {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let upstream = format!("http://{}", listener.local_addr().unwrap());
-        let server = std::thread::spawn(move || {
-            let (mut socket, _) = listener.accept().unwrap();
-            let mut request = [0u8; 5];
-            socket.read_exact(&mut request).unwrap();
-            assert_eq!(&request, b"hello");
-            socket.write_all(b"HTTP/1.1 200 OK\r\n\r\n").unwrap();
-            socket.write_all(b"body").unwrap();
-        });
-        let meter = Meter::start(&upstream).unwrap();
-        let mut client = TcpStream::connect(meter.endpoint.trim_start_matches("http://")).unwrap();
-        client.write_all(b"hello").unwrap();
-        let mut answer = String::new();
-        client.read_to_string(&mut answer).unwrap();
-        server.join().unwrap();
-        assert_eq!(answer, "HTTP/1.1 200 OK\r\n\r\nbody");
-        assert_eq!(meter.received(), answer.len() as u64);
-    }
 }

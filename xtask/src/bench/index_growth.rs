@@ -18,7 +18,7 @@ use std::time::{Duration, SystemTime};
 use anyhow::{Context, bail};
 
 use super::Bench;
-use super::fleet::{Download, agent_download};
+use super::download::{Download, agent_download};
 use super::report::Report;
 use super::stats::{Samples, timed, usage};
 
