@@ -1,5 +1,5 @@
 //! What one server downloads from the store in a pass: after the index changed and when
-//! nothing changed (benchmarks 6 and 7), counted at a [`Meter`] in front of moto; and the bench
+//! nothing changed (benchmarks 7 and 8), counted at a [`Meter`] in front of moto; and the bench
 //! bucket's objects read and written with boto3.
 
 use std::process::Command;
